@@ -1,0 +1,154 @@
+"""The model contract: what an exported ONNX model says about itself.
+
+An export stores one JSON document under the ONNX metadata key ``sed.contract``
+(``training.export`` writes it; this module reads it with onnxruntime alone, so the
+runtime needs neither torch nor the ``onnx`` package)::
+
+    {
+      "contract_version": 1,
+      "model_version": "default-2026-11-22",
+      "labels": [{"name": "Dog", "mid": "/m/0bt9lr"}, ...],
+      "features": {FeatureConfig fields},
+      "thresholds": {"on": [float per label], "off": [float per label]},
+      "input": {"name": "patches", "shape": ["batch", 96, 64]},
+      "output": {"name": "scores", "activation": "sigmoid"},
+      "pooling": "max",                # how clip scores are pooled over patches
+      "training": {...}, "data": {...}, "git_revision": "..."   # informational
+    }
+
+The detector never repeats any of these values as a default.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detector.features import FeatureConfig
+
+__all__ = [
+    "CONTRACT_KEY",
+    "CONTRACT_VERSION",
+    "ContractError",
+    "Label",
+    "ModelContract",
+]
+
+CONTRACT_KEY = "sed.contract"
+CONTRACT_VERSION = 1
+POOLINGS = ("max", "mean", "attention")
+
+
+class ContractError(ValueError):
+    """The model file or its metadata is not a usable sed model."""
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    mid: str
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    labels: tuple[Label, ...]
+    features: FeatureConfig
+    on_thresholds: tuple[float, ...]
+    off_thresholds: tuple[float, ...]
+    model_version: str
+    input_name: str = "patches"
+    output_name: str = "scores"
+    pooling: str = "max"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def names(self) -> list[str]:
+        return [lab.name for lab in self.labels]
+
+    def to_json(self) -> str:
+        doc: dict[str, Any] = dict(self.extra)
+        doc.update(
+            contract_version=CONTRACT_VERSION,
+            model_version=self.model_version,
+            labels=[{"name": lab.name, "mid": lab.mid} for lab in self.labels],
+            features=self.features.to_dict(),
+            thresholds={"on": list(self.on_thresholds), "off": list(self.off_thresholds)},
+            input={
+                "name": self.input_name,
+                "shape": ["batch", self.features.patch_frames, self.features.n_mels],
+            },
+            output={"name": self.output_name, "activation": "sigmoid"},
+            pooling=self.pooling,
+        )
+        return json.dumps(doc, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "model") -> ModelContract:
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ContractError(f"{source}: metadata {CONTRACT_KEY!r} is not JSON ({e})") from e
+        if not isinstance(doc, dict):
+            raise ContractError(f"{source}: metadata {CONTRACT_KEY!r} is not a JSON object")
+        version = doc.get("contract_version")
+        if version != CONTRACT_VERSION:
+            raise ContractError(
+                f"{source}: contract_version {version!r}; this detector reads {CONTRACT_VERSION}"
+            )
+        missing = [k for k in ("labels", "features", "thresholds", "model_version") if k not in doc]
+        if missing:
+            raise ContractError(f"{source}: model metadata lacks {missing}")
+        try:
+            labels = tuple(Label(str(d["name"]), str(d["mid"])) for d in doc["labels"])
+            features = FeatureConfig.from_dict(doc["features"])
+            on = tuple(float(x) for x in doc["thresholds"]["on"])
+            off = tuple(float(x) for x in doc["thresholds"]["off"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ContractError(f"{source}: malformed model metadata: {e}") from e
+        if not labels:
+            raise ContractError(f"{source}: model metadata has an empty label list")
+        if len(on) != len(labels) or len(off) != len(labels):
+            raise ContractError(
+                f"{source}: {len(labels)} labels but {len(on)} on- and {len(off)} off-thresholds"
+            )
+        bad = [labels[i].name for i in range(len(labels)) if not 0.0 <= off[i] <= on[i] <= 1.0]
+        if bad:
+            raise ContractError(f"{source}: thresholds need 0 <= off <= on <= 1; violated for {bad}")
+        pooling = str(doc.get("pooling", "max"))
+        if pooling not in POOLINGS:
+            raise ContractError(f"{source}: pooling {pooling!r}; accepted: {list(POOLINGS)}")
+        known = {
+            "contract_version", "model_version", "labels", "features", "thresholds",
+            "input", "output", "pooling",
+        }
+        return cls(
+            labels=labels,
+            features=features,
+            on_thresholds=on,
+            off_thresholds=off,
+            model_version=str(doc["model_version"]),
+            input_name=str(doc.get("input", {}).get("name", "patches")),
+            output_name=str(doc.get("output", {}).get("name", "scores")),
+            pooling=pooling,
+            extra={k: v for k, v in doc.items() if k not in known},
+        )
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str], source: str = "model") -> ModelContract:
+        if CONTRACT_KEY not in metadata:
+            raise ContractError(
+                f"{source}: ONNX metadata has no {CONTRACT_KEY!r} entry (keys: {sorted(metadata)}); "
+                "export models with sed-export"
+            )
+        return cls.from_json(metadata[CONTRACT_KEY], source)
+
+    @classmethod
+    def read(cls, path: str | Path) -> ModelContract:
+        """Read the contract of an ONNX file without running it."""
+        from detector.scorer import open_session  # onnxruntime import kept in one place
+
+        return cls.from_metadata(
+            open_session(path, "cpu").get_modelmeta().custom_metadata_map, str(path)
+        )

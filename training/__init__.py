@@ -1,0 +1,1 @@
+"""sed training: data, model, training loop, evaluation and ONNX export (needs torch)."""
