@@ -1,0 +1,132 @@
+"""Runtime configuration: frozen dataclasses filled from one TOML file.
+
+Example ``sed.toml``::
+
+    [listen]
+    patch_hop_s = 0.48        # seconds between patch starts
+    endpoint = "tcp://127.0.0.1:5557"
+    top_k = 5
+
+    [smoother]                # defaults for every label (detector.smoother.LabelPolicy)
+    method = "ema"
+    ema_tau_s = 0.25
+    hold_s = 0.5
+
+    [smoother.labels."Dog"]   # per-label overrides by AudioSet display name
+    on = 0.6
+    debounce_s = 0.2
+
+Unknown keys and wrong types are errors that name them. Model-specific values
+(labels, features, thresholds) come from the model, never from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detector.smoother import LabelPolicy, SmootherConfig
+
+__all__ = ["Config", "ListenConfig", "load_config"]
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    """Daemon settings. Times in seconds."""
+
+    # 0.48 s: half-overlapping patches. See README "Choosing the patch hop" for the
+    # latency/CPU trade-off measured on a 2-core machine.
+    patch_hop_s: float = 0.48
+    endpoint: str = "tcp://127.0.0.1:5557"
+    top_k: int = 5
+    scores: bool = True  # publish scores.<stream> at every hop
+    update_interval_s: float = 1.0
+    status_interval_s: float = 1.0
+    file_chunk_s: float = 2.0  # samples read per file per loop (bounds memory and latency)
+    live_poll_s: float = 0.005  # idle wait between ring-buffer polls
+    max_batch: int = 256
+    device: str = "cpu"
+    threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's choice
+    realtime: bool = False  # pace file sources to the wall clock
+    hwm: int = 10000  # ZeroMQ send high-water mark (messages)
+
+    def __post_init__(self) -> None:
+        if self.patch_hop_s <= 0:
+            raise ValueError(f"patch_hop_s={self.patch_hop_s}; must be > 0")
+        for name in ("update_interval_s", "status_interval_s", "file_chunk_s", "live_poll_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)}; must be > 0")
+        if self.top_k < 1 or self.max_batch < 1:
+            raise ValueError(f"top_k={self.top_k}, max_batch={self.max_batch}; both must be >= 1")
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    smoother: SmootherConfig = field(default_factory=SmootherConfig)
+
+
+def _check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
+    hint = annotation
+    allowed: tuple[type, ...]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        allowed = tuple(a for a in typing.get_args(hint) if a is not type(None))
+        if value is None:
+            return None
+    else:
+        allowed = (hint,)
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if any(isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in allowed):
+        return value
+    names = " or ".join(t.__name__ for t in allowed)
+    raise ValueError(f"[{section}] {name} = {value!r} ({type(value).__name__}); expected {names}")
+
+
+def _build(cls: type, section: str, data: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"[{section}] unknown key(s) {unknown}; accepted: {sorted(known)}")
+    return cls(**{k: _check_type(section, k, v, hints[k]) for k, v in data.items()})
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read ``path`` (TOML) if given, then apply ``overrides`` to ``[listen]``."""
+    doc: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            doc = tomllib.loads(p.read_text())
+        except FileNotFoundError as e:
+            raise ValueError(f"config {p}: no such file") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"config {p}: not valid TOML ({e})") from e
+    unknown = sorted(set(doc) - {"listen", "smoother"})
+    if unknown:
+        raise ValueError(f"config: unknown section(s) {unknown}; accepted: ['listen', 'smoother']")
+    listen_doc = dict(doc.get("listen", {}))
+    listen_doc.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    listen = _build(ListenConfig, "listen", listen_doc)
+    smoother_doc = dict(doc.get("smoother", {}))
+    per_label = smoother_doc.pop("labels", {})
+    default = _build(LabelPolicy, "smoother", smoother_doc)
+    hints = typing.get_type_hints(LabelPolicy)
+    labels: dict[str, dict[str, Any]] = {}
+    for name, over in per_label.items():
+        if not isinstance(over, dict):
+            raise ValueError(f"[smoother.labels.{name!r}] must be a table; got {over!r}")
+        section = f"smoother.labels.{name!r}"
+        known = set(hints)
+        bad = sorted(set(over) - known)
+        if bad:
+            raise ValueError(f"[{section}] unknown key(s) {bad}; accepted: {sorted(known)}")
+        labels[name] = {k: _check_type(section, k, v, hints[k]) for k, v in over.items()}
+        dataclasses.replace(default, **labels[name])  # validate values now, not at start-up
+    return Config(listen=listen, smoother=SmootherConfig(default=default, labels=labels))
