@@ -410,10 +410,10 @@ def main(argv: list[str] | None = None) -> int:
         ref, got = onnx_scores(path, ref_x), onnx_scores(dst, ref_x)
         line = f"{kind}: {dst}  max |diff| vs fp32 {float(np.max(np.abs(got - ref))):.3g}"
         if val_y is not None:
-            from training.metrics import mean_average_precision
+            from training.metrics import average_precision, mean_excluding
 
-            m32 = mean_average_precision(ref, val_y)
-            mq = mean_average_precision(got, val_y)
+            m32 = mean_excluding(average_precision(ref, val_y))[0]
+            mq = mean_excluding(average_precision(got, val_y))[0]
             line += f"  mAP {m32:.4f} -> {mq:.4f} (delta {mq - m32:+.4f})"
         print(line)
     return 0

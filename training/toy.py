@@ -11,7 +11,7 @@ Backgrounds are quiet pink (1/f) noise, so "low noise" and the ``White noise``
 label differ in level and in spectral shape.
 
 * :func:`make_toy_scene` sounds events at known times over background;
-* :func:`make_toy_clips` writes FLAC clips and a manifest (``training.data`` format);
+* :func:`make_toy_clips` writes FLAC clips and a manifest (``training.clips`` format);
 * :func:`make_toy_model` trains the real :class:`training.model.SedNet` at a small width
   on toy patches (seconds on one core) and exports it with :mod:`training.export`.
 """
@@ -199,7 +199,7 @@ def make_toy_clips(
     """
     import soundfile as sf
 
-    from training.data import Clip, write_manifest
+    from training.clips import Clip, write_manifest
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
