@@ -1,0 +1,36 @@
+"""Shared command-line plumbing: logging set-up and one-line errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from detector.contract import ContractError
+
+__all__ = ["EXPECTED_ERRORS", "run_cli", "setup_logging"]
+
+#: Errors that mean "bad input or environment": reported in one line, exit status 2.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    ContractError, ValueError, FileNotFoundError, PermissionError, OSError, RuntimeError, ImportError,
+)
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr (stdout is for JSON)."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run_cli(prog: str, body: Callable[[], int]) -> int:
+    """Run ``body``; expected errors become ``prog: error: ...`` on stderr and exit 2."""
+    try:
+        return body()
+    except EXPECTED_ERRORS as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,144 @@
+"""``sed-listen``: detect sound events on microphones, files and stdin; publish them.
+
+    sed-listen                          # default microphone
+    sed-listen mic:USB --json | jq .    # a named input device, events as JSON lines
+    sed-listen a.wav b.flac mic:default # several streams, one batched model
+    arecord -f S16_LE -r 16000 | sed-listen -   # raw PCM on stdin
+
+SIGINT/SIGTERM close every open event with an offset, flush the sockets and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from types import FrameType
+
+from detector import sources as sources_mod
+from detector.cli_common import run_cli, setup_logging
+from detector.config import load_config
+from detector.models import resolve_model
+from detector.pipeline import Listener
+from detector.publisher import JsonLinesSink, Sink, ZmqPublisher
+from detector.scorer import DEVICES, OnnxScorer
+from detector.sources import Source
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("sed-listen")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sed-listen",
+        description="Streaming sound event detection; events over ZeroMQ and as JSON lines.",
+    )
+    p.add_argument(
+        "sources", nargs="*", metavar="SOURCE",
+        help="audio file, 'mic', 'mic:NAME_OR_INDEX', or '-' for raw PCM on stdin "
+        "(default: the default microphone)",
+    )
+    p.add_argument("--file", action="append", default=[], metavar="PATH", help="an audio file (repeatable)")
+    p.add_argument("--mic", metavar="NAME", help="input device name or index (see --list-devices)")
+    p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
+    p.add_argument("--model", type=Path, help="ONNX model from sed-export (default: exports/default)")
+    p.add_argument("--device", choices=DEVICES, help="inference device: cpu, cuda or auto (default cpu)")
+    p.add_argument("--threads", type=int, help="onnxruntime threads (default: onnxruntime's choice)")
+    p.add_argument("--config", type=Path, help="TOML config ([listen], [smoother] sections)")
+    p.add_argument("--publish", metavar="ENDPOINT", help="ZeroMQ PUB endpoint (default tcp://127.0.0.1:5557)")
+    p.add_argument("--no-publish", action="store_true", help="do not open a ZeroMQ socket")
+    p.add_argument("--json", action="store_true", help="write events as JSON lines on stdout")
+    p.add_argument("--json-all", action="store_true", help="write every message (scores, status too)")
+    p.add_argument("--hop", type=float, dest="patch_hop_s", metavar="SECONDS", help="patch hop (default 0.48)")
+    p.add_argument("--top-k", type=int, help="labels per scores message (default 5)")
+    p.add_argument("--realtime", action="store_true", default=None, help="pace files to the wall clock")
+    p.add_argument("--stdin-rate", type=int, default=16000, help="sample rate of raw PCM on stdin")
+    p.add_argument("--stdin-channels", type=int, default=1, help="channels of raw PCM on stdin")
+    p.add_argument("--stdin-format", choices=("s16le", "f32le"), default="s16le", help="raw PCM sample format")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (stderr)")
+    return p
+
+
+def _unique_ids(srcs: list[Source]) -> None:
+    counts = Counter(s.stream_id for s in srcs)
+    seen: Counter[str] = Counter()
+    for s in srcs:
+        if counts[s.stream_id] > 1:
+            seen[s.stream_id] += 1
+            s.stream_id = f"{s.stream_id}#{seen[s.stream_id]}"
+
+
+def _make_sources(args: argparse.Namespace, rate: int, realtime: bool) -> list[Source]:
+    specs = list(args.sources) + list(args.file)
+    if args.mic is not None:
+        specs.append(f"mic:{args.mic}")
+    if not specs:
+        specs = ["mic"]
+    srcs = []
+    for spec in specs:
+        srcs.append(
+            sources_mod.parse_source(
+                spec, rate, realtime=realtime, stdin_rate=args.stdin_rate,
+                stdin_channels=args.stdin_channels, stdin_format=args.stdin_format,
+            )
+        )
+    _unique_ids(srcs)
+    return srcs
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.list_devices:
+        print(sources_mod.list_devices())
+        return 0
+    config = load_config(
+        args.config,
+        {
+            "patch_hop_s": args.patch_hop_s, "device": args.device, "threads": args.threads,
+            "top_k": args.top_k, "realtime": args.realtime, "endpoint": args.publish,
+        },
+    )
+    lc = config.listen
+    scorer = OnnxScorer(resolve_model(args.model), lc.device, lc.threads, lc.max_batch)
+    srcs = _make_sources(args, scorer.contract.features.sample_rate, lc.realtime)
+    sinks: list[Sink] = []
+    if args.json or args.json_all:
+        kinds = ("event", "scores", "status") if args.json_all else ("event",)
+        sinks.append(JsonLinesSink(sys.stdout, kinds))
+    if not args.no_publish:
+        pub = ZmqPublisher(lc.endpoint, hwm=lc.hwm)
+        log.info("publishing on %s", pub.bound)
+        sinks.append(pub)
+    listener = Listener(srcs, sinks, config, scorer=scorer)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: closing open events and exiting", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        listener.run(stop)
+    finally:
+        for sink in sinks:
+            sink.close()
+    failed = [st.id for st in listener.streams if st.error]
+    if failed and len(failed) == len(listener.streams):
+        log.error("every stream failed: %s", ", ".join(failed))
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    return run_cli("sed-listen", lambda: _run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""``sed-tag``: clip-level tags for audio files, one JSON line per file.
+
+    sed-tag dog.wav street.flac | jq '.scores | to_entries | max_by(.value)'
+
+Each file runs through the streaming stages (file source, incremental log-mel,
+patcher, batched scorer). The clip score of a label is the **maximum over the
+file's patches** of that label's sigmoid score: a sound present anywhere in the
+file tags it, however long the file. Files shorter than one patch are padded with
+silence to one patch. Labels are AudioSet display names; ``--mids`` adds the mids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from detector.cli_common import run_cli, setup_logging
+from detector.logmel import LogMelStage
+from detector.models import resolve_model
+from detector.patcher import Patcher
+from detector.pipeline import hop_frames_for
+from detector.scorer import DEVICES, OnnxScorer
+from detector.sources import FileSource, SourceError
+
+__all__ = ["main", "pool_scores", "tag_file"]
+
+log = logging.getLogger("sed-tag")
+
+READ_SECONDS = 10.0  # audio read per step; bounds memory for long files
+
+
+def pool_scores(patch_scores: np.ndarray) -> np.ndarray:
+    """``(n_patches, L)`` -> ``(L,)``: max over patches."""
+    if patch_scores.shape[0] == 0:
+        raise ValueError("no patches to pool")
+    return patch_scores.max(axis=0)
+
+
+def tag_file(path: str | Path, scorer: OnnxScorer, hop_s: float = 0.48, batch: int = 64) -> np.ndarray:
+    """Clip scores ``(L,)`` of one file (see module docstring for the pooling)."""
+    cfg = scorer.contract.features
+    src = FileSource(path, cfg.sample_rate)
+    logmel = LogMelStage(cfg)
+    patcher = Patcher(cfg, hop_frames_for(hop_s, scorer))
+    pooled: np.ndarray | None = None
+    pending: list[np.ndarray] = []
+    read = round(READ_SECONDS * cfg.sample_rate)
+
+    def drain(force: bool) -> None:
+        nonlocal pooled, pending
+        if pending and (force or len(pending) >= batch):
+            s = pool_scores(scorer.score(np.stack(pending)))
+            pooled = s if pooled is None else np.maximum(pooled, s)
+            pending = []
+
+    with src:
+        while (x := src.read(read)) is not None:
+            pending.extend(p.data for p in patcher.process(logmel.process(x)))
+            drain(False)
+        pending.extend(p.data for p in patcher.flush())
+    drain(True)
+    if pooled is None:
+        raise SourceError(f"{path}: no audio (0 samples); nothing to tag")
+    return pooled
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sed-tag", description="Clip-level sound tags, one JSON line per file.")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("--model", type=Path, help="ONNX model from sed-export (default: exports/default)")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.add_argument("--hop", type=float, default=0.48, metavar="SECONDS", help="patch hop (default 0.48)")
+    p.add_argument("--top", type=int, default=0, help="keep only the N highest labels (default: all)")
+    p.add_argument("--mids", action="store_true", help="add a 'mids' object {label: mid}")
+    p.add_argument("--log-level", default="WARNING")
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    scorer = OnnxScorer(resolve_model(args.model), args.device)
+    names = scorer.contract.names
+    failures = 0
+    for path in args.files:
+        try:
+            scores = tag_file(path, scorer, args.hop)
+        except (SourceError, OSError) as e:
+            print(f"sed-tag: error: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        order = np.argsort(-scores, kind="stable")
+        if args.top:
+            order = order[: args.top]
+        doc: dict[str, object] = {
+            "path": str(path),
+            "model": scorer.contract.model_version,
+            "pooling": "max",
+            "scores": {names[i]: round(float(scores[i]), 4) for i in order},
+        }
+        if args.mids:
+            doc["mids"] = {names[i]: scorer.contract.labels[i].mid for i in order}
+        print(json.dumps(doc), flush=True)
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    return run_cli("sed-tag", lambda: _run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

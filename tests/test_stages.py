@@ -1,0 +1,169 @@
+"""Patcher, smoother, event builder and config: the decision stages, in isolation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detector.config import load_config
+from detector.contract import Label
+from detector.events import EventBuilder
+from detector.features import FeatureConfig
+from detector.patcher import Patcher
+from detector.smoother import LabelPolicy, Smoother, SmootherConfig
+
+CFG = FeatureConfig()
+HOP = 0.5
+NO_SMOOTHING = LabelPolicy(method="none", hold_s=0.0, min_duration_s=0.0)
+
+
+def _run(smoother: Smoother, series: list[float]) -> list[tuple[str, float]]:
+    out = []
+    for k, v in enumerate(series):
+        _, trs = smoother.process(np.array([v]), centre_s=k * HOP + HOP / 2)
+        out += [(t.kind, t.time) for t in trs]
+    return out
+
+
+def _smoother(policy: LabelPolicy = NO_SMOOTHING, on: float = 0.5, off: float = 0.3) -> Smoother:
+    return Smoother(SmootherConfig(default=policy), ["A"], [on], [off], HOP)
+
+
+# --- patcher -------------------------------------------------------------------
+
+def test_patcher_hop_and_times_independent_of_block_size() -> None:
+    frames = np.random.default_rng(0).standard_normal((500, CFG.n_mels)).astype(np.float32)
+    whole = Patcher(CFG, 48)
+    ref = whole.process(frames) + whole.flush()
+    for block in (1, 13, 96, 200):
+        p = Patcher(CFG, 48)
+        got = [q for i in range(0, 500, block) for q in p.process(frames[i : i + block])] + p.flush()
+        assert [q.start_frame for q in got] == [q.start_frame for q in ref]
+        for a, b in zip(got, ref, strict=True):
+            np.testing.assert_array_equal(a.data, b.data)
+    assert [q.start_frame for q in ref[:3]] == [0, 48, 96]
+    np.testing.assert_array_equal(ref[1].data, frames[48:144])
+    assert ref[0].start == 0.0 and ref[0].end == pytest.approx(0.975)
+    last = ref[-1]
+    assert last.padded_frames == last.start_frame + CFG.patch_frames - 500
+    assert np.all(last.data[-last.padded_frames :] == np.float32(np.log(CFG.log_offset)))
+
+
+def test_patcher_short_stream_gives_one_padded_patch_and_empty_gives_none() -> None:
+    p = Patcher(CFG, 48)
+    assert p.process(np.zeros((10, CFG.n_mels), np.float32)) == []
+    (only,) = p.flush()
+    assert only.padded_frames == CFG.patch_frames - 10
+    assert Patcher(CFG, 48).flush() == []
+
+
+def test_patcher_rejects_hops_that_skip_audio() -> None:
+    with pytest.raises(ValueError, match="accepted: 1 to 96"):
+        Patcher(CFG, 97)
+
+
+# --- smoother ------------------------------------------------------------------
+
+def test_hysteresis_onset_and_offset_times() -> None:
+    trs = _run(_smoother(), [0.1, 0.6, 0.4, 0.35, 0.2, 0.1])
+    # on at interval 1 (0.5 s), stays through 0.4/0.35 (>= off), ends at interval 4 (2.0 s)
+    assert trs == [("onset", 0.5), ("offset", 2.0)]
+
+
+def test_debounce_suppresses_blips() -> None:
+    policy = LabelPolicy(method="none", debounce_s=1.0, hold_s=0.0, min_duration_s=0.0)
+    assert _run(_smoother(policy), [0.9, 0.1, 0.9, 0.1]) == []
+    assert _run(_smoother(policy), [0.1, 0.9, 0.9, 0.1])[0] == ("onset", 0.5)
+
+
+def test_hold_bridges_short_dips_and_min_duration_extends_events() -> None:
+    held = LabelPolicy(method="none", hold_s=1.0, min_duration_s=0.0)
+    trs = _run(_smoother(held), [0.9, 0.1, 0.9, 0.1, 0.1, 0.1])
+    assert trs == [("onset", 0.0), ("offset", 1.5)]
+    long = LabelPolicy(method="none", hold_s=0.0, min_duration_s=2.0)
+    trs = _run(_smoother(long), [0.9, 0.1, 0.1, 0.1, 0.1, 0.1])
+    assert trs == [("onset", 0.0), ("offset", 2.0)]
+
+
+def test_ema_and_median_smoothing() -> None:
+    ema = _smoother(LabelPolicy(method="ema", ema_tau_s=HOP / np.log(2), hold_s=0, min_duration_s=0))
+    s1, _ = ema.process(np.array([1.0]), 0.25)
+    s2, _ = ema.process(np.array([1.0]), 0.75)
+    assert s1[0] == pytest.approx(0.5) and s2[0] == pytest.approx(0.75)
+    med = _smoother(LabelPolicy(method="median", median_s=1.5, hold_s=0, min_duration_s=0))
+    vals = [med.process(np.array([v]), k * HOP)[0][0] for k, v in enumerate([0.0, 1.0, 0.0, 0.0])]
+    assert vals == [0.0, 0.5, 0.0, 0.0]  # a one-hop spike is removed by a 3-hop median
+
+
+def test_per_label_overrides_and_model_thresholds() -> None:
+    cfg = SmootherConfig(default=NO_SMOOTHING, labels={"B": {"on": 0.9, "enabled": True}, "C": {"enabled": False}})
+    sm = Smoother(cfg, ["A", "B", "C"], [0.5, 0.5, 0.5], [0.3, 0.3, 0.3], HOP)
+    _, trs = sm.process(np.array([0.6, 0.6, 0.99]), 0.25)
+    assert [t.label for t in trs] == [0]
+    assert list(sm.on) == [0.5, 0.9, 0.5]
+    with pytest.raises(ValueError, match="does not have"):
+        Smoother(SmootherConfig(labels={"Z": {"on": 0.1}}), ["A"], [0.5], [0.3], HOP)
+
+
+def test_close_ends_open_events_and_nan_scores_are_safe() -> None:
+    sm = _smoother()
+    _, trs = sm.process(np.array([np.nan]), 0.25)
+    assert trs == []
+    sm.process(np.array([0.9]), 0.75)
+    (tr,) = sm.close(3.0)
+    assert (tr.kind, tr.time) == ("offset", 3.0)
+    assert not sm.active.any()
+
+
+# --- events --------------------------------------------------------------------
+
+def test_event_builder_onset_updates_offset() -> None:
+    sm = _smoother(LabelPolicy(method="none", hold_s=0.0, min_duration_s=0.0))
+    eb = EventBuilder([Label("A", "/m/a")], update_interval_s=1.0, wall_of=lambda t: 1000.0 + t)
+    out = []
+    for k, v in enumerate([0.1, 0.7, 0.8, 0.9, 0.6, 0.1]):
+        s, trs = sm.process(np.array([v]), k * HOP + HOP / 2)
+        out += eb.process(trs, s, k * HOP + HOP / 2)
+    kinds = [p["event"] for p in out]
+    assert kinds == ["onset", "update", "offset"]
+    onset, update, offset = out
+    assert onset["start"] == 0.5 and onset["start_wall"] == 1000.5 and onset["end"] is None
+    assert update["duration"] == pytest.approx(1.25)  # start 0.5 s, update at hop centre 1.75 s
+    assert offset["end"] == 2.5 and offset["end_wall"] == 1002.5 and offset["reason"] == "score"
+    assert offset["peak"] == 0.9 and offset["mean"] == pytest.approx(0.75)
+    assert {p["event_id"] for p in out} == {0}
+
+
+# --- config --------------------------------------------------------------------
+
+def test_config_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "sed.toml"
+    path.write_text(
+        '[listen]\npatch_hop_s = 0.24\ntop_k = 3\n[smoother]\nhold_s = 1\n'
+        '[smoother.labels."Dog"]\non = 0.7\n'
+    )
+    cfg = load_config(path, {"top_k": 7, "device": None})
+    assert cfg.listen.patch_hop_s == 0.24 and cfg.listen.top_k == 7
+    assert cfg.smoother.default.hold_s == 1.0
+    assert cfg.smoother.policy("Dog").on == 0.7 and cfg.smoother.policy("Cat").on is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[listen]\npatch_hop = 1\n", "unknown key"),
+        ("[listen]\ntop_k = 'five'\n", "expected int"),
+        ("[listn]\n", "unknown section"),
+        ("[smoother]\nmethod = 'mean'\n", "accepted"),
+        ('[smoother.labels."Dog"]\nonn = 0.5\n', "unknown key"),
+        ('[smoother.labels."Dog"]\non = 1.5\n', "accepted: 0 to 1"),
+        ("[listen\n", "not valid TOML"),
+    ],
+)
+def test_config_errors_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_config(path)
