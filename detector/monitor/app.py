@@ -1,0 +1,315 @@
+"""``sed-monitor``: a Textual dashboard for the ``sed-listen`` ZeroMQ stream.
+
+Run ``sed-monitor`` (or ``python -m detector.monitor.app``) next to a running
+``sed-listen``; ``--connect`` picks another endpoint, ``--demo`` starts
+``sed-listen`` on a bundled clip in a subprocess and watches it.
+
+The ZeroMQ loop (:class:`~detector.monitor.subscriber.Subscriber`) runs in a
+Textual thread worker and posts at most ``--ui-rate`` coalesced
+:class:`BatchReceived` messages a second; the app applies them to a
+:class:`~detector.monitor.state.MonitorState` and redraws only what changed.
+This module imports no inference code (no numpy, onnxruntime or torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from typing import ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Footer, Input
+
+from detector.wire import DEFAULT_ENDPOINT
+
+from .state import Batch, MonitorState, StreamView
+from .subscriber import Subscriber, SubscriberConfig
+from .widgets import ConnectionHeader, EventLog, HelpScreen, ScoresPanel, StatusPanel, StreamTabs
+
+__all__ = ["BatchReceived", "MonitorApp", "main"]
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.5
+"""Redraw interval of the clock-driven parts (age of the last message, waiting time)."""
+MAX_STREAM_KEYS = 9
+"""Streams reachable with the digit keys 1..9."""
+
+
+class BatchReceived(Message):
+    """A coalesced batch from the subscriber thread."""
+
+    def __init__(self, batch: Batch) -> None:
+        super().__init__()
+        self.batch = batch
+
+
+class MonitorApp(App[None]):
+    """The dashboard: header, stream tabs, top-k scores, stream status, event log."""
+
+    TITLE = "sed-monitor"
+    CSS = """
+    Screen { layout: vertical; }
+    #header { height: 1; background: $boost; }
+    #tabs { height: 1; }
+    #panels { height: auto; max-height: 60%; }
+    #scores { width: 2fr; height: auto; padding: 0 1; border: round $primary-darken-2; }
+    #status { width: 1fr; min-width: 44; height: auto; padding: 0 1;
+              border: round $primary-darken-2; }
+    #events { height: 1fr; border: round $primary-darken-2; }
+    #filter { dock: bottom; display: none; }
+    #filter.visible { display: block; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("p,space", "toggle_pause", "Pause"),
+        Binding("slash", "filter", "Filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("n", "next_stream(1)", "Next stream"),
+        Binding("b", "next_stream(-1)", "Prev stream"),
+        *[
+            Binding(str(i), f"select_stream({i - 1})", show=False)
+            for i in range(1, MAX_STREAM_KEYS + 1)
+        ],
+        Binding("question_mark,h", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        config: SubscriberConfig | None = None,
+        *,
+        subscribe: bool = True,
+    ) -> None:
+        """``subscribe=False`` starts no ZeroMQ worker (feed batches by hand in tests)."""
+        super().__init__()
+        self.config = config or SubscriberConfig()
+        self.state = MonitorState(self.config.endpoint)
+        self.selected: str | None = None
+        self.paused = False
+        self.held = 0
+        """Batches received while paused."""
+        self.label_filter = ""
+        self.batches = 0
+        self._subscribe_on_mount = subscribe
+        self._stop = threading.Event()
+        self.subscriber = Subscriber(self.config, self._deliver)
+
+    # ---- layout
+    def compose(self) -> ComposeResult:
+        """Header, stream tabs, scores | status, event log, filter input, footer."""
+        yield ConnectionHeader(id="header")
+        yield StreamTabs(id="tabs")
+        with Horizontal(id="panels"):
+            yield ScoresPanel(id="scores")
+            yield StatusPanel(id="status")
+        yield EventLog(id="events")
+        yield Input(placeholder="filter events by label (enter: keep, escape: clear)", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """Draw the empty state, start the clock and the subscriber."""
+        self.redraw()
+        self.set_interval(TICK_S, self._tick)
+        self.query_one(EventLog).focus()
+        if self._subscribe_on_mount:
+            self._subscribe()
+
+    def on_unmount(self) -> None:
+        """Stop the subscriber thread."""
+        self._stop.set()
+
+    @work(thread=True, exclusive=True, name="zmq-subscriber")
+    def _subscribe(self) -> None:
+        self.subscriber.run(self._stop)
+
+    def _deliver(self, batch: Batch) -> None:
+        """Called in the subscriber thread; ``post_message`` is thread-safe."""
+        self.post_message(BatchReceived(batch))
+
+    # ---- data
+    def on_batch_received(self, message: BatchReceived) -> None:
+        """Apply a batch to the state; redraw what changed unless paused."""
+        self.apply_batch(message.batch)
+
+    def apply_batch(self, batch: Batch) -> None:
+        """Apply ``batch`` (also the entry point for tests without ZeroMQ)."""
+        changes = self.state.apply_batch(batch)
+        self.batches += 1
+        if self.selected is None and self.state.streams:
+            self.selected = self.state.stream_ids()[0]
+        if self.paused:
+            self.held += 1
+            self._draw_header()
+            return
+        self._draw_header()
+        if changes.new_streams or changes.streams:
+            self.query_one(StreamTabs).refresh_from(self.state, self.selected)
+        if self.selected in changes.streams or changes.connection:
+            self._draw_stream()
+        if changes.events:
+            self.query_one(EventLog).refresh_from(self.state, self.label_filter)
+
+    def _tick(self) -> None:
+        self._draw_header()
+        if not self.paused:
+            self.query_one(StatusPanel).refresh_from(self.current_view(), time.monotonic())
+
+    def current_view(self) -> StreamView | None:
+        """The selected stream, or None before the first message."""
+        return self.state.streams.get(self.selected) if self.selected is not None else None
+
+    # ---- drawing
+    def _draw_header(self) -> None:
+        self.query_one(ConnectionHeader).refresh_from(
+            self.state, time.monotonic(), self.paused, self.held, self.label_filter
+        )
+
+    def _draw_stream(self) -> None:
+        view = self.current_view()
+        self.query_one(ScoresPanel).refresh_from(view, self.state, self.label_filter)
+        self.query_one(StatusPanel).refresh_from(view, time.monotonic())
+
+    def redraw(self) -> None:
+        """Redraw every panel from the state."""
+        self._draw_header()
+        self.query_one(StreamTabs).refresh_from(self.state, self.selected)
+        self._draw_stream()
+        self.query_one(EventLog).refresh_from(self.state, self.label_filter)
+
+    # ---- actions
+    def action_toggle_pause(self) -> None:
+        """Freeze or unfreeze the display; data keeps being collected."""
+        self.paused = not self.paused
+        if not self.paused:
+            self.held = 0
+            self.redraw()
+        else:
+            self._draw_header()
+
+    def action_filter(self) -> None:
+        """Show the label filter input."""
+        box = self.query_one("#filter", Input)
+        box.add_class("visible")
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        """Clear and hide the label filter."""
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        self._close_filter()
+        self.set_filter("")
+
+    def set_filter(self, text: str) -> None:
+        """Filter the event log (and underline matching labels) by ``text``."""
+        self.label_filter = text.strip()
+        if not self.paused:
+            self.redraw()
+        else:
+            self._draw_header()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        """Filter as you type."""
+        if event.input.id == "filter":
+            self.set_filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter keeps the filter and returns to the event log."""
+        if event.input.id == "filter":
+            self._close_filter()
+
+    def _close_filter(self) -> None:
+        self.query_one("#filter", Input).remove_class("visible")
+        self.query_one(EventLog).focus()
+
+    def action_next_stream(self, step: int) -> None:
+        """Select the next (``step`` 1) or previous (-1) stream."""
+        ids = self.state.stream_ids()
+        if not ids:
+            return
+        i = ids.index(self.selected) if self.selected in ids else 0
+        self.select(ids[(i + step) % len(ids)])
+
+    def action_select_stream(self, index: int) -> None:
+        """Select the ``index``-th stream (0-based), if there is one."""
+        ids = self.state.stream_ids()
+        if 0 <= index < len(ids):
+            self.select(ids[index])
+
+    def select(self, stream: str) -> None:
+        """Show ``stream`` in the scores and status panels."""
+        self.selected = stream
+        self.query_one(StreamTabs).refresh_from(self.state, self.selected)
+        self._draw_stream()
+
+    def action_help(self) -> None:
+        """Show the key reference."""
+        self.push_screen(HelpScreen())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sed-monitor`` command line."""
+    p = argparse.ArgumentParser(
+        prog="sed-monitor", description="Live dashboard for a sed-listen ZeroMQ stream."
+    )
+    p.add_argument(
+        "--connect",
+        default=None,
+        metavar="ENDPOINT",
+        help=f"sed-listen's PUB endpoint (default {DEFAULT_ENDPOINT})",
+    )
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="run sed-listen on a bundled clip in a subprocess and watch it",
+    )
+    p.add_argument(
+        "--ui-rate",
+        type=float,
+        default=1 / SubscriberConfig.post_interval_s,
+        metavar="HZ",
+        help="most display updates per second (default %(default)g)",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=SubscriberConfig.stale_after_s,
+        metavar="S",
+        help="call the publisher silent after this many seconds (default %(default)g)",
+    )
+    p.add_argument("--log-file", default=None, help="write logs here (the terminal is the UI)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (with --log-file)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``sed-monitor``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.log_file:
+        logging.basicConfig(
+            filename=args.log_file,
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    if not args.ui_rate > 0:
+        raise SystemExit(f"--ui-rate {args.ui_rate}: must be > 0 updates per second")
+    if args.demo:
+        from .demo import run_demo
+
+        return run_demo(ui_rate=args.ui_rate, endpoint=args.connect)
+    config = SubscriberConfig(
+        endpoint=args.connect or DEFAULT_ENDPOINT,
+        post_interval_s=1 / args.ui_rate,
+        stale_after_s=args.stale_after,
+    )
+    MonitorApp(config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
