@@ -1,0 +1,150 @@
+"""The streaming pipeline: invariances, batching across streams, and a ZeroMQ round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import zmq
+
+from conftest import SCENE_EVENTS, SCENE_SECONDS
+from detector.config import Config, ListenConfig
+from detector.pipeline import Listener, detect_file
+from detector.publisher import ListSink, ZmqPublisher
+from detector.scorer import OnnxScorer
+from detector.sources import FileSource
+from detector.wire import decode
+
+STABLE = ("event", "label", "mid", "event_id", "start", "end", "duration", "peak", "mean", "score", "reason")
+
+
+def _stable(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Event fields that do not depend on the wall clock."""
+    return [tuple(e.get(k) for k in STABLE) + (e["stream_time"], e["seq"]) for e in events]
+
+
+@pytest.fixture(scope="module")
+def scorer(toy_model: Path) -> OnnxScorer:
+    return OnnxScorer(toy_model, threads=1)
+
+
+def test_events_match_the_scene(scorer: OnnxScorer, toy_scene: Path) -> None:
+    events = detect_file(toy_scene, scorer=scorer)
+    hop = Config().listen.patch_hop_s
+    onsets = [e for e in events if e["event"] == "onset"]
+    offsets = {e["event_id"]: e for e in events if e["event"] == "offset"}
+    assert [e["label"] for e in onsets] == [label for label, _, _ in SCENE_EVENTS]
+    for e, (_, start, dur) in zip(onsets, SCENE_EVENTS, strict=True):
+        assert abs(e["start"] - start) <= hop
+        assert abs(offsets[e["event_id"]]["end"] - min(start + dur, SCENE_SECONDS)) <= hop
+
+
+@pytest.mark.parametrize("chunk", [1024, 16000])
+def test_events_do_not_depend_on_chunk_size(scorer: OnnxScorer, toy_scene: Path, chunk: int) -> None:
+    ref = detect_file(toy_scene, scorer=scorer, chunk_samples=160)
+    got = detect_file(toy_scene, scorer=scorer, chunk_samples=chunk)
+    assert len(ref) >= 6
+    assert _stable(got) == _stable(ref)
+
+
+def _scores_by_stream(messages: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for m in messages:
+        if m["type"] == "scores":
+            out.setdefault(m["stream"], []).append((m["patch_start"], m["top"]))
+    return out
+
+
+def test_batching_with_other_streams_changes_nothing(
+    scorer: OnnxScorer, toy_scene: Path, tmp_path: Path, real_clip: np.ndarray
+) -> None:
+    others = []
+    for i in range(3):
+        p = tmp_path / f"other{i}.wav"
+        sf.write(p, np.roll(real_clip, 4000 * i), 16000)
+        others.append(p)
+    alone = ListSink()
+    Listener([FileSource(toy_scene, 16000)], [alone], scorer=scorer).run()
+    together = ListSink()
+    listener = Listener(
+        [FileSource(toy_scene, 16000)] + [FileSource(p, 16000) for p in others], [together], scorer=scorer
+    )
+    listener.run()
+    assert max(listener.batch_sizes) > 1, "streams were not batched together"
+    a = _scores_by_stream(alone.messages)["scene.wav"]
+    b = _scores_by_stream(together.messages)["scene.wav"]
+    assert len(a) == len(b) > 10
+    assert a == b
+    # raw network output too, not just the rounded top-k
+    patches = np.random.default_rng(0).standard_normal((9, 96, 64)).astype(np.float32) - 4
+    batched = scorer.score(patches)
+    single = np.concatenate([scorer.score(patches[i : i + 1]) for i in range(9)])
+    np.testing.assert_allclose(batched, single, atol=1e-6)
+
+
+def test_every_message_has_envelope_and_per_stream_seq(scorer: OnnxScorer, toy_scene: Path) -> None:
+    sink = ListSink()
+    Listener([FileSource(toy_scene, 16000)], [sink], scorer=scorer).run()
+    kinds = {m["type"] for m in sink.messages}
+    assert kinds == {"event", "scores", "status"}
+    assert [m["seq"] for m in sink.messages] == list(range(len(sink.messages)))
+    assert sink.messages[-1]["type"] == "status" and sink.messages[-1]["state"] == "ended"
+    for m in sink.messages:
+        decode([b"t", __import__("json").dumps(m).encode()])  # validates the envelope
+
+
+def test_zmq_round_trip_over_tcp(scorer: OnnxScorer, toy_scene: Path) -> None:
+    ctx = zmq.Context()
+    pub = ZmqPublisher("tcp://127.0.0.1:0", context=ctx)
+    sub = ctx.socket(zmq.SUB)
+    sub.connect(pub.bound)
+    sub.setsockopt(zmq.SUBSCRIBE, b"event.")
+    sub.setsockopt(zmq.SUBSCRIBE, b"status.")
+    time.sleep(0.3)  # let the subscription reach the publisher (ZeroMQ slow joiner)
+    config = Config(listen=ListenConfig(realtime=False))
+    Listener([FileSource(toy_scene, 16000)], [pub], config, scorer=scorer).run()
+    received = []
+    while sub.poll(1000):
+        topic, msg = decode(sub.recv_multipart())
+        received.append((topic, msg))
+        if msg["type"] == "status" and msg["state"] == "ended":
+            break
+    pub.close()
+    sub.close()
+    ctx.term()
+    events = [m for t, m in received if t.startswith("event.")]
+    hop = config.listen.patch_hop_s
+    for label, start, dur in SCENE_EVENTS:
+        mine = [m for m in events if m["label"] == label]
+        assert [m["event"] for m in mine][0] == "onset" and mine[-1]["event"] == "offset"
+        assert all(t == f"event.{label}" for t, m in received if m in mine)
+        assert abs(mine[0]["start"] - start) <= hop
+        assert abs(mine[-1]["end"] - min(start + dur, SCENE_SECONDS)) <= hop
+    assert any(m["event"] == "update" for m in events)
+    assert any(t == "status.scene.wav" for t, _ in received)
+
+
+def test_stop_closes_open_events_with_shutdown(scorer: OnnxScorer, toy_scene: Path) -> None:
+    sink = ListSink()
+    stop = threading.Event()
+    config = Config(listen=dataclasses.replace(ListenConfig(), realtime=True, file_chunk_s=0.1))
+    listener = Listener([FileSource(toy_scene, 16000, realtime=True)], [sink], config, scorer=scorer)
+    thread = threading.Thread(target=listener.run, args=(stop,))
+    thread.start()
+    deadline = time.time() + 8
+    while time.time() < deadline and not any(m.get("event") == "onset" for m in sink.messages):
+        time.sleep(0.05)
+    stop.set()
+    t0 = time.time()
+    thread.join(5)
+    assert not thread.is_alive() and time.time() - t0 < 1.0
+    onsets = [m for m in sink.messages if m.get("event") == "onset"]
+    offsets = [m for m in sink.messages if m.get("event") == "offset"]
+    assert len(onsets) == len(offsets) >= 1
+    assert offsets[-1]["reason"] == "shutdown"
