@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import subprocess
@@ -13,7 +14,15 @@ import pytest
 import soundfile as sf
 
 from detector.features import FeatureConfig
-from detector.sources import FileSource, SourceError
+from detector.sources import (
+    FileSource,
+    MicSource,
+    Source,
+    SourceError,
+    StdinSource,
+    list_devices,
+    parse_source,
+)
 
 RATE = FeatureConfig().sample_rate
 REPO = Path(__file__).resolve().parents[1]
@@ -283,3 +292,83 @@ def test_one_hour_file_in_constant_memory(tmp_path: Path) -> None:
     print(f"\n1 h file: {total} samples out, peak RSS growth {growth:.1f} MB")
     assert total == seconds * RATE
     assert growth < 50
+
+
+# ------------------------------------------------------------------ stdin and parsing
+
+
+def _read_live(src: Source, max_samples: int = 800, timeout: float = 20.0) -> np.ndarray:
+    import time
+
+    parts, t0 = [], time.monotonic()
+    while (x := src.read(max_samples)) is not None:
+        assert x.dtype == np.float32 and x.shape[0] <= max_samples
+        parts.append(x)
+        if x.shape[0] == 0:
+            time.sleep(0.005)
+        assert time.monotonic() - t0 < timeout, "source never ended"
+    src.close()
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize(("fmt", "channels", "in_rate"), [("s16le", 1, 16000), ("f32le", 2, 44100)])
+def test_stdin_source_from_a_real_pipe(fmt: str, channels: int, in_rate: int) -> None:
+    x = tone(700.0, in_rate, 0.5)
+    frames = np.repeat(x[:, None], channels, axis=1)
+    if fmt == "s16le":
+        data = np.round(frames * 32767).astype("<i2").tobytes()
+    else:
+        data = frames.astype("<f4").tobytes()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(data + b"\x01")  # one stray byte: not a whole frame, ignored at EOF
+    proc.stdin.close()
+    src = StdinSource(RATE, in_rate=in_rate, channels=channels, fmt=fmt, stream=proc.stdout)
+    y = _read_live(src)
+    proc.wait(timeout=10)
+    assert src.state == "ended" and src.trailing_bytes == 1
+    assert y.shape[0] == round(x.shape[0] * RATE / in_rate)
+    ref = tone(700.0, RATE, 0.5)
+    assert np.abs(y[200:-200] - ref[200:-200]).max() < 1e-3
+
+
+def test_stdin_back_pressure_loses_nothing() -> None:
+    """A ring far smaller than the input: the reader waits instead of dropping."""
+    x = np.random.default_rng(3).uniform(-1, 1, RATE * 2).astype("<f4")
+    src = StdinSource(RATE, fmt="f32le", stream=io.BytesIO(x.tobytes()), ring_seconds=0.01)
+    y = _read_live(src, max_samples=97)
+    np.testing.assert_array_equal(y, x)
+    assert src.dropped_samples == 0
+    with pytest.raises(SourceError, match="accepted"):
+        StdinSource(RATE, fmt="mp3")
+    with pytest.raises(SourceError, match="outside the accepted"):
+        StdinSource(RATE, in_rate=100)
+
+
+def test_parse_source(tmp_path: Path) -> None:
+    path = tmp_path / "a.flac"
+    sf.write(path, np.zeros(1600, np.float32), RATE)
+    src = parse_source(str(path), RATE, realtime=True)
+    assert isinstance(src, FileSource) and src.realtime and src.stream_id == "a.flac"
+    src.close()
+    for spec in ("-", "stdin"):
+        s = parse_source(spec, RATE, stdin_rate=8000, stdin_format="f32le")
+        assert isinstance(s, StdinSource) and s.stream_id == "stdin" and s.in_rate == 8000
+    with pytest.raises(SourceError, match="no such file"):
+        parse_source(str(tmp_path / "missing.wav"), RATE)
+
+
+def test_unknown_microphone_names_the_way_out() -> None:
+    try:
+        import sounddevice  # noqa: F401
+    except OSError:
+        pytest.skip("libportaudio2 not installed")
+    with pytest.raises(SourceError, match=r"--list-devices.*--file"):
+        parse_source("mic:no-such-device-xyz", RATE)
+    with pytest.raises(SourceError, match=r"--list-devices.*--file"):
+        MicSource(4242, RATE)
+    assert isinstance(list_devices(), str)
