@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -208,9 +209,13 @@ def _device(name: str, local_rank: int) -> torch.device:
     return torch.device(name)
 
 
-def _param_checksum(model: nn.Module) -> float:
+def _param_checksum(model: nn.Module) -> str:
+    """SHA-256 of every parameter's bytes: equal across DDP ranks iff the weights are."""
+    digest = hashlib.sha256()
     with torch.no_grad():
-        return float(sum(p.double().sum() for p in model.parameters()))
+        for p in model.parameters():
+            digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _git_revision() -> str:
@@ -410,7 +415,7 @@ def train(run: _Run, resume: str | Path | None = None) -> Path:
         if distributed:
             gathered: list[Any] = [None] * world
             dist.all_gather_object(gathered, sums[0])
-            sums = [float(s) for s in gathered]
+            sums = [str(s) for s in gathered]
         if rank == 0:
             log.info("epoch %d: %s", epoch + 1,
                      ", ".join(f"{k}={v:.4g}" for k, v in entry.items() if k != "epoch"))

@@ -1,0 +1,178 @@
+"""training.export: ONNX parity, dynamic batch, contract metadata, sidecars, variants."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from detector.contract import ModelContract  # noqa: E402
+from detector.features import FeatureConfig, log_mel  # noqa: E402
+from training.export import (  # noqa: E402
+    DEFAULT_OFF_THRESHOLD,
+    DEFAULT_ON_THRESHOLD,
+    PARITY_TOLERANCE,
+    export_onnx,
+    main,
+    make_contract,
+    onnx_scores,
+    thresholds_from_report,
+)
+from training.model import PRESETS, ModelConfig, SedNet  # noqa: E402
+from training.toy import TOY_LABELS, make_toy_scene  # noqa: E402
+
+FEATURES = FeatureConfig()
+LABELS = [{"name": "Dog", "mid": "/m/0bt9lr"}, {"name": "Cat", "mid": "/m/01yrx"},
+          {"name": "Speech", "mid": "/m/09x0r"}]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _trained_like(pooling: str) -> SedNet:
+    """A tiny net whose BatchNorm statistics are not the identity (as after training)."""
+    torch.manual_seed(0)
+    model = SedNet(ModelConfig(**{**PRESETS["tiny"].to_dict(), "pooling": pooling}), 3, FEATURES)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, FEATURES.patch_frames, FEATURES.n_mels) * 2 - 3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("pooling", ["max", "attention"])
+def test_parity_with_dynamic_batch(tmp_path: Path, pooling: str) -> None:
+    model = _trained_like(pooling)
+    path = tmp_path / "m.onnx"
+    check = export_onnx(model, make_contract(LABELS, FEATURES), path)
+    assert check.max_abs_diff <= PARITY_TOLERANCE
+    rng = np.random.default_rng(3)
+    for batch in (1, 7):
+        x = rng.normal(-3.0, 2.0, (batch, FEATURES.patch_frames, FEATURES.n_mels)).astype(np.float32)
+        got = onnx_scores(path, x)
+        with torch.no_grad():
+            ref = model.scores(torch.from_numpy(x)).numpy()
+        assert got.shape == (batch, 3)
+        assert np.max(np.abs(got - ref)) <= PARITY_TOLERANCE
+        assert np.all((got >= 0) & (got <= 1))
+
+
+def test_graph_is_simple_and_batchnorm_folded(tmp_path: Path) -> None:
+    model = _trained_like("max")
+    path = tmp_path / "m.onnx"
+    export_onnx(model, make_contract(LABELS, FEATURES), path)
+    proto = onnx.load(str(path))
+    ops = [n.op_type for n in proto.graph.node]
+    # Left: the per-mel input norm, each block's pre-activation BN, the final BN.
+    assert ops.count("BatchNormalization") == 1 + len(model.stages) + 1
+    assert ops.count("Conv") == 1 + 2 * len(model.stages) + 4  # stem, 2/block, 4 shortcuts
+    producers = {out: n.op_type for n in proto.graph.node for out in n.output}
+    for node in proto.graph.node:
+        if node.op_type == "BatchNormalization":
+            assert producers.get(node.input[0]) != "Conv", "a BN after a conv was not folded"
+    assert proto.opset_import[0].version >= 17
+    inp = proto.graph.input[0]
+    assert inp.name == "patches"
+    assert inp.type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert proto.graph.output[0].name == "scores"
+
+
+def test_contract_metadata_round_trip_and_sidecars(tmp_path: Path) -> None:
+    model = _trained_like("max")
+    contract = make_contract(
+        LABELS, FEATURES, on=[0.6, 0.5, 0.4], off=[0.3, 0.25, 0.2], model_version="t-1",
+        extra={"training": {"epochs": 3}, "data": {"Dog": 4}},
+    )
+    path = tmp_path / "out" / "m.onnx"
+    export_onnx(model, contract, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    read = ModelContract.from_metadata(sess.get_modelmeta().custom_metadata_map, str(path))
+    assert read == contract
+    assert read.names == ["Dog", "Cat", "Speech"]
+    assert read.on_thresholds == (0.6, 0.5, 0.4)
+    assert read.extra["training"] == {"epochs": 3}
+    assert read.extra["data"] == {"Dog": 4}
+    assert isinstance(read.extra["git_revision"], str) and read.extra["git_revision"]
+    with (path.parent / "labels.csv").open() as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["index", "mid", "display_name"]
+    assert rows[1:] == [["0", "/m/0bt9lr", "Dog"], ["1", "/m/01yrx", "Cat"], ["2", "/m/09x0r", "Speech"]]
+    th = json.loads((path.parent / "thresholds.json").read_text())
+    assert th == {"labels": ["Dog", "Cat", "Speech"], "on": [0.6, 0.5, 0.4], "off": [0.3, 0.25, 0.2]}
+
+
+def test_default_thresholds_and_report(tmp_path: Path) -> None:
+    c = make_contract(LABELS, FEATURES)
+    assert c.on_thresholds == (DEFAULT_ON_THRESHOLD,) * 3
+    assert c.off_thresholds == (DEFAULT_OFF_THRESHOLD,) * 3
+    names = [d["name"] for d in LABELS]
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"thresholds": {"on": [0.7, 0.6, 0.5], "off": [0.3, 0.3, 0.3]}}))
+    assert thresholds_from_report(report, names) == ([0.7, 0.6, 0.5], [0.3, 0.3, 0.3])
+    report.write_text(json.dumps({"thresholds": {"Cat": {"on": 0.8, "off": 0.4}}}))
+    on, off = thresholds_from_report(report, names)
+    assert on == [DEFAULT_ON_THRESHOLD, 0.8, DEFAULT_ON_THRESHOLD]
+    assert off == [DEFAULT_OFF_THRESHOLD, 0.4, DEFAULT_OFF_THRESHOLD]
+    report.write_text(json.dumps({"thresholds": {"on": [0.5], "off": [0.3]}}))
+    with pytest.raises(ValueError, match="1 on- and 1 off-thresholds for 3 labels"):
+        thresholds_from_report(report, names)
+
+
+def test_rejects_mismatched_contract(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="contract has 2 labels; the model outputs 3"):
+        export_onnx(_trained_like("max"), make_contract(LABELS[:2], FEATURES), tmp_path / "m.onnx")
+
+
+def test_toy_model_scores_toy_scene(toy_model: Path) -> None:
+    """High scores while a toy sound fills the patch, low on background-only patches."""
+    names = list(TOY_LABELS)
+    events = [("Chirp tone", 1.0, 2.0), ("Sine wave", 4.5, 2.0), ("White noise", 8.0, 1.5),
+              ("Beep, bleep", 10.5, 2.5)]
+    wave = make_toy_scene(events, 14.0, seed=11)
+    mel = log_mel(wave, FEATURES)
+    hop = FEATURES.patch_frames // 2
+    starts = list(range(0, mel.shape[0] - FEATURES.patch_frames + 1, hop))
+    scores = onnx_scores(toy_model, np.stack([mel[s : s + FEATURES.patch_frames] for s in starts]))
+    patch_s = FEATURES.patch_seconds
+    for (label, t0, dur), k in zip(events, [names.index(e[0]) for e in events], strict=True):
+        inside = [i for i, s in enumerate(starts)
+                  if s * FEATURES.frame_seconds >= t0 and s * FEATURES.frame_seconds + patch_s <= t0 + dur]
+        assert inside, label
+        assert scores[inside, k].min() > 0.8, (label, scores[inside, k])
+    quiet = [i for i, s in enumerate(starts)
+             if all(s * FEATURES.frame_seconds + patch_s <= t0 or s * FEATURES.frame_seconds >= t0 + d
+                    for _, t0, d in events)]
+    assert quiet
+    assert scores[quiet].max() < 0.2, scores[quiet]
+
+
+def test_cli_with_report_and_variants(toy_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = toy_model.parent / "toy.pt"
+    names = list(TOY_LABELS)
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"thresholds": {names[0]: {"on": 0.65, "off": 0.3}}}))
+    out = tmp_path / "export"
+    assert main([str(ckpt), "--out", str(out), "--report", str(report), "--fp16", "--int8"]) == 0
+    printed = capsys.readouterr().out
+    assert "fp16:" in printed and "int8:" in printed
+    contract = ModelContract.from_json(
+        onnx.load(str(out / "model.onnx")).metadata_props[0].value, "cli export"
+    )
+    assert contract.names == names
+    assert contract.on_thresholds[0] == 0.65
+    assert contract.extra["training"]["model"]["widths"] == [8, 16, 24, 32]
+    x = np.random.default_rng(0).normal(-3, 2, (4, FEATURES.patch_frames, FEATURES.n_mels))
+    ref = onnx_scores(out / "model.onnx", x.astype(np.float32))
+    for kind, tol in (("fp16", 5e-3), ("int8", 0.1)):
+        got = onnx_scores(out / f"model.{kind}.onnx", x.astype(np.float32))
+        assert got.shape == ref.shape
+        assert np.max(np.abs(got - ref)) < tol, kind
