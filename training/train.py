@@ -287,8 +287,12 @@ def _evaluate(model: SedNet, frontend: LogMel, loader: DataLoader, device: torch
     return mean_excluding(ap)[0]
 
 
-def train(run: _Run, resume: str | Path | None = None) -> Path:
-    """Run training; returns the path of the last checkpoint (written by rank 0)."""
+def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = None) -> Path:
+    """Run training; returns the path of the last checkpoint (written by rank 0).
+
+    ``stop_epoch``: end this invocation after that epoch (1-based) as if interrupted;
+    the schedule still spans ``epochs`` so a ``resume`` continues it unchanged.
+    """
     cfg = run.train
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -360,14 +364,15 @@ def train(run: _Run, resume: str | Path | None = None) -> Path:
     last = out_dir / "last.pt"
     from tqdm import tqdm
 
-    for epoch in range(start_epoch, cfg.epochs):
+    end_epoch = cfg.epochs if stop_epoch is None else min(stop_epoch, cfg.epochs)
+    for epoch in range(start_epoch, end_epoch):
         _seed_all(cfg.seed + 1_000_003 * (epoch + 1) + rank)  # per epoch: resume repeats it
         gen = torch.Generator().manual_seed(cfg.seed + epoch * 31 + rank)
         sampler.set_epoch(epoch)
         net.train()
         t0, seen, loss_sum = time.monotonic(), 0, 0.0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=rank != 0,
-                   leave=False, dynamic_ncols=True)
+                   leave=False, dynamic_ncols=True, mininterval=1.0)
         for wave, target in bar:
             if cfg.mix_prob > 0:
                 from training.augment import mix_batch
@@ -470,13 +475,14 @@ def main(argv: list[str] | None = None) -> int:
                        action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--mix-prob", type=float)
     p.add_argument("--resume", type=Path, help="checkpoint to continue from")
+    p.add_argument("--stop-epoch", type=int, help="stop after this epoch (resume later)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = vars(p.parse_args(argv))
     logging.basicConfig(level=logging.DEBUG if args.pop("verbose") else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config, resume = args.pop("config"), args.pop("resume")
+    config, resume, stop = args.pop("config"), args.pop("resume"), args.pop("stop_epoch")
     run = load_config(config, args)
-    last = train(run, resume=resume)
+    last = train(run, resume=resume, stop_epoch=stop)
     if int(os.environ.get("RANK", "0")) == 0:
         log.info("wrote %s", last)
     return 0
