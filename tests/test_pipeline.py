@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import zmq
-
 from conftest import SCENE_EVENTS, SCENE_SECONDS
+
 from detector.config import Config, ListenConfig
 from detector.pipeline import Listener, detect_file
 from detector.publisher import ListSink, ZmqPublisher
@@ -26,7 +26,7 @@ STABLE = ("event", "label", "mid", "event_id", "start", "end", "duration", "peak
 
 def _stable(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """Event fields that do not depend on the wall clock."""
-    return [tuple(e.get(k) for k in STABLE) + (e["stream_time"], e["seq"]) for e in events]
+    return [(*tuple(e.get(k) for k in STABLE), e["stream_time"], e["seq"]) for e in events]
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_zmq_round_trip_over_tcp(scorer: OnnxScorer, toy_scene: Path) -> None:
     hop = config.listen.patch_hop_s
     for label, start, dur in SCENE_EVENTS:
         mine = [m for m in events if m["label"] == label]
-        assert [m["event"] for m in mine][0] == "onset" and mine[-1]["event"] == "offset"
+        assert next(m["event"] for m in mine) == "onset" and mine[-1]["event"] == "offset"
         assert all(t == f"event.{label}" for t, m in received if m in mine)
         assert abs(mine[0]["start"] - start) <= hop
         assert abs(mine[-1]["end"] - min(start + dur, SCENE_SECONDS)) <= hop
