@@ -23,7 +23,7 @@ from detector import sources as sources_mod
 from detector.cli_common import run_cli, setup_logging
 from detector.config import load_config
 from detector.models import resolve_model
-from detector.pipeline import Listener
+from detector.pipeline import Listener, hop_frames_for
 from detector.publisher import JsonLinesSink, Sink, ZmqPublisher
 from detector.scorer import DEVICES, OnnxScorer
 from detector.sources import Source
@@ -104,6 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     lc = config.listen
     scorer = OnnxScorer(resolve_model(args.model), lc.device, lc.threads, lc.max_batch)
+    hop_frames_for(lc.patch_hop_s, scorer)  # reject a bad hop before opening any device
     srcs = _make_sources(args, scorer.contract.features.sample_rate, lc.realtime)
     sinks: list[Sink] = []
     if args.json or args.json_all:

@@ -1,0 +1,128 @@
+"""sed-listen and sed-tag as a user runs them: subprocesses, JSON on stdout, signals, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SCENE_EVENTS
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, PYTHONPATH=str(REPO))
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout, env=ENV, cwd=REPO
+    )
+
+
+def test_listen_json_on_a_file(toy_model: Path, toy_scene: Path) -> None:
+    r = _run("detector.cli_listen", str(toy_scene), "--model", str(toy_model), "--json", "--no-publish")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert lines and all(m["type"] == "event" for m in lines)
+    onsets = [m["label"] for m in lines if m["event"] == "onset"]
+    assert onsets == [label for label, _, _ in SCENE_EVENTS]
+    assert sum(m["event"] == "offset" for m in lines) == len(onsets)
+    assert "torch" not in r.stderr
+
+
+def test_listen_does_not_import_torch(toy_model: Path, toy_scene: Path) -> None:
+    code = (
+        "import sys, detector.cli_listen as c; "
+        f"c.main([{str(toy_scene)!r}, '--model', {str(toy_model)!r}, '--no-publish']); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchaudio', 'training')))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_sigterm_closes_open_events_and_exits_zero(toy_model: Path, toy_scene: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detector.cli_listen", str(toy_scene), "--model", str(toy_model),
+         "--json", "--no-publish", "--realtime"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )
+    assert proc.stdout is not None
+    first = json.loads(proc.stdout.readline())  # blocks until the first onset (~2.5 s in)
+    assert first["event"] == "onset"
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    rest = [json.loads(line) for line in proc.stdout]
+    assert proc.wait(5) == 0
+    assert time.time() - t0 < 1.0
+    closing = [m for m in rest if m["event"] == "offset" and m["event_id"] == first["event_id"]]
+    assert len(closing) == 1 and closing[0]["reason"] in ("shutdown", "score")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["mic:NoSuchMicrophone42"], "--list-devices"),
+        (["/no/such/file.wav"], "no such file"),
+        (["--model", "/no/such/model.onnx", "x.wav"], "model"),
+        (["--hop", "5", "x.wav"], "patch_hop_s"),
+    ],
+)
+def test_listen_bad_input_is_one_clear_line(toy_model: Path, args: list[str], message: str) -> None:
+    if "--model" not in args:
+        args = [*args, "--model", str(toy_model)]
+    r = _run("detector.cli_listen", "--no-publish", *args, timeout=30)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("sed-listen: error:") and message in last
+
+
+def test_corrupt_model_is_reported(tmp_path: Path, toy_scene: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07 this is not a protobuf" * 10)
+    r = _run("detector.cli_listen", str(toy_scene), "--model", str(bad), "--no-publish")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "cannot load it" in r.stderr
+
+
+def test_tag_prints_one_json_line_per_file(toy_model: Path, toy_scene: Path, speech_clip_path: Path) -> None:
+    r = _run("detector.cli_tag", str(toy_scene), str(speech_clip_path), "--model", str(toy_model), "--mids")
+    assert r.returncode == 0, r.stderr
+    docs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [d["path"] for d in docs] == [str(toy_scene), str(speech_clip_path)]
+    scene = docs[0]["scores"]
+    for label, _, _ in SCENE_EVENTS:
+        assert scene[label] > 0.8
+    assert scene["Chirp tone"] < 0.5
+    assert docs[0]["mids"]["Sine wave"] == "/m/01v_m0"
+    assert docs[1]["scores"]  # a 0.49 s clip is padded to one patch and still tagged
+
+
+def test_tag_reports_bad_files_and_continues(toy_model: Path, toy_scene: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(os.urandom(300))
+    r = _run("detector.cli_tag", str(junk), str(toy_scene), "--model", str(toy_model))
+    assert r.returncode == 1
+    assert len(r.stdout.splitlines()) == 1 and "junk.wav" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.gpu
+def test_cuda_provider_gives_cpu_scores(toy_model: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDA execution provider (needs onnxruntime-gpu and an NVIDIA GPU)")
+    import numpy as np
+
+    from detector.scorer import OnnxScorer
+
+    x = np.random.default_rng(0).standard_normal((64, 96, 64)).astype(np.float32) - 4
+    cpu = OnnxScorer(toy_model, "cpu").score(x)
+    gpu = OnnxScorer(toy_model, "cuda")
+    assert gpu.providers[0] == "CUDAExecutionProvider"
+    np.testing.assert_allclose(gpu.score(x), cpu, atol=1e-4)
