@@ -88,7 +88,7 @@ def _payload(buf: bytes, data_offset: int, file_offset: int, flags: int) -> byte
         return out
     if flags & FLAG_COMPRESSED_ZSTD:
         try:
-            import zstandard  # type: ignore[import-not-found]
+            import zstandard
         except ImportError as e:
             raise RccError("zstd-compressed entry; `pip install zstandard` to read it") from e
         return bytes(zstandard.ZstdDecompressor().decompress(raw, max_output_size=1 << 30))

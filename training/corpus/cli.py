@@ -1,0 +1,71 @@
+"""``sed-corpus``: build the training corpus, or re-render its report.
+
+    sed-corpus build ~/.cache/sed/corpus [--subset ci] [--shared-data PATH] [--deb-cache DIR]
+    sed-corpus report ~/.cache/sed/corpus
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from training.corpus.build import BuildConfig, build, report_markdown
+
+__all__ = ["main"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sed-corpus", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="download, decode, deduplicate, split, synthesise, mix")
+    b.add_argument("dir", type=Path, help="output folder, e.g. ~/.cache/sed/corpus (outside git)")
+    b.add_argument("--subset", choices=("full", "ci"), default="full")
+    b.add_argument("--shared-data", type=Path, default=DEFAULT_SHARED,
+                   help=f"shared data folder (default {DEFAULT_SHARED})")
+    b.add_argument("--deb-cache", type=Path, default=None, help="where .debs are kept (DIR/debs)")
+    b.add_argument("--extra-data", type=Path, default=None,
+                   help="another folder laid out like the shared data (*/manifest.csv)")
+    b.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("report", help="rewrite DIR/REPORT.md from DIR/corpus.json and print it")
+    r.add_argument("dir", type=Path)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    out: Path = args.dir.expanduser()
+    if args.command == "build":
+        shared = args.shared_data.expanduser()
+        if not shared.is_dir():
+            log.error("shared data folder %s not found; pass --shared-data PATH", shared)
+            return 2
+        out.mkdir(parents=True, exist_ok=True)
+        start = time.monotonic()
+        summary = build(out, shared, (args.deb_cache or out / "debs").expanduser(),
+                        BuildConfig.for_subset(args.subset, args.seed),
+                        extra_data=args.extra_data)
+        log.info("built %s in %.0f s: clips %s, real seconds %s", out,
+                 time.monotonic() - start, summary["clips"], summary["real_seconds"])
+        return 0
+    summary_path = out / "corpus.json"
+    if not summary_path.is_file():
+        log.error("%s not found; run `sed-corpus build %s` first", summary_path, out)
+        return 2
+    text = report_markdown(json.loads(summary_path.read_text()))
+    (out / "REPORT.md").write_text(text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
