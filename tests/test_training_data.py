@@ -346,3 +346,18 @@ def test_balanced_sampler_ranks_take_disjoint_slices() -> None:
     assert parts[0] == full[0::2] and parts[1] == full[1::2]
     with pytest.raises(ValueError, match="rank=2"):
         BalancedSampler(targets, 5, rank=2, world_size=2)
+
+
+def test_all_mode_pad_edges_centres_cover_the_recording(corpus: tuple[list[Clip], WaveformStore]) -> None:
+    clips, store = corpus
+    ds = PatchDataset(clips, store, ["Dog"], CFG, mode="all", hop_s=0.1, pad_edges=True)
+    half = CFG.patch_samples // 2
+    long_starts = ds.patch_start[ds.clip_index == 0]
+    assert long_starts[0] == -half and long_starts[-1] == 10 * SR - CFG.patch_samples + half
+    w0, _ = ds[0]
+    assert (w0[:half] == 0).all()  # zeros before the recording
+    np.testing.assert_array_equal(w0[half:].numpy(), store.get(clips[0])[: CFG.patch_samples - half])
+    centres = (long_starts + CFG.patch_samples / 2) / SR
+    on = ds.targets[ds.clip_index == 0, 0] > 0
+    assert centres[on].min() == pytest.approx(2.0, abs=0.11)  # Dog event 2-3 s (one hop)
+    assert centres[on].max() == pytest.approx(3.0, abs=0.11)

@@ -214,7 +214,10 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
       ``cfg.patch_samples`` samples (short recordings are placed at a random offset in
       zeros). With probability ``event_crop_prob`` the crop is centred near a random event.
     * ``mode="all"``: every patch of every recording at ``hop_s`` (default half a patch),
-      plus a last patch flush with the end; ``clip_index[i]`` names its recording.
+      plus a last patch flush with the end; ``clip_index[i]`` names its recording and
+      ``patch_start[i]`` its first sample. With ``pad_edges`` the patches start half a
+      patch before the recording and end half a patch after it (zeros outside), so patch
+      centres cover the whole recording (event boundaries near the edges stay resolvable).
 
     ``__getitem__`` -> ``(wave (patch_samples,) float32, target (L,) float32)``.
     ``targets`` is ``(len(self), L)``: per recording (random) or per patch (all).
@@ -233,6 +236,7 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         hop_s: float | None = None,
         min_overlap: float = 0.5,
         event_crop_prob: float = 0.5,
+        pad_edges: bool = False,
     ) -> None:
         if mode not in PATCH_MODES:
             raise ValueError(f"mode={mode!r}; accepted: {list(PATCH_MODES)}")
@@ -244,6 +248,7 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.store, self.augment, self.seed, self.mode = store, augment, seed, mode
         self.label_names = list(label_names)
         self.min_overlap, self.event_crop_prob = min_overlap, event_crop_prob
+        self.pad_edges = pad_edges
         index = {n: i for i, n in enumerate(self.label_names)}
         by_path: dict[Path, int] = {}
         self.paths: list[Path] = []
@@ -289,11 +294,15 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def _starts(self, n: int) -> list[int]:
         p = self.cfg.patch_samples
-        if n <= p:
+        if self.pad_edges:
+            lo, hi = -(p // 2), n - p + p // 2
+        elif n <= p:
             return [0]
-        starts = list(range(0, n - p + 1, self.hop_samples))
-        if starts[-1] != n - p:
-            starts.append(n - p)
+        else:
+            lo, hi = 0, n - p
+        starts = list(range(lo, hi + 1, self.hop_samples))
+        if starts[-1] != hi:
+            starts.append(hi)
         return starts
 
     @property
