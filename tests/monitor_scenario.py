@@ -13,16 +13,19 @@ Run it by hand to feed a monitor::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import socket
+import sys
 import time
+from itertools import groupby
 from typing import Any
 
 import zmq
 
 from detector.wire import encode, envelope
 
-__all__ = ["LABELS", "ScriptedPublisher", "free_endpoint", "scripted_stream"]
+__all__ = ["LABELS", "ScriptedPublisher", "free_endpoint", "publish_load", "scripted_stream"]
 
 # (label, mid, on, off, period in hops, phase): a score curve per label.
 LABELS: tuple[tuple[str, str, float, float, float, float], ...] = (
@@ -48,9 +51,9 @@ def free_endpoint() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
-def _score(i: int, hop: int, salt: int) -> float:
+def _score(i: int, hop: int, salt: int, period_scale: float) -> float:
     _, _, _, _, period, phase = LABELS[i]
-    x = math.sin(2 * math.pi * hop / period + phase + salt)
+    x = math.sin(2 * math.pi * hop / (period * period_scale) + phase + salt)
     return round(max(0.0, min(1.0, 0.35 + 0.45 * x)), 4)
 
 
@@ -62,12 +65,16 @@ def scripted_stream(
     salt: int = 0,
     seq0: int = 0,
     hop0: int = 0,
+    hop_s: float = HOP_S,
 ) -> list[dict[str, Any]]:
     """Messages of ``hops`` patch hops of one stream, in publish order.
 
     ``seq0``/``hop0`` continue an earlier call (late join, seq gaps); ``salt``
     varies the curves between streams. Wall times are ``wall0 + stream time``.
+    ``hop_s`` is the patch hop in seconds; the score curves keep their speed in
+    seconds whatever the hop, so a short hop gives more scores, not more events.
     """
+    period_scale = HOP_S / hop_s
     out: list[dict[str, Any]] = []
     seq = seq0
     open_events: dict[str, dict[str, Any]] = {}
@@ -80,8 +87,10 @@ def scripted_stream(
         return m
 
     for hop in range(hop0, hop0 + hops):
-        t = PATCH_S + hop * HOP_S
-        scores = {LABELS[i][0]: _score(i, hop, salt) for i in range(len(LABELS))}
+        t = PATCH_S + hop * hop_s
+        scores = {
+            LABELS[i][0]: _score(i, hop, salt, period_scale) for i in range(len(LABELS))
+        }
         for label, mid, on, off, _, _ in LABELS:
             s = scores[label]
             ev = open_events.get(label)
@@ -112,7 +121,7 @@ def scripted_stream(
             for label, _, on, off, _, _ in ranked
         ]
         out.append(m)
-        if hop % STATUS_EVERY == 0:
+        if hop % max(1, round(STATUS_EVERY * period_scale)) == 0:
             st = env("status", t)
             level = -32.0 + 8.0 * math.sin(hop / 5.0 + salt)
             st.update(
@@ -189,13 +198,64 @@ class ScriptedPublisher:
         self._sock.close(linger=0)
 
 
+def publish_load(
+    pub: ScriptedPublisher, streams: int, rate_hz: float, seconds: float
+) -> dict[str, Any]:
+    """Publish ``streams`` scripted streams at ``rate_hz`` patch hops a second each.
+
+    Each hop sends the stream's events, scores and status (about 1/s), so
+    ``rate_hz`` scores messages a second per stream plus the rest. Returns what
+    was sent: counts, measured rate and the last seq of every stream.
+    """
+    hops = int(seconds * rate_hz)
+    ids = [f"s{i}" for i in range(streams)]
+    wall0 = time.time()
+    per_stream = {
+        sid: scripted_stream(sid, "load", hops, wall0, salt=i, hop_s=1 / rate_hz)
+        for i, sid in enumerate(ids)
+    }
+    grouped = [
+        [list(g) for _, g in groupby(per_stream[sid], key=lambda m: m["stream_time"])]
+        for sid in ids
+    ]
+    t0 = time.perf_counter()
+    for k in range(hops):
+        for groups in grouped:
+            for m in groups[k]:
+                pub.send(m)
+        delay = t0 + (k + 1) / rate_hz - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    took = time.perf_counter() - t0
+    last_scores = {
+        sid: [m for m in per_stream[sid] if m["type"] == "scores"][-1] for sid in ids
+    }
+    return {
+        "sent": pub.sent,
+        "seconds": took,
+        "scores_per_s": streams * hops / took,
+        "last_seq": {sid: per_stream[sid][-1]["seq"] for sid in ids},
+        "last_top": {sid: last_scores[sid]["top"][0] for sid in ids},
+    }
+
+
 def main() -> None:
-    """Publish two scripted streams in real time (for a manual or tmux check)."""
+    """Publish two scripted streams in real time (for a manual or tmux check), or a load."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5557")
     p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--load", type=int, metavar="STREAMS", help="publish STREAMS at --rate")
+    p.add_argument("--rate", type=float, default=50.0, help="hops per second per stream (--load)")
+    p.add_argument("--start-after", type=float, default=0.0, help="wait before publishing (s)")
     args = p.parse_args()
     pub = ScriptedPublisher(args.endpoint)
+    time.sleep(args.start_after)
+    if args.load:
+        result = publish_load(pub, args.load, args.rate, args.seconds)
+        time.sleep(0.2)
+        pub.close()
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
     hops = int(args.seconds / HOP_S)
     wall0 = time.time()
     streams = [

@@ -36,8 +36,11 @@ __all__ = ["BatchReceived", "MonitorApp", "main"]
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.5
+TICK_S = 0.25
 """Redraw interval of the clock-driven parts (age of the last message, waiting time)."""
+EVENT_LOG_INTERVAL_S = 0.5
+"""Shortest time between two event-log redraws: a storm of events (each one adds or
+changes a table row and may scroll) must not starve the key handling."""
 MAX_STREAM_KEYS = 9
 """Streams reachable with the digit keys 1..9."""
 
@@ -58,9 +61,9 @@ class MonitorApp(App[None]):
     Screen { layout: vertical; }
     #header { height: 1; background: $boost; }
     #tabs { height: 1; }
-    #panels { height: auto; max-height: 60%; }
-    #scores { width: 2fr; height: auto; padding: 0 1; border: round $primary-darken-2; }
-    #status { width: 1fr; min-width: 44; height: auto; padding: 0 1;
+    #panels { height: 16; }
+    #scores { width: 2fr; height: 100%; padding: 0 1; border: round $primary-darken-2; }
+    #status { width: 1fr; min-width: 44; height: 100%; padding: 0 1;
               border: round $primary-darken-2; }
     #events { height: 1fr; border: round $primary-darken-2; }
     #filter { dock: bottom; display: none; }
@@ -96,6 +99,8 @@ class MonitorApp(App[None]):
         """Batches received while paused."""
         self.label_filter = ""
         self.batches = 0
+        self._events_dirty = False
+        self._events_drawn_at = -EVENT_LOG_INTERVAL_S
         self._subscribe_on_mount = subscribe
         self._stop = threading.Event()
         self.subscriber = Subscriber(self.config, self._deliver)
@@ -153,12 +158,21 @@ class MonitorApp(App[None]):
         if self.selected in changes.streams or changes.connection:
             self._draw_stream()
         if changes.events:
+            self._events_dirty = True
+            self._draw_events()
+
+    def _draw_events(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or (self._events_dirty and now - self._events_drawn_at >= EVENT_LOG_INTERVAL_S):
             self.query_one(EventLog).refresh_from(self.state, self.label_filter)
+            self._events_dirty = False
+            self._events_drawn_at = now
 
     def _tick(self) -> None:
         self._draw_header()
         if not self.paused:
             self.query_one(StatusPanel).refresh_from(self.current_view(), time.monotonic())
+            self._draw_events()
 
     def current_view(self) -> StreamView | None:
         """The selected stream, or None before the first message."""
@@ -180,7 +194,7 @@ class MonitorApp(App[None]):
         self._draw_header()
         self.query_one(StreamTabs).refresh_from(self.state, self.selected)
         self._draw_stream()
-        self.query_one(EventLog).refresh_from(self.state, self.label_filter)
+        self._draw_events(force=True)
 
     # ---- actions
     def action_toggle_pause(self) -> None:

@@ -121,25 +121,27 @@ def _age(seconds: float) -> str:
 
 
 class _Panel(Static):
-    """A Static that remembers the plain text it drew last (for tests and screenshots)."""
+    """A Static that keeps what it drew last, so tests and tools can read it as text."""
 
-    plain: str = ""
+    _drawn: Text | Table | Group | str = ""
 
     def show(self, content: Text | Table | Group | str) -> None:
-        """Draw ``content`` and remember its plain text."""
+        """Draw ``content``."""
+        self._drawn = content
+        # Every panel has a fixed height (app CSS), so a redraw needs no new layout.
+        self.update(content, layout=False)
+
+    @property
+    def plain(self) -> str:
+        """The last drawn content as plain text (rendered on demand)."""
+        content = self._drawn
         if isinstance(content, Text):
-            self.plain = content.plain
-        elif isinstance(content, str):
-            self.plain = content
-        else:
-            self.plain = _plain(content)
-        self.update(content)
-
-
-def _plain(renderable: Table | Group) -> str:
-    buffer = io.StringIO()
-    Console(file=buffer, width=PLAIN_WIDTH, color_system=None).print(renderable)
-    return buffer.getvalue()
+            return content.plain
+        if isinstance(content, str):
+            return content
+        buffer = io.StringIO()
+        Console(file=buffer, width=PLAIN_WIDTH, color_system=None).print(content)
+        return buffer.getvalue()
 
 
 class ConnectionHeader(_Panel):
@@ -355,8 +357,10 @@ class EventLog(DataTable[str]):
         for row in rows:
             cells = self.cells(row)
             if row.key in self.rows:
-                for name, value in zip(EVENT_COLUMNS, cells, strict=True):
-                    self.update_cell(row.key, name, value)
+                old = self.get_row(row.key)
+                for name, value, before in zip(EVENT_COLUMNS, cells, old, strict=True):
+                    if value != before:
+                        self.update_cell(row.key, name, value)
             else:
                 self.add_row(*cells, key=row.key)
         if self.row_count > len(state.events):
