@@ -40,7 +40,7 @@ def test_torchrun_two_cpu_ranks(toy_manifest: Path, tmp_path: Path, sampler: str
         "--train", str(toy_manifest), "--cache", str(toy_manifest.parent / "cache"),
         "--out", str(out), "--preset", "tiny", "--epochs", "3", "--batch-size", "8",
         "--samples-per-epoch", "64", "--lr", "0.003", "--device", "cpu", sampler,
-        "--no-wave-augment", "--no-spec-augment", "--mix-prob", "0",
+        "--no-wave-augment", "--no-spec-augment", "--no-mix",
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -13,7 +13,7 @@ from training.toy import TOY_LABELS, make_toy_clips  # noqa: E402
 from training.train import focal_loss, load_config, lr_factor, main  # noqa: E402
 
 #: Augmentations off: the resume test compares exact weights.
-PLAIN = ["--no-wave-augment", "--no-spec-augment", "--mix-prob", "0"]
+PLAIN = ["--no-wave-augment", "--no-spec-augment", "--no-mix"]
 
 
 @pytest.fixture(autouse=True)

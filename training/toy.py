@@ -65,6 +65,8 @@ _BEEP_HZ = (1500.0, 3000.0)
 _BEEP_ON_OFF_SECONDS = (0.08, 0.14)
 _CHIRP_HZ = (200.0, 6000.0)
 _CHIRP_PERIOD_SECONDS = (0.25, 0.5)
+#: Part of a toy clip the event fills; the rest (background only) gives negative patches.
+_CLIP_EVENT_FRACTION = (0.3, 0.6)
 
 
 def _sine(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -189,7 +191,7 @@ def make_toy_patches(
 
 
 def make_toy_clips(
-    directory: str | Path, n_per_label: int = 8, seed: int = 0, seconds: float = 2.0
+    directory: str | Path, n_per_label: int = 8, seed: int = 0, seconds: float = 3.0
 ) -> Path:
     """Write toy FLAC clips and ``manifest.csv`` (``path,labels,onset,offset,source,split``).
 
@@ -209,7 +211,7 @@ def make_toy_clips(
     for name in TOY_LABELS:
         slug = "".join(c if c.isalnum() else "_" for c in name.lower())
         for j in range(n_per_label):
-            dur = rng.uniform(0.5, 0.8) * seconds
+            dur = rng.uniform(*_CLIP_EVENT_FRACTION) * seconds
             onset = rng.uniform(0.0, seconds - dur)
             wave = make_toy_scene([(name, onset, dur)], seconds, sr, seed=int(rng.integers(2**31)))
             path = directory / f"{slug}_{j:03d}.flac"

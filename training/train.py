@@ -46,6 +46,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from detector.features import FeatureConfig
+from training.augment import AugmentConfig, SpecAugment, WaveAugment, mix_batch
 from training.data import BalancedSampler
 from training.frontend import LogMel
 from training.model import PRESETS, ModelConfig, SedNet
@@ -89,14 +90,11 @@ class TrainConfig:
     loss: str = "bce"
     focal_gamma: float = 2.0
     balanced: bool = True
+    # Master switches; the details (and per-effect switches) are the [augment] table.
     wave_augment: bool = True
-    mix_prob: float = 0.5
+    mix: bool = True
     spec_augment: bool = True
-    time_masks: int = 2
-    time_width: int = 12
-    freq_masks: int = 2
-    freq_width: int = 8
-    time_warp: int = 0
+    background_manifest: str = ""  # clips mixed in as backgrounds by WaveAugment
     grad_clip: float = 5.0
     amp: bool = True
     seed: int = 0
@@ -117,8 +115,6 @@ class TrainConfig:
             problems.append(
                 f"epochs={self.epochs}, batch_size={self.batch_size}, lr={self.lr} (all > 0)"
             )
-        if not 0.0 <= self.mix_prob <= 1.0:
-            problems.append(f"mix_prob={self.mix_prob} (need 0..1)")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -134,7 +130,7 @@ class _Run:
 
     train: TrainConfig
     model: ModelConfig
-    augment: dict[str, Any] = field(default_factory=dict)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 def _checked(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
@@ -162,11 +158,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     train_cfg = TrainConfig(**top)
     base = PRESETS[train_cfg.preset].to_dict()
     base.update(_checked(ModelConfig, model_over, f"{where} [model]"))
-    if augment:
-        from training.augment import AugmentConfig
-
-        _checked(AugmentConfig, augment, f"{where} [augment]")
-    return _Run(train_cfg, ModelConfig.from_dict(base), dict(augment))
+    aug = AugmentConfig(**_checked(AugmentConfig, augment, f"{where} [augment]"))
+    return _Run(train_cfg, ModelConfig.from_dict(base), aug)
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -195,6 +188,15 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> tor
     p = torch.sigmoid(logits)
     p_t = p * targets + (1 - p) * (1 - targets)
     return ((1 - p_t) ** gamma * bce).mean()
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively (checkpoints hold only lists, dicts and scalars)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _seed_all(seed: int) -> None:
@@ -249,13 +251,13 @@ def _load_data(run: _Run, features: FeatureConfig) -> tuple[Any, Any, list[str],
     if not train_clips:
         raise ValueError(f"{cfg.train_manifest}: no training clips (all have split='val'?)")
     names = list(cfg.labels) or sorted({lab for c in train_clips for lab in c.labels})
+    backgrounds = read_manifest(cfg.background_manifest) if cfg.background_manifest else []
     store = WaveformStore(Path(cfg.cache_dir), features)
-    store.build(train_clips + val_clips)
+    store.build(train_clips + val_clips + backgrounds)
     augment = None
     if cfg.wave_augment:
-        from training.augment import AugmentConfig, WaveAugment
-
-        augment = WaveAugment(AugmentConfig(**run.augment), [], cfg.seed)
+        waves = [np.asarray(store.get(c)) for c in backgrounds]
+        augment = WaveAugment(run.augment, features.sample_rate, waves, cfg.seed)
     train_ds = PatchDataset(train_clips, store, names, features, augment=augment, seed=cfg.seed)
     val_ds: Any = None
     if val_clips:
@@ -351,12 +353,12 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    aug = run.augment
     spec = None
-    if cfg.spec_augment:
-        from training.augment import SpecAugment
-
-        spec = SpecAugment(cfg.time_masks, cfg.time_width, cfg.freq_masks, cfg.freq_width,
-                           cfg.time_warp).to(device)
+    if cfg.spec_augment and aug.spec_augment:
+        spec = SpecAugment(aug.time_masks, aug.time_width, aug.freq_masks, aug.freq_width,
+                           aug.time_warp).to(device)
+    mix_prob = aug.mix_prob if cfg.mix and aug.mix else 0.0
 
     out_dir = Path(cfg.out_dir)
     if rank == 0:
@@ -374,10 +376,8 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=rank != 0,
                    leave=False, dynamic_ncols=True, mininterval=1.0)
         for wave, target in bar:
-            if cfg.mix_prob > 0:
-                from training.augment import mix_batch
-
-                wave, target = mix_batch(wave, target, cfg.mix_prob, gen)
+            if mix_prob > 0:
+                wave, target = mix_batch(wave, target, mix_prob, gen, aug.mix_gain_db)
             wave, target = wave.to(device, non_blocking=True), target.to(device)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(step, total_steps, warmup, cfg.schedule)
@@ -402,7 +402,7 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
             step += 1
             seen += wave.shape[0]
             loss_sum += loss.item() * wave.shape[0]
-            bar.set_postfix(loss=f"{loss.item():.4f}",
+            bar.set_postfix(refresh=False, loss=f"{loss.item():.4f}",
                             ex_s=f"{seen * world / max(time.monotonic() - t0, 1e-9):.0f}")
         stats = torch.tensor([loss_sum, float(seen)], dtype=torch.float64)
         if distributed:
@@ -434,8 +434,8 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
                 "labels": _label_list(names),
                 "features": features.to_dict(),
                 "model_config": run.model.to_dict(),
-                "train_config": cfg.to_dict(),
-                "augment_config": dict(run.augment),
+                "train_config": _plain(cfg.to_dict()),
+                "augment_config": _plain(run.augment.to_dict()),
                 "data_summary": summary,
                 "git_revision": _git_revision(),
                 "world_size": world,
@@ -470,10 +470,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--num-workers", type=int)
-    for name in ("balanced", "wave_augment", "spec_augment", "amp"):
+    for name in ("balanced", "wave_augment", "mix", "spec_augment", "amp"):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name,
                        action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--mix-prob", type=float)
+    p.add_argument("--background", dest="background_manifest",
+                   help="manifest of background recordings for WaveAugment")
     p.add_argument("--resume", type=Path, help="checkpoint to continue from")
     p.add_argument("--stop-epoch", type=int, help="stop after this epoch (resume later)")
     p.add_argument("-v", "--verbose", action="store_true")
