@@ -135,3 +135,36 @@ def test_against_sklearn_when_installed() -> None:
             skm.average_precision_score(targets[:, j], scores[:, j]))
         assert roc_auc(scores, targets)[j] == pytest.approx(
             skm.roc_auc_score(targets[:, j], scores[:, j]))
+
+
+def test_lwlrap_matches_dcase_reference_without_ties() -> None:
+    rng = np.random.default_rng(2)
+    targets = rng.random((50, 8)) < 0.25
+    scores = rng.random((50, 8)) + 0.5 * targets
+    # DCASE 2019 task 2 reference: per row, precision at each positive's rank
+    num, den = np.zeros(8), np.zeros(8)
+    for i in range(50):
+        pos = np.flatnonzero(targets[i])
+        if not pos.size:
+            continue
+        ranks = np.argsort(np.argsort(-scores[i])) + 1
+        for j in pos:
+            num[j] += np.sum(ranks[pos] <= ranks[j]) / ranks[j]
+            den[j] += 1
+    overall, per_label = lwlrap(scores, targets)
+    assert overall == pytest.approx(num.sum() / den.sum())
+    np.testing.assert_allclose(per_label, num / den)
+
+
+def test_metrics_scale_to_audioset_size() -> None:
+    import time
+
+    rng = np.random.default_rng(0)
+    targets = rng.random((2000, 527)) < 0.005
+    scores = rng.random((2000, 527))
+    t0 = time.perf_counter()
+    average_precision(scores, targets)
+    roc_auc(scores, targets)
+    lwlrap(scores, targets)
+    tune_thresholds(scores, targets)
+    assert time.perf_counter() - t0 < 20

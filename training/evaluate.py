@@ -148,11 +148,15 @@ def pool_clips(patch_scores: np.ndarray, clip_index: np.ndarray, n_clips: int, p
     """Per-clip scores ``(n_clips, L)``: max or mean over each clip's patches."""
     if pooling not in CLIP_POOLINGS:
         raise ValueError(f"pooling {pooling!r}; accepted: {list(CLIP_POOLINGS)}")
-    out = np.zeros((n_clips, patch_scores.shape[1]))
-    for r in range(n_clips):
-        rows = patch_scores[clip_index == r]
-        out[r] = rows.max(axis=0) if pooling == "max" else rows.mean(axis=0)
-    return out
+    counts = np.bincount(clip_index, minlength=n_clips)
+    if counts.size != n_clips or (counts == 0).any():
+        raise ValueError(f"clip_index must name every clip 0..{n_clips - 1} at least once")
+    order = np.argsort(clip_index, kind="stable")
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    sorted_scores = patch_scores[order]
+    if pooling == "max":
+        return np.maximum.reduceat(sorted_scores, starts, axis=0)
+    return np.add.reduceat(sorted_scores, starts, axis=0) / counts[:, None]
 
 
 def _nan_to_none(x: Any) -> Any:
@@ -224,12 +228,13 @@ def evaluate(
         est: list[Event] = []
         centres = (ds.patch_start + cfg.patch_samples / 2) / cfg.sample_rate
         hop_actual = ds.hop_samples / cfg.sample_rate
+        first = np.searchsorted(ds.clip_index, np.arange(n_clips + 1))  # items are by clip
         for r, evs in enumerate(ds.events):
             if not evs:
                 continue
             fid = str(ds.paths[r])
             ref += [(fid, lab, a, b) for lab, a, b in evs]
-            rows = ds.clip_index == r
+            rows = slice(first[r], first[r + 1])
             found = scores_to_events(patch_scores[rows], centres[rows], hop_actual, on, off,
                                      store.seconds(ds.paths[r]))
             est += [(fid, lab, a, b) for lab, a, b in found if lab in strong_labels]

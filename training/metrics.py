@@ -138,10 +138,11 @@ def lwlrap(scores: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
     sums = np.zeros(n_labels)
     counts = t.sum(axis=0).astype(np.float64)
     for i in np.flatnonzero(t.any(axis=1)):
-        row, pos = s[i], t[i]
-        rank = (row[None, :] >= row[:, None]).sum(axis=1)  # pessimistic ranks, 1-based
-        hits = (pos[None, :] & (row[None, :] >= row[:, None])).sum(axis=1)
-        sums[pos] += hits[pos] / rank[pos]
+        pos = np.flatnonzero(t[i])
+        ps = s[i, pos]
+        rank = (s[i][None, :] >= ps[:, None]).sum(axis=1)  # pessimistic ranks, 1-based
+        hits = (ps[None, :] >= ps[:, None]).sum(axis=1)
+        sums[pos] += hits / rank
     with np.errstate(invalid="ignore", divide="ignore"):
         per_label = np.where(counts > 0, sums / np.maximum(counts, 1), math.nan)
     total = counts.sum()
