@@ -153,6 +153,8 @@ def test_toy_model_scores_toy_scene(toy_model: Path) -> None:
                     for _, t0, d in events)]
     assert quiet
     assert scores[quiet].max() < 0.2, scores[quiet]
+    silence = np.full((1, FEATURES.patch_frames, FEATURES.n_mels), np.log(FEATURES.log_offset))
+    assert onnx_scores(toy_model, silence.astype(np.float32)).max() < 0.2
 
 
 def test_cli_with_report_and_variants(toy_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

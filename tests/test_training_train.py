@@ -95,3 +95,17 @@ def test_checkpoint_contents_and_resume_matches_uninterrupted(toy_manifest: Path
     assert [h["train_loss"] for h in resumed["history"]] == pytest.approx(
         [h["train_loss"] for h in full["history"]], rel=1e-9
     )
+
+
+@pytest.mark.gpu
+def test_mixed_precision_training_on_gpu(toy_manifest: Path, tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    args = _args(toy_manifest, tmp_path / "gpu", "--amp")
+    args[args.index("--device") + 1] = "cuda"
+    assert main(args) == 0
+    ckpt = torch.load(tmp_path / "gpu" / "last.pt", weights_only=True, map_location="cpu")
+    assert ckpt["epoch"] == 3
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    losses = [h["train_loss"] for h in ckpt["history"]]
+    assert losses[-1] < losses[0], losses

@@ -346,16 +346,17 @@ def quantize_variant(
 def _val_patches(
     manifest: Path, cache: Path, labels: list[str], features: FeatureConfig, limit: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Log-mel patches ``(N, frames, mels)`` and targets ``(N, L)`` from a manifest."""
+    """Log-mel patches ``(N, frames, mels)`` and targets ``(N, L)``: every patch of the
+    manifest's recordings at half-patch hop, thinned evenly to at most ``limit``."""
     from training.data import PatchDataset, WaveformStore, read_manifest
     from training.frontend import LogMel
 
     clips = read_manifest(manifest)
     store = WaveformStore(cache, features)
     store.build(clips)
-    ds = PatchDataset(clips, store, labels, features, augment=None, seed=0)
-    n = min(len(ds), limit)
-    waves, targets = zip(*(ds[i] for i in range(n)), strict=True)
+    ds = PatchDataset(clips, store, labels, features, augment=None, seed=0, mode="all")
+    keep = np.unique(np.linspace(0, len(ds) - 1, min(len(ds), limit)).round().astype(int))
+    waves, targets = zip(*(ds[int(i)] for i in keep), strict=True)
     with torch.no_grad():
         mel = LogMel(features)(torch.stack(list(waves)))
     return mel.numpy().astype(np.float32), torch.stack(list(targets)).numpy()
