@@ -173,9 +173,11 @@ def spectra_to_log_mel(
         scratch = np.zeros((n, cfg.n_fft), dtype=np.float64)
     padded = scratch[:n]
     np.multiply(frames, window, out=padded[:, : cfg.win_length])
-    spec = np.abs(np.fft.rfft(padded, axis=-1))
-    mel = spec @ fbank
-    return np.log(mel + cfg.log_offset).astype(np.float32)
+    # float64 throughout: float32 GEMM rounds differently for different row counts,
+    # which would make the features depend (by an ulp) on the chunk size.
+    mel = np.abs(np.fft.rfft(padded, axis=-1)) @ fbank
+    mel += cfg.log_offset
+    return np.log(mel, out=mel).astype(np.float32)
 
 
 def log_mel(waveform: np.ndarray, cfg: FeatureConfig | None = None) -> np.ndarray:

@@ -22,6 +22,9 @@ class LogMel(torch.nn.Module):
     streaming detector.
     """
 
+    window: torch.Tensor
+    fbank: torch.Tensor
+
     def __init__(self, cfg: FeatureConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg or FeatureConfig()
