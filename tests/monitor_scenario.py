@@ -13,6 +13,7 @@ Run it by hand to feed a monitor::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import socket
@@ -54,7 +55,9 @@ def free_endpoint() -> str:
 def _score(i: int, hop: int, salt: int, period_scale: float) -> float:
     _, _, _, _, period, phase = LABELS[i]
     x = math.sin(2 * math.pi * hop / (period * period_scale) + phase + salt)
-    return round(max(0.0, min(1.0, 0.35 + 0.45 * x)), 4)
+    floor = 0.06 + 0.03 * math.sin(hop / period_scale * 0.7 + i)
+    amplitude = 0.5 + 0.45 * ((i * 0.37 + salt * 0.11) % 1.0)
+    return round(max(0.0, min(1.0, floor + amplitude * max(0.0, x) ** 2)), 4)
 
 
 def scripted_stream(
@@ -75,6 +78,7 @@ def scripted_stream(
     seconds whatever the hop, so a short hop gives more scores, not more events.
     """
     period_scale = HOP_S / hop_s
+    update_every = max(1, round(STATUS_EVERY * period_scale))
     out: list[dict[str, Any]] = []
     seq = seq0
     open_events: dict[str, dict[str, Any]] = {}
@@ -106,6 +110,8 @@ def scripted_stream(
                 if s < off:
                     out.append(_event(env("event", t), "offset", label, ev, t, s, wall0))
                     del open_events[label]
+                elif (hop - hop0) % update_every == 0:
+                    out.append(_event(env("event", t), "update", label, ev, t, s, wall0))
         ranked = sorted(LABELS, key=lambda row: -scores[row[0]])[:TOP_K]
         m = env("scores", t)
         m["patch_start"] = round(t - PATCH_S, 6)
@@ -121,7 +127,7 @@ def scripted_stream(
             for label, _, on, off, _, _ in ranked
         ]
         out.append(m)
-        if hop % max(1, round(STATUS_EVERY * period_scale)) == 0:
+        if hop % update_every == 0:
             st = env("status", t)
             level = -32.0 + 8.0 * math.sin(hop / 5.0 + salt)
             st.update(
@@ -239,6 +245,38 @@ def publish_load(
     }
 
 
+async def _screenshot(path: str, hops: int, size: tuple[int, int]) -> None:
+    """Run the monitor against two scripted streams and save an SVG screenshot."""
+    from detector.monitor.app import MonitorApp
+    from detector.monitor.subscriber import SubscriberConfig
+
+    endpoint = "tcp://127.0.0.1:5557"  # the default, as a user would see it
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 5557)) == 0:
+            endpoint = free_endpoint()  # taken (a real sed-listen?): use another
+    app = MonitorApp(SubscriberConfig(endpoint=endpoint, post_interval_s=0.02))
+    async with app.run_test(size=size) as pilot:
+        pub = ScriptedPublisher(endpoint)
+        while app.state.connection.connects == 0:
+            await pilot.pause(0.05)
+        await pilot.pause(0.3)
+        wall0 = time.time() - PATCH_S - hops * HOP_S
+        streams = [
+            scripted_stream("mic:default", "3f9c2a", hops, wall0, salt=0),
+            scripted_stream("kitchen.wav", "3f9c2a", hops, wall0, salt=2),
+        ]
+        merged = sorted((m for s in streams for m in s), key=lambda m: m["stream_time"])
+        t = merged[0]["stream_time"]
+        for m in merged:
+            if m["stream_time"] != t:
+                t = m["stream_time"]
+                await pilot.pause(0.03)
+            pub.send(m)
+        await pilot.pause(1.0)
+        app.save_screenshot(path)
+        pub.close()
+
+
 def main() -> None:
     """Publish two scripted streams in real time (for a manual or tmux check), or a load."""
     p = argparse.ArgumentParser(description=__doc__)
@@ -247,7 +285,11 @@ def main() -> None:
     p.add_argument("--load", type=int, metavar="STREAMS", help="publish STREAMS at --rate")
     p.add_argument("--rate", type=float, default=50.0, help="hops per second per stream (--load)")
     p.add_argument("--start-after", type=float, default=0.0, help="wait before publishing (s)")
+    p.add_argument("--screenshot", metavar="SVG", help="save a monitor screenshot and exit")
     args = p.parse_args()
+    if args.screenshot:
+        asyncio.run(_screenshot(args.screenshot, hops=90, size=(140, 42)))
+        return
     pub = ScriptedPublisher(args.endpoint)
     time.sleep(args.start_after)
     if args.load:

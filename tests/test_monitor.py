@@ -28,7 +28,6 @@ from detector.monitor.widgets import (
     BAR_WIDTH,
     OFF_MARK,
     ON_MARK,
-    EventLog,
     HelpScreen,
     bar,
     level_meter,
@@ -245,11 +244,12 @@ async def wait_for(pilot: Any, cond: Callable[[], bool], timeout: float = 5.0) -
 
 
 def panel(app: MonitorApp, name: str) -> str:
-    return app.query_one(f"#{name}").plain  # type: ignore[attr-defined]
+    widget = {"header": app.header, "tabs": app.tabs, "scores": app.scores, "status": app.status}
+    return widget[name].plain
 
 
 def table_rows(app: MonitorApp) -> list[list[str]]:
-    table = app.query_one(EventLog)
+    table = app.event_log
     return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
 
 
@@ -324,8 +324,11 @@ def test_app_shows_scripted_session_and_keys_filter_and_pause() -> None:
                 assert "160 samples  overruns 1" in panel(app, "status")
                 assert "lost 3" in panel(app, "header")
 
+                # help on top while data keeps coming: the panels underneath still update
                 await pilot.press("question_mark")
                 assert isinstance(app.screen, HelpScreen)
+                pub.send(scores("mic", 10, [("Knock", 0.55, True)]))
+                await wait_for(pilot, lambda: "Knock" in panel(app, "scores"))
                 await pilot.press("escape")
                 assert not isinstance(app.screen, HelpScreen)
             finally:

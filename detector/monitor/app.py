@@ -61,7 +61,7 @@ class MonitorApp(App[None]):
     Screen { layout: vertical; }
     #header { height: 1; background: $boost; }
     #tabs { height: 1; }
-    #panels { height: 16; }
+    #panels { height: 15; }
     #scores { width: 2fr; height: 100%; padding: 0 1; border: round $primary-darken-2; }
     #status { width: 1fr; min-width: 44; height: 100%; padding: 0 1;
               border: round $primary-darken-2; }
@@ -104,24 +104,33 @@ class MonitorApp(App[None]):
         self._subscribe_on_mount = subscribe
         self._stop = threading.Event()
         self.subscriber = Subscriber(self.config, self._deliver)
+        # Held here, not queried: a modal screen (help) may be on top when data arrives.
+        self.header = ConnectionHeader(id="header")
+        self.tabs = StreamTabs(id="tabs")
+        self.scores = ScoresPanel(id="scores")
+        self.status = StatusPanel(id="status")
+        self.event_log = EventLog(id="events")
+        self.filter_box = Input(
+            placeholder="filter events by label (enter: keep, escape: clear)", id="filter"
+        )
 
     # ---- layout
     def compose(self) -> ComposeResult:
         """Header, stream tabs, scores | status, event log, filter input, footer."""
-        yield ConnectionHeader(id="header")
-        yield StreamTabs(id="tabs")
+        yield self.header
+        yield self.tabs
         with Horizontal(id="panels"):
-            yield ScoresPanel(id="scores")
-            yield StatusPanel(id="status")
-        yield EventLog(id="events")
-        yield Input(placeholder="filter events by label (enter: keep, escape: clear)", id="filter")
+            yield self.scores
+            yield self.status
+        yield self.event_log
+        yield self.filter_box
         yield Footer()
 
     def on_mount(self) -> None:
         """Draw the empty state, start the clock and the subscriber."""
         self.redraw()
         self.set_interval(TICK_S, self._tick)
-        self.query_one(EventLog).focus()
+        self.event_log.focus()
         if self._subscribe_on_mount:
             self._subscribe()
 
@@ -144,6 +153,8 @@ class MonitorApp(App[None]):
 
     def apply_batch(self, batch: Batch) -> None:
         """Apply ``batch`` (also the entry point for tests without ZeroMQ)."""
+        if not self.header.is_attached:
+            return  # shutting down: the widgets are gone
         changes = self.state.apply_batch(batch)
         self.batches += 1
         if self.selected is None and self.state.streams:
@@ -154,7 +165,7 @@ class MonitorApp(App[None]):
             return
         self._draw_header()
         if changes.new_streams or changes.streams:
-            self.query_one(StreamTabs).refresh_from(self.state, self.selected)
+            self.tabs.refresh_from(self.state, self.selected)
         if self.selected in changes.streams or changes.connection:
             self._draw_stream()
         if changes.events:
@@ -164,14 +175,14 @@ class MonitorApp(App[None]):
     def _draw_events(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or (self._events_dirty and now - self._events_drawn_at >= EVENT_LOG_INTERVAL_S):
-            self.query_one(EventLog).refresh_from(self.state, self.label_filter)
+            self.event_log.refresh_from(self.state, self.label_filter)
             self._events_dirty = False
             self._events_drawn_at = now
 
     def _tick(self) -> None:
         self._draw_header()
         if not self.paused:
-            self.query_one(StatusPanel).refresh_from(self.current_view(), time.monotonic())
+            self.status.refresh_from(self.current_view(), time.monotonic())
             self._draw_events()
 
     def current_view(self) -> StreamView | None:
@@ -180,19 +191,19 @@ class MonitorApp(App[None]):
 
     # ---- drawing
     def _draw_header(self) -> None:
-        self.query_one(ConnectionHeader).refresh_from(
+        self.header.refresh_from(
             self.state, time.monotonic(), self.paused, self.held, self.label_filter
         )
 
     def _draw_stream(self) -> None:
         view = self.current_view()
-        self.query_one(ScoresPanel).refresh_from(view, self.state, self.label_filter)
-        self.query_one(StatusPanel).refresh_from(view, time.monotonic())
+        self.scores.refresh_from(view, self.state, self.label_filter)
+        self.status.refresh_from(view, time.monotonic())
 
     def redraw(self) -> None:
         """Redraw every panel from the state."""
         self._draw_header()
-        self.query_one(StreamTabs).refresh_from(self.state, self.selected)
+        self.tabs.refresh_from(self.state, self.selected)
         self._draw_stream()
         self._draw_events(force=True)
 
@@ -208,13 +219,13 @@ class MonitorApp(App[None]):
 
     def action_filter(self) -> None:
         """Show the label filter input."""
-        box = self.query_one("#filter", Input)
+        box = self.filter_box
         box.add_class("visible")
         box.focus()
 
     def action_clear_filter(self) -> None:
         """Clear and hide the label filter."""
-        box = self.query_one("#filter", Input)
+        box = self.filter_box
         box.value = ""
         self._close_filter()
         self.set_filter("")
@@ -238,8 +249,8 @@ class MonitorApp(App[None]):
             self._close_filter()
 
     def _close_filter(self) -> None:
-        self.query_one("#filter", Input).remove_class("visible")
-        self.query_one(EventLog).focus()
+        self.filter_box.remove_class("visible")
+        self.event_log.focus()
 
     def action_next_stream(self, step: int) -> None:
         """Select the next (``step`` 1) or previous (-1) stream."""
@@ -258,7 +269,7 @@ class MonitorApp(App[None]):
     def select(self, stream: str) -> None:
         """Show ``stream`` in the scores and status panels."""
         self.selected = stream
-        self.query_one(StreamTabs).refresh_from(self.state, self.selected)
+        self.tabs.refresh_from(self.state, self.selected)
         self._draw_stream()
 
     def action_help(self) -> None:

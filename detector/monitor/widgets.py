@@ -238,7 +238,7 @@ class ScoresPanel(_Panel):
         title = Text.assemble(
             ("Top labels ", "bold"),
             (view.stream, "bold cyan"),
-            f"  patch ends {_fmt(view.patch_end, '.2f')} s",
+            f"   patch ends {_fmt(view.patch_end, '.2f')} s",
             (f"   {ON_MARK} on  {OFF_MARK} off threshold", "dim"),
         )
         if not labels:
