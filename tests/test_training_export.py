@@ -122,6 +122,10 @@ def test_default_thresholds_and_report(tmp_path: Path) -> None:
     on, off = thresholds_from_report(report, names)
     assert on == [DEFAULT_ON_THRESHOLD, 0.8, DEFAULT_ON_THRESHOLD]
     assert off == [DEFAULT_OFF_THRESHOLD, 0.4, DEFAULT_OFF_THRESHOLD]
+    report.write_text(json.dumps({"labels": ["Cat", "Dog", "Speech"],
+                                  "thresholds": {"on": [0.7, 0.6, 0.5], "off": [0.3] * 3}}))
+    with pytest.raises(ValueError, match="differ from the model's"):
+        thresholds_from_report(report, names)
     report.write_text(json.dumps({"thresholds": {"on": [0.5], "off": [0.3]}}))
     with pytest.raises(ValueError, match="1 on- and 1 off-thresholds for 3 labels"):
         thresholds_from_report(report, names)

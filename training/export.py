@@ -131,6 +131,11 @@ def thresholds_from_report(path: str | Path, names: Sequence[str]) -> tuple[list
     if not isinstance(th, dict):
         raise ValueError(f"{path}: no 'thresholds' object (keys: {sorted(doc) if isinstance(doc, dict) else type(doc).__name__})")
     if isinstance(th.get("on"), list) and isinstance(th.get("off"), list):
+        report_labels = doc.get("labels")
+        if report_labels is not None and list(report_labels) != list(names):
+            raise ValueError(
+                f"{path}: report labels {report_labels} differ from the model's {list(names)}"
+            )
         on, off = [float(x) for x in th["on"]], [float(x) for x in th["off"]]
         if len(on) != len(names) or len(off) != len(names):
             raise ValueError(
