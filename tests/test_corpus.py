@@ -154,7 +154,7 @@ def _rcc(files: dict[str, tuple[bytes, bool]]) -> bytes:
         enc = name.encode("utf-16-be")
         names += struct.pack(">HI", len(enc) // 2, 0) + enc
     nodes.append(struct.pack(">IHII", 0, 0x2, len(entries), 1) + bytes(8))
-    for (name, (payload, compress)), noff in zip(entries, name_offs, strict=True):
+    for (_name, (payload, compress)), noff in zip(entries, name_offs, strict=True):
         blob = struct.pack(">I", len(payload)) + zlib.compress(payload) if compress else payload
         nodes.append(struct.pack(">IHHHI", noff, 0x1 if compress else 0, 0, 0, len(data))
                      + bytes(8))
@@ -197,3 +197,14 @@ def test_decode_resamples_to_16k(tmp_path: Path) -> None:
     assert y.shape == (SR,) and y.dtype == np.float32
     peak_hz = np.argmax(np.abs(np.fft.rfft(y))) * SR / y.size
     assert abs(peak_hz - 440) <= 1
+
+
+@needs_build
+def test_report_subcommand_rewrites_table(ci_builds: tuple[Path, Path, tuple[str, str]],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = ci_builds[0]
+    (out / "REPORT.md").unlink()
+    assert main(["report", str(out)]) == 0
+    text = (out / "REPORT.md").read_text()
+    assert "| Typing |" in text and "**THIN**" in text
+    assert text == capsys.readouterr().out

@@ -253,11 +253,14 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
     for c in kept:
         uf.find(c.group)
     drop: set[int] = set()
+    dup_rows: list[dict[str, object]] = []
     hashes = [dedup.pcm_hash(w) for w in waves]
     for idx in dedup.exact_groups(hashes).values():
         for j in idx[1:]:
             drop.add(j)
             uf.union(kept[idx[0]].group, kept[j].group)
+            dup_rows.append({"dropped": kept[j].source, "kept": kept[idx[0]].source,
+                             "kind": "exact", "distance": "0.0000"})
     live = [i for i in range(len(kept)) if i not in drop]
     prints = np.stack([dedup.fingerprint(waves[i], cfg.features) for i in live]) if live else \
         np.zeros((0, 2 * cfg.features.n_mels), np.float32)
@@ -268,6 +271,9 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
         ia, ib = live[a], live[b]
         uf.union(kept[ia].group, kept[ib].group)
         near_drop.add(ib)
+        dist = float(np.sqrt(np.mean((prints[a] - prints[b]) ** 2)))
+        dup_rows.append({"dropped": kept[ib].source, "kept": kept[ia].source, "kind": "near",
+                         "distance": f"{dist:.4f}"})
     final = [i for i in live if i not in near_drop]
     log.info("dedup: %d exact, %d near duplicates dropped; %d clips", len(drop), len(near_drop),
              len(final))
@@ -306,6 +312,11 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
     for s in SPLITS:
         write_manifest_rows(out / f"{s}.csv", manifests[s])
     _write_index(out / "clips.csv", index_rows)
+    with (out / "duplicates.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=("dropped", "kept", "kind", "distance"),
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(dup_rows)
     scene_counts = _write_scenes(out, manifests, index_rows, cfg)
     summary = _summary(cfg, versions, manifests, len(cands), skipped, len(drop), len(near_drop),
                        len(groups), scene_counts, out)
