@@ -221,7 +221,9 @@ class MonitorApp(App[None]):
         """Show the label filter input."""
         box = self.filter_box
         box.add_class("visible")
-        box.focus()
+        # Focus now, not later (Widget.focus defers): keys typed right after the
+        # slash are already queued and must reach the input, not the app's bindings.
+        self.screen.set_focus(box)
 
     def action_clear_filter(self) -> None:
         """Clear and hide the label filter."""

@@ -312,6 +312,7 @@ STALE_HINT_S = 2.0
 """Age of the last message beyond which it is drawn in yellow (status comes ~1/s)."""
 
 EVENT_COLUMNS = ("onset", "offset", "stream", "label", "state", "duration", "peak", "reason")
+_CLOCK_WIDTH = len("00:00:00.0")
 
 
 class EventLog(DataTable[str]):
@@ -326,7 +327,10 @@ class EventLog(DataTable[str]):
     def on_mount(self) -> None:
         """Set up the columns."""
         for name in EVENT_COLUMNS:
-            self.add_column(name, key=name)
+            # Rows change in place (open -> closed): fixed-format columns get their
+            # final width now, the others grow with their content.
+            width = _CLOCK_WIDTH if name in ("onset", "offset") else None
+            self.add_column(name, key=name, width=width)
 
     @staticmethod
     def cells(row: EventRow) -> tuple[str, ...]:
@@ -360,7 +364,7 @@ class EventLog(DataTable[str]):
                 old = self.get_row(row.key)
                 for name, value, before in zip(EVENT_COLUMNS, cells, old, strict=True):
                     if value != before:
-                        self.update_cell(row.key, name, value)
+                        self.update_cell(row.key, name, value, update_width=True)
             else:
                 self.add_row(*cells, key=row.key)
         if self.row_count > len(state.events):
