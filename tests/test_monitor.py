@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -458,3 +459,70 @@ def test_app_keeps_up_with_8_streams_at_50_messages_per_second() -> None:
     assert figures["coalesced_scores"] > 0.5 * STREAMS * RATE_HZ * SECONDS
     assert figures["key_ms_median"] < 500 and figures["key_ms_max"] < 2000
     assert figures["latest_shown_after_ms"] < 1000
+
+
+# ---------------------------------------------------------------- demo
+def test_demo_command_line_and_missing_clip(tmp_path: Path) -> None:
+    from detector.monitor.demo import DemoDaemon, listen_command
+
+    cmd = listen_command(Path("clip.flac"), "tcp://127.0.0.1:1", Path("m.onnx"))
+    assert cmd[1:] == ["-m", "detector.cli_listen", "clip.flac", "--realtime", "--publish",
+                       "tcp://127.0.0.1:1", "--log-level", "WARNING", "--model", "m.onnx"]
+    with pytest.raises(FileNotFoundError, match=r"demo clip .*nope\.flac not found"):
+        DemoDaemon(tmp_path / "nope.flac", "tcp://127.0.0.1:1")
+
+
+def test_demo_reports_a_failing_daemon() -> None:
+    from detector.monitor.demo import DemoDaemon
+
+    notes: list[tuple[str, bool]] = []
+    daemon = DemoDaemon(
+        ROOT / "tests" / "data" / "speech_digit.flac", free_endpoint(),
+        lambda text, error: notes.append((text, error)), model=Path("/nonexistent/model.onnx"),
+    )
+    daemon.start()
+    try:
+        assert daemon.wait(60), "sed-listen did not exit"
+    finally:
+        daemon.stop()
+    assert daemon.failed and daemon.returncode not in (None, 0) and daemon.runs == 1
+    [(text, error)] = notes
+    assert error and text.startswith("demo: sed-listen exited with") and "model" in text
+
+
+@pytest.mark.slow
+def test_demo_daemon_publishes_events_the_subscriber_sees(
+    toy_model: Path, tmp_path: Path
+) -> None:
+    """The demo's sed-listen subprocess on a toy scene; the monitor's subscriber gets events."""
+    import soundfile as sf
+
+    from detector.monitor.demo import DemoDaemon
+    from detector.monitor.subscriber import Subscriber
+    from training.toy import make_toy_scene
+
+    clip = tmp_path / "demo.wav"
+    sf.write(clip, make_toy_scene([("Sine wave", 1.0, 2.0)], 4.0, seed=2), 16000)
+    endpoint = free_endpoint()
+    batches: list[Batch] = []
+    sub = Subscriber(SubscriberConfig(endpoint=endpoint), batches.append)
+    stop = threading.Event()
+    thread = threading.Thread(target=sub.run, args=(stop,))
+    thread.start()
+    daemon = DemoDaemon(clip, endpoint, loop=False, model=toy_model)
+    daemon.start()
+    try:
+        assert daemon.wait(60), "sed-listen did not finish the clip"
+        time.sleep(0.3)
+    finally:
+        daemon.stop()
+        stop.set()
+        thread.join()
+    assert not daemon.failed, daemon.log_tail()
+    state = MonitorState(endpoint)
+    for b in batches:
+        state.apply_batch(b)
+    view = state.streams["demo.wav"]
+    assert view.status is not None and view.status.state == "ended"
+    assert [r.label for r in state.event_rows()] == ["Sine wave"]
+    assert view.seq is not None and view.seq.lost == 0

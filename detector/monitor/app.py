@@ -17,6 +17,7 @@ import argparse
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import ClassVar
 
 from textual import work
@@ -98,6 +99,8 @@ class MonitorApp(App[None]):
         self.held = 0
         """Batches received while paused."""
         self.label_filter = ""
+        self.notice = ""
+        """A standing line for the header (e.g. the demo daemon failed)."""
         self.batches = 0
         self._events_dirty = False
         self._events_drawn_at = -EVENT_LOG_INTERVAL_S
@@ -192,8 +195,15 @@ class MonitorApp(App[None]):
     # ---- drawing
     def _draw_header(self) -> None:
         self.header.refresh_from(
-            self.state, time.monotonic(), self.paused, self.held, self.label_filter
+            self.state, time.monotonic(), self.paused, self.held, self.label_filter, self.notice
         )
+
+    def set_notice(self, text: str, error: bool = False) -> None:
+        """Show ``text`` as a toast; an error also stays in the header."""
+        if error:
+            self.notice = text.splitlines()[0] if text else ""
+            self._draw_header()
+        self.notify(text, title="sed-monitor", severity="error" if error else "information")
 
     def _draw_stream(self) -> None:
         view = self.current_view()
@@ -296,6 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="run sed-listen on a bundled clip in a subprocess and watch it",
     )
     p.add_argument(
+        "--demo-clip",
+        type=Path,
+        default=None,
+        metavar="AUDIO",
+        help="with --demo: play this file instead of the bundled clip",
+    )
+    p.add_argument(
+        "--demo-model",
+        type=Path,
+        default=None,
+        metavar="ONNX",
+        help="with --demo: sed-listen's --model (default: its own default model)",
+    )
+    p.add_argument(
         "--ui-rate",
         type=float,
         default=1 / SubscriberConfig.post_interval_s,
@@ -326,9 +350,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.ui_rate > 0:
         raise SystemExit(f"--ui-rate {args.ui_rate}: must be > 0 updates per second")
     if args.demo:
-        from .demo import run_demo
+        from .demo import DEMO_CLIP, run_demo
 
-        return run_demo(ui_rate=args.ui_rate, endpoint=args.connect)
+        try:
+            return run_demo(
+                ui_rate=args.ui_rate,
+                endpoint=args.connect,
+                clip=args.demo_clip or DEMO_CLIP,
+                model=args.demo_model,
+            )
+        except FileNotFoundError as e:
+            raise SystemExit(f"sed-monitor --demo: {e}") from e
     config = SubscriberConfig(
         endpoint=args.connect or DEFAULT_ENDPOINT,
         post_interval_s=1 / args.ui_rate,

@@ -44,18 +44,20 @@ def free_endpoint(host: str = "127.0.0.1") -> str:
         return f"tcp://{host}:{s.getsockname()[1]}"
 
 
-def listen_command(clip: Path, endpoint: str, extra: tuple[str, ...] = ()) -> list[str]:
-    """The ``sed-listen`` command line the demo runs (current interpreter)."""
-    return [
-        sys.executable,
-        "-m",
-        "detector.cli_listen",
-        str(clip),
-        "--realtime",
-        "--publish",
-        endpoint,
-        *extra,
-    ]
+def listen_command(
+    clip: Path, endpoint: str, model: Path | None = None, realtime: bool = True
+) -> list[str]:
+    """The ``sed-listen`` command line the demo runs (current interpreter).
+
+    ``python -m detector.cli_listen CLIP --realtime --publish ENDPOINT [--model M]``
+    """
+    cmd = [sys.executable, "-m", "detector.cli_listen", str(clip)]
+    if realtime:
+        cmd.append("--realtime")
+    cmd += ["--publish", endpoint, "--log-level", "WARNING"]
+    if model is not None:
+        cmd += ["--model", str(model)]
+    return cmd
 
 
 class DemoDaemon:
@@ -71,14 +73,15 @@ class DemoDaemon:
         endpoint: str,
         notify: Callable[[str, bool], object] | None = None,
         loop: bool = True,
-        extra: tuple[str, ...] = (),
+        model: Path | None = None,
+        realtime: bool = True,
     ) -> None:
         if not clip.is_file():
             raise FileNotFoundError(
                 f"demo clip {clip} not found; accepted: an audio file sed-listen can read "
                 "(the package ships detector/data/demo.flac)"
             )
-        self.command = listen_command(clip, endpoint, extra)
+        self.command = listen_command(clip, endpoint, model, realtime)
         self.endpoint = endpoint
         self._notify = notify or (lambda text, error: None)
         self._loop = loop
@@ -125,7 +128,10 @@ class DemoDaemon:
                 return
             if rc != 0:
                 self.failed = True
-                self._notify(f"sed-listen exited with {rc}:\n{self.log_tail()}", True)
+                self._notify(
+                    f"demo: sed-listen exited with {rc}: {self.log_tail(1)}\n{self.log_tail()}",
+                    True,
+                )
                 return
             if not self._loop:
                 return
@@ -136,6 +142,11 @@ class DemoDaemon:
         """The last ``lines`` lines the daemon wrote."""
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
         return "\n".join(text.strip().splitlines()[-lines:])
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the supervisor is done (``loop=False``); True if it is."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def stop(self) -> None:
         """Stop the daemon (SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``)."""
@@ -159,6 +170,7 @@ def run_demo(
     ui_rate: float,
     endpoint: str | None = None,
     clip: Path = DEMO_CLIP,
+    model: Path | None = None,
 ) -> int:
     """Start the demo daemon, run the monitor against it, stop the daemon on exit.
 
@@ -169,11 +181,9 @@ def run_demo(
 
     def notify(text: str, error: bool) -> None:
         if app.is_running:
-            app.call_from_thread(
-                app.notify, text, title="demo", severity="error" if error else "information"
-            )
+            app.call_from_thread(app.set_notice, text, error)
 
-    daemon = DemoDaemon(clip, endpoint, notify)
+    daemon = DemoDaemon(clip, endpoint, notify, model=model)
     daemon.start()
     try:
         app.run()

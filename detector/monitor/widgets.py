@@ -148,9 +148,15 @@ class ConnectionHeader(_Panel):
     """One line: connection state, endpoint, streams, lost messages, pause."""
 
     def refresh_from(
-        self, state: MonitorState, now: float, paused: bool, held: int, label_filter: str
+        self,
+        state: MonitorState,
+        now: float,
+        paused: bool,
+        held: int,
+        label_filter: str,
+        notice: str = "",
     ) -> None:
-        """Redraw from ``state`` at monotonic time ``now``."""
+        """Redraw from ``state`` at monotonic time ``now``; ``notice`` is shown in red."""
         c = state.connection
         mark, style = _STATE_STYLE[c.state]
         t = Text.assemble((" sed-monitor ", "bold"), (f"{mark} ", style))
@@ -182,6 +188,8 @@ class ConnectionHeader(_Panel):
             t.append(f"  │ filter: {label_filter!r}", "magenta")
         if paused:
             t.append(f"  │ PAUSED ({held} updates held)", "bold black on yellow")
+        if notice:
+            t.append(f"  │ {notice}", "bold red")
         self.show(t)
 
 
