@@ -6,12 +6,20 @@
     arecord -f S16_LE -r 16000 | sed-listen -   # raw PCM on stdin
 
 SIGINT/SIGTERM close every open event with an offset, flush the sockets and exit 0.
+
+Reliability and security (``docs/reliability.md``, ``docs/security.md``):
+
+    sed-listen --control                      # local REQ/REP control socket (pause, snapshot, ...)
+    sed-listen --state-dir /var/lib/sed       # seq continues across restarts; a crash shows as a gap
+    sed-listen --publish tcp://0.0.0.0:5557 --curve-secret-key keys/server.key_secret \
+               --curve-allow-dir keys/allowed # encrypted, only allowed subscribers
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,10 +30,12 @@ from types import FrameType
 from detector import sources as sources_mod
 from detector.cli_common import run_cli, setup_logging
 from detector.config import load_config
+from detector.control import DEFAULT_CONTROL_ENDPOINT
 from detector.models import resolve_model
-from detector.pipeline import Listener, hop_frames_for
+from detector.pipeline import FailedSource, Listener, hop_frames_for
 from detector.publisher import JsonLinesSink, Sink, ZmqPublisher
 from detector.scorer import DEVICES, OnnxScorer
+from detector.security import CurveServerConfig
 from detector.sources import Source
 
 __all__ = ["build_parser", "main"]
@@ -60,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stdin-rate", type=int, default=16000, help="sample rate of raw PCM on stdin")
     p.add_argument("--stdin-channels", type=int, default=1, help="channels of raw PCM on stdin")
     p.add_argument("--stdin-format", choices=("s16le", "f32le"), default="s16le", help="raw PCM sample format")
+    p.add_argument(
+        "--control", nargs="?", const=DEFAULT_CONTROL_ENDPOINT, metavar="ENDPOINT",
+        help=f"open the local control socket (default endpoint {DEFAULT_CONTROL_ENDPOINT}; "
+        "loopback, ipc:// or inproc:// only)",
+    )
+    p.add_argument("--state-dir", type=Path, metavar="DIR",
+                   help="keep per-stream sequence numbers here across restarts")
+    p.add_argument("--curve-secret-key", type=Path, metavar="FILE",
+                   help="server .key_secret file: encrypt and authenticate the event socket (CURVE)")
+    p.add_argument("--curve-allow-dir", type=Path, metavar="DIR",
+                   help="directory of allowed subscribers' public .key files (with --curve-secret-key)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (stderr)")
     return p
 
@@ -73,22 +94,58 @@ def _unique_ids(srcs: list[Source]) -> None:
             s.stream_id = f"{s.stream_id}#{seen[s.stream_id]}"
 
 
+def _spec_id(spec: str) -> str:
+    """The stream id a source would have had (for reporting one that failed to open)."""
+    text = spec.strip()
+    if text == "mic" or text.startswith("mic:"):
+        return f"mic:{text[4:] or 'default'}"
+    if text in ("-", "stdin"):
+        return "stdin"
+    return os.path.basename(text) or text
+
+
 def _make_sources(args: argparse.Namespace, rate: int, realtime: bool) -> list[Source]:
+    """One source per spec. With several, one that fails to open becomes a
+    :class:`FailedSource` (reported on its ``status.<stream>``) and the others go on;
+    a single failing source, or all failing, is an error."""
     specs = list(args.sources) + list(args.file)
     if args.mic is not None:
         specs.append(f"mic:{args.mic}")
     if not specs:
         specs = ["mic"]
-    srcs = []
+    srcs: list[Source] = []
+    errors: list[ValueError] = []
     for spec in specs:
-        srcs.append(
-            sources_mod.parse_source(
-                spec, rate, realtime=realtime, stdin_rate=args.stdin_rate,
-                stdin_channels=args.stdin_channels, stdin_format=args.stdin_format,
+        try:
+            srcs.append(
+                sources_mod.parse_source(
+                    spec, rate, realtime=realtime, stdin_rate=args.stdin_rate,
+                    stdin_channels=args.stdin_channels, stdin_format=args.stdin_format,
+                )
             )
-        )
+        except sources_mod.SourceError as e:
+            if len(specs) == 1:
+                raise
+            log.error("%s: %s (this stream is closed; the others go on)", spec, e)
+            errors.append(e)
+            srcs.append(FailedSource(_spec_id(spec), rate, e))
+    if len(errors) == len(specs):
+        raise errors[0]
     _unique_ids(srcs)
     return srcs
+
+
+def _curve(args: argparse.Namespace) -> CurveServerConfig | None:
+    if (args.curve_secret_key is None) != (args.curve_allow_dir is None):
+        raise ValueError(
+            "CURVE needs both --curve-secret-key FILE and --curve-allow-dir DIR; got only "
+            + ("--curve-secret-key" if args.curve_secret_key else "--curve-allow-dir")
+        )
+    if args.curve_secret_key is None:
+        return None
+    if args.no_publish:
+        raise ValueError("--curve-* secures the event socket, but --no-publish turns it off")
+    return CurveServerConfig(args.curve_secret_key, args.curve_allow_dir)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -103,6 +160,7 @@ def _run(args: argparse.Namespace) -> int:
         },
     )
     lc = config.listen
+    curve = _curve(args)
     scorer = OnnxScorer(resolve_model(args.model), lc.device, lc.threads, lc.max_batch)
     hop_frames_for(lc.patch_hop_s, scorer)  # reject a bad hop before opening any device
     srcs = _make_sources(args, scorer.contract.features.sample_rate, lc.realtime)
@@ -110,22 +168,35 @@ def _run(args: argparse.Namespace) -> int:
     if args.json or args.json_all:
         kinds = ("event", "scores", "status") if args.json_all else ("event",)
         sinks.append(JsonLinesSink(sys.stdout, kinds))
-    if not args.no_publish:
-        pub = ZmqPublisher(lc.endpoint, hwm=lc.hwm)
-        log.info("publishing on %s", pub.bound)
-        sinks.append(pub)
-    listener = Listener(srcs, sinks, config, scorer=scorer)
+    try:
+        if not args.no_publish:
+            pub = ZmqPublisher(lc.endpoint, hwm=lc.hwm, curve=curve)
+            log.info("publishing on %s%s", pub.bound, " (CURVE)" if curve else "")
+            sinks.append(pub)
+        listener = Listener(
+            srcs, sinks, config, scorer=scorer, control_endpoint=args.control,
+            state_dir=args.state_dir, config_path=args.config,
+        )
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        for src in srcs:
+            src.close()
+        raise
+    if listener.control is not None:
+        log.info("control socket on %s", listener.control.bound)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("%s: closing open events and exiting", signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         listener.run(stop)
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         for sink in sinks:
             sink.close()
     failed = [st.id for st in listener.streams if st.error]

@@ -54,11 +54,14 @@ class ListenConfig:
     threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's choice
     realtime: bool = False  # pace file sources to the wall clock
     hwm: int = 10000  # ZeroMQ send high-water mark (messages)
+    # A live source (microphone, real-time replay) more than this far behind loses its
+    # oldest audio, counted as an overrun: memory stays bounded when the model is slow.
+    max_backlog_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.patch_hop_s <= 0:
             raise ValueError(f"patch_hop_s={self.patch_hop_s}; must be > 0")
-        for name in ("update_interval_s", "status_interval_s", "file_chunk_s", "live_poll_s"):
+        for name in ("update_interval_s", "status_interval_s", "file_chunk_s", "live_poll_s", "max_backlog_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)}; must be > 0")
         if self.top_k < 1 or self.max_batch < 1:

@@ -5,10 +5,25 @@ in one loop and sends every patch that is ready, from every stream and from any
 backlog, through **one** batched inference call per iteration. File mode is the same
 loop with file sources (:func:`detect_file`), so offline results are the streaming
 results.
+
+Reliability (``docs/reliability.md``):
+
+* A live source that cannot wait (microphone, real-time file replay) is drained
+  every iteration; if processing falls more than ``max_backlog_s`` behind, the
+  oldest audio is dropped, counted (``overruns``, ``dropped_samples``), logged, and
+  the stream restarts its front end after the hole, so memory stays bounded and
+  stream time stays aligned with the wall clock.
+* A device gap (microphone lost and reopened) closes open events
+  (``reason: "gap"``) and advances stream time over the gap; nothing is invented.
+* One failing stream is reported on ``status.<stream>`` and closed; the others go on.
+* A :class:`~detector.control.ControlServer` is polled from the loop (pause, resume,
+  thresholds, reload, snapshot); a :class:`~detector.control.SeqStore` keeps ``seq``
+  increasing across restarts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -21,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from detector.config import Config
+from detector.config import Config, load_config
+from detector.control import ControlError, ControlServer, SeqStore
 from detector.events import EventBuilder
 from detector.logmel import LogMelStage
 from detector.models import resolve_model
@@ -29,15 +45,18 @@ from detector.patcher import Patch, Patcher
 from detector.publisher import ListSink, Sink
 from detector.scorer import OnnxScorer
 from detector.smoother import Smoother
-from detector.sources import FileSource, Source
+from detector.sources import FileSource, Source, StdinSource
 from detector.wire import envelope
 
-__all__ = ["Listener", "StreamState", "detect_file", "hop_frames_for"]
+__all__ = ["FailedSource", "Listener", "StreamState", "detect_file", "hop_frames_for"]
 
 log = logging.getLogger(__name__)
 
 LEVEL_FLOOR_DBFS = -120.0
 LATENCY_WINDOW = 512  # recent per-hop latencies kept for p50/p99
+# Smoother arrays a threshold change or reload may replace; the rest needs a restart.
+_POLICY_ARRAYS = ("on", "off", "enabled", "debounce", "hold", "min_dur")
+_STATE_ARRAYS = ("_ema", "_median", "_alpha", "_med_len")
 
 
 def hop_frames_for(patch_hop_s: float, scorer: OnnxScorer) -> int:
@@ -55,6 +74,34 @@ def _dbfs(x: float) -> float:
     return max(LEVEL_FLOOR_DBFS, 20.0 * np.log10(x)) if x > 0 else LEVEL_FLOOR_DBFS
 
 
+class FailedSource(Source):
+    """A source that could not be opened: :meth:`start` raises the original error.
+
+    Lets a multi-stream daemon report one bad input on its own ``status.<stream>``
+    and go on with the others, through the same path as a stream failing later.
+    """
+
+    def __init__(self, stream_id: str, sample_rate: int, error: Exception) -> None:
+        super().__init__(stream_id, sample_rate)
+        self.error = error
+        self.state = "error"
+        self.message = str(error)
+
+    def start(self) -> None:
+        raise self.error
+
+    def read(self, max_samples: int) -> np.ndarray | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def _must_drain(source: Source) -> bool:
+    """Live sources that lose audio if not read (not stdin, whose pipe waits for us)."""
+    return source.is_live and not isinstance(source, StdinSource)
+
+
 @dataclass
 class _Pending:
     stream: StreamState
@@ -65,28 +112,46 @@ class _Pending:
 class StreamState:
     """One stream's stages and counters. ``feed(samples)`` -> ready patches."""
 
-    def __init__(self, source: Source, scorer: OnnxScorer, config: Config, session: str) -> None:
+    def __init__(
+        self,
+        source: Source,
+        scorer: OnnxScorer,
+        config: Config,
+        session: str,
+        seq_store: SeqStore | None = None,
+    ) -> None:
         contract = scorer.contract
         cfg = contract.features
         self.source = source
         self.id = source.stream_id
         self.session = session
         self.listen = config.listen
+        self.contract = contract
         self.logmel = LogMelStage(cfg)
         self.patcher = Patcher(cfg, hop_frames_for(config.listen.patch_hop_s, scorer))
-        hop_s = self.patcher.hop_frames * cfg.frame_seconds
-        self.smoother = Smoother(
-            config.smoother, contract.names, contract.on_thresholds, contract.off_thresholds, hop_s
-        )
+        self.hop_s = self.patcher.hop_frames * cfg.frame_seconds
+        self.smoother = self._make_smoother(config)
         self.events = EventBuilder(contract.labels, config.listen.update_interval_s, self.wall_of)
         self.labels = contract.names
         self.sample_rate = cfg.sample_rate
-        self.seq = 0
+        self.hop_length = cfg.hop_length
+        self.seq_store = seq_store
+        self.seq = seq_store.first(self.id) if seq_store else 0
+        self.seq_limit = self.seq
         self.samples = 0
         self.patches = 0
         self.wall_origin: float | None = None
         self.ended = False
+        self.paused = False
         self.error: str | None = None
+        self.last_state: str = "starting"
+        self.gap_seconds_seen = 0.0
+        # Audio the pipeline itself dropped (processing too slow); the source counts its own.
+        self.dropped_samples = 0
+        self.overruns = 0
+        self.paused_samples = 0
+        self._realign = False
+        self._last_overrun_log = 0.0
         self._sum_sq = 0.0
         self._level_n = 0
         self._peak = 0.0
@@ -96,6 +161,10 @@ class StreamState:
         self._last_status_samples = 0
         self._last_status_busy = 0.0
 
+    def _make_smoother(self, config: Config) -> Smoother:
+        c = self.contract
+        return Smoother(config.smoother, c.names, c.on_thresholds, c.off_thresholds, self.hop_s)
+
     def wall_of(self, t: float) -> float:
         return (self.wall_origin if self.wall_origin is not None else time.time()) + t
 
@@ -104,6 +173,8 @@ class StreamState:
         return self.samples / self.sample_rate
 
     def message(self, kind: str, payload: dict[str, Any], stream_time: float) -> dict[str, Any]:
+        if self.seq_store is not None and self.seq >= self.seq_limit:
+            self.seq_limit = self.seq_store.reserve(self.id, self.seq)
         msg = envelope(kind, self.id, self.seq, self.session, time.time(), stream_time)
         msg.update(payload)
         self.seq += 1
@@ -114,11 +185,42 @@ class StreamState:
             return []
         if self.wall_origin is None:
             self.wall_origin = time.time() - samples.size / self.sample_rate
+        if self._realign:
+            samples = self._restart(samples)
+            if samples.size == 0:
+                return []
         self.samples += samples.size
         self._sum_sq += float(np.dot(samples, samples))
         self._level_n += samples.size
         self._peak = max(self._peak, float(np.max(np.abs(samples))))
         return self.patcher.process(self.logmel.process(samples))
+
+    def skip(self, n: int) -> None:
+        """Advance stream time over ``n`` samples that are not analysed (a hole).
+
+        The next :meth:`feed` restarts the front end at the first frame boundary
+        after the hole (discarding < 1 hop of samples to reach it); the partial
+        frame and any patch that would straddle the hole are dropped, never padded.
+        """
+        if self.wall_origin is None:
+            self.wall_origin = time.time() - n / self.sample_rate
+        self.samples += n
+        self._realign = True
+
+    def _restart(self, samples: np.ndarray) -> np.ndarray:
+        align = -self.samples % self.hop_length
+        k = min(align, samples.size)
+        self.samples += k
+        if k < align:
+            return samples[k:]  # empty: still short of the frame boundary
+        frame = self.samples // self.hop_length
+        self.logmel.reset()
+        self.patcher.reset()
+        # Patcher has no public origin; it restarts counting frames at the hole's end.
+        self.patcher._buf_start = frame
+        self.patcher._emitted_end = frame
+        self._realign = False
+        return samples[k:]
 
     def finish(self) -> list[Patch]:
         return self.patcher.flush()
@@ -156,18 +258,52 @@ class StreamState:
             for p in self.events.close(transitions, self.smoother.smoothed, reason)
         ]
 
+    def open_events(self) -> list[dict[str, Any]]:
+        """Current open events as ``update`` payloads with the envelope (no ``seq`` used)."""
+        out = []
+        for ev in self.events.open.values():
+            score = float(self.smoother.smoothed[ev.label])
+            msg = envelope("event", self.id, self.seq - 1, self.session, time.time(), self.stream_time)
+            msg.update(self.events._payload(ev, "update", score, None))
+            out.append(msg)
+        return out
+
+    def apply_smoother(self, config: Config) -> None:
+        """Replace thresholds and timing policy (not the smoothing method) in place."""
+        new = self._make_smoother(config)
+        changed = [a for a in _STATE_ARRAYS if not np.array_equal(getattr(new, a), getattr(self.smoother, a))]
+        if changed:
+            raise ControlError(
+                f"stream {self.id}: the smoothing method or its time constants changed; "
+                "that needs a restart (thresholds, debounce, hold, min duration and enabled "
+                "can be reloaded)"
+            )
+        for a in _POLICY_ARRAYS:
+            setattr(self.smoother, a, getattr(new, a))
+
     def add_busy(self, seconds: float) -> None:
         self._busy_s += seconds
 
     def add_latency(self, seconds: float) -> None:
         self._latency.append(seconds)
 
+    def counters(self) -> dict[str, Any]:
+        """Cumulative loss counters: the source's plus the pipeline's own drops."""
+        src = self.source
+        return {  # sources and the pipeline both count output-rate samples
+            "dropped_samples": int(getattr(src, "dropped_samples", 0)) + self.dropped_samples,
+            "overruns": int(getattr(src, "overruns", 0)) + self.overruns,
+            "gaps": int(getattr(src, "gaps", 0)),
+            "gap_seconds": round(float(getattr(src, "gap_seconds", 0.0)), 3),
+            "paused_seconds": round(self.paused_samples / self.sample_rate, 3),
+            "nonfinite_samples": int(getattr(src, "nonfinite_samples", 0)),
+        }
+
     def status(self, state: str, now: float, message: str | None = None) -> dict[str, Any]:
         dt = max(now - self._last_status_wall, 1e-9) if self._last_status_wall else None
         audio = (self.samples - self._last_status_samples) / self.sample_rate
         busy = self._busy_s - self._last_status_busy
         lat = np.array(self._latency) * 1000.0 if self._latency else np.zeros(1)
-        src = self.source
         payload: dict[str, Any] = {
             "state": state,
             "level_dbfs": round(_dbfs(np.sqrt(self._sum_sq / self._level_n)) if self._level_n else LEVEL_FLOOR_DBFS, 2),
@@ -179,24 +315,40 @@ class StreamState:
                 "p50": round(float(np.percentile(lat, 50)), 3),
                 "p99": round(float(np.percentile(lat, 99)), 3),
             },
-            "dropped_samples": int(getattr(src, "dropped_samples", 0)),
-            "overruns": int(getattr(src, "overruns", 0)),
-            "gaps": int(getattr(src, "gaps", 0)),
+            **self.counters(),
             "patches": self.patches,
             "open_events": len(self.events.open),
         }
-        text = message or getattr(src, "message", None)
+        text = message or getattr(self.source, "message", None)
         if text:
             payload["message"] = str(text)
+        self.last_state = state
         self._last_status_wall = now
         self._last_status_samples = self.samples
         self._last_status_busy = self._busy_s
         self._sum_sq, self._level_n, self._peak = 0.0, 0, 0.0
         return self.message("status", payload, self.stream_time)
 
+    def state_now(self) -> str:
+        if self.error:
+            return "error"
+        if self.ended:
+            return "ended"
+        if self.paused:
+            return "paused"
+        return str(getattr(self.source, "state", "running"))
+
 
 class Listener:
-    """Runs streams through one batched scorer until they end or ``stop`` is set."""
+    """Runs streams through one batched scorer until they end or ``stop`` is set.
+
+    Args:
+        sources, sinks: the streams and where their messages go.
+        config: runtime settings; ``config_path`` is re-read by the ``reload`` command.
+        model / scorer: the ONNX model (path) or a ready scorer.
+        control_endpoint: local REQ/REP endpoint for :mod:`detector.control` commands.
+        state_dir: directory for :class:`~detector.control.SeqStore` (``seq`` across restarts).
+    """
 
     def __init__(
         self,
@@ -205,8 +357,12 @@ class Listener:
         config: Config | None = None,
         model: str | Path | None = None,
         scorer: OnnxScorer | None = None,
+        control_endpoint: str | None = None,
+        state_dir: str | Path | None = None,
+        config_path: str | Path | None = None,
     ) -> None:
         self.config = config or Config()
+        self.config_path = Path(config_path) if config_path is not None else None
         lc = self.config.listen
         self.scorer = scorer or OnnxScorer(resolve_model(model), lc.device, lc.threads, lc.max_batch)
         self.sinks = list(sinks)
@@ -215,30 +371,105 @@ class Listener:
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"stream ids must be unique; repeated: {dupes}")
-        self.streams = [StreamState(s, self.scorer, self.config, self.session) for s in sources]
+        self.seq_store = SeqStore(state_dir, self.session) if state_dir is not None else None
+        self.streams = [
+            StreamState(s, self.scorer, self.config, self.session, self.seq_store) for s in sources
+        ]
         self.batches = 0
         self.batch_sizes: deque[int] = deque(maxlen=LATENCY_WINDOW)
+        self.control = ControlServer(control_endpoint, self.handle) if control_endpoint else None
 
     def _send(self, messages: list[dict[str, Any]]) -> None:
         for m in messages:
             for sink in self.sinks:
                 sink.send(m)
 
+    # -- reading ---------------------------------------------------------------------
+
     def _read(self, st: StreamState, pending: list[_Pending], chunk: int) -> bool:
         """Read from one source; True if it produced audio or ended."""
-        samples = st.source.read(chunk)
+        if st.paused and not _must_drain(st.source):
+            return False  # a file or stdin simply waits while paused
+        ended = False
+        samples: np.ndarray | None
+        if _must_drain(st.source):
+            samples, ended = self._drain(st, chunk)
+        else:
+            samples = st.source.read(chunk)
+            ended = samples is None
         now = time.perf_counter()
-        if samples is None:
+        if samples is not None and samples.size:
+            if st.paused:
+                st.paused_samples += samples.size
+                st.skip(samples.size)
+            else:
+                t0 = time.perf_counter()
+                patches = st.feed(samples)
+                st.add_busy(time.perf_counter() - t0)
+                pending.extend(_Pending(st, p, now) for p in patches)
+        if ended:
             st.ended = True
             pending.extend(_Pending(st, p, now) for p in st.finish())
             return True
-        if samples.size == 0:
-            return False
-        t0 = time.perf_counter()
-        patches = st.feed(samples)
-        st.add_busy(time.perf_counter() - t0)
-        pending.extend(_Pending(st, p, now) for p in patches)
-        return True
+        return samples is not None and samples.size > 0
+
+    def _drain(self, st: StreamState, chunk: int) -> tuple[np.ndarray, bool]:
+        """Everything a live source holds, keeping at most ``max_backlog_s`` (newest) of it.
+
+        Returns ``(samples, ended)``.
+        """
+        limit = max(chunk, round(self.config.listen.max_backlog_s * st.sample_rate))
+        parts: deque[np.ndarray] = deque()
+        held = 0
+        dropped = 0
+        ended = False
+        while True:
+            x = st.source.read(chunk)
+            if x is None:
+                ended = True
+                break
+            if x.size == 0:
+                break
+            parts.append(x)
+            held += x.size
+            while held - parts[0].size >= limit:
+                dropped += parts[0].size
+                held -= parts.popleft().size
+        if held > limit:
+            cut = held - limit
+            parts[0] = parts[0][cut:]
+            dropped += cut
+            held = limit
+        samples = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        if dropped:
+            st.skip(dropped)
+            st.dropped_samples += dropped
+            st.overruns += 1
+            now = time.monotonic()
+            if now - st._last_overrun_log >= self.config.listen.status_interval_s:
+                st._last_overrun_log = now
+                log.warning(
+                    "%s: overrun: processing fell more than %.1f s behind; dropped %.2f s of "
+                    "audio (%d overruns, %.1f s dropped so far)",
+                    st.id, self.config.listen.max_backlog_s, dropped / st.sample_rate,
+                    st.overruns, st.dropped_samples / st.sample_rate,
+                )
+        return samples, ended
+
+    def _check_gap(self, st: StreamState) -> None:
+        """Report device loss / recovery; after a gap, advance stream time over it."""
+        state = st.state_now()
+        if state == st.last_state or st.ended:
+            return
+        if state == "reconnecting":
+            self._send(st.close_events("gap"))
+        gap = float(getattr(st.source, "gap_seconds", 0.0))
+        if gap > st.gap_seconds_seen and state == "running":
+            n = round((gap - st.gap_seconds_seen) * st.sample_rate)
+            st.gap_seconds_seen = gap
+            st.skip(n)
+            log.warning("%s: resumed after a gap of %.2f s (not analysed, not filled)", st.id, n / st.sample_rate)
+        self._send([st.status(state, time.time())])
 
     def _fail(self, st: StreamState, err: Exception) -> None:
         st.ended = True
@@ -265,6 +496,72 @@ class Listener:
             st.add_busy(share + done - t1)
             st.add_latency(done - item.ready_at)
 
+    # -- control ---------------------------------------------------------------------
+
+    def _select(self, stream: str | None) -> list[StreamState]:
+        if stream is None:
+            return list(self.streams)
+        found = [st for st in self.streams if st.id == stream]
+        if not found:
+            raise ControlError(f"no stream {stream!r}; streams: {[st.id for st in self.streams]}")
+        return found
+
+    def handle(self, req: dict[str, Any]) -> Any:
+        """Carry out one validated control request (see :mod:`detector.control`)."""
+        cmd = req["cmd"]
+        sel = self._select(req.get("stream"))
+        if cmd == "ping":
+            return {"session": self.session, "streams": [st.id for st in self.streams]}
+        if cmd == "status":
+            return {
+                st.id: {"state": st.state_now(), "seq": st.seq, "stream_time": round(st.stream_time, 3),
+                        "patches": st.patches, "open_events": len(st.events.open), **st.counters()}
+                for st in sel
+            }
+        if cmd == "snapshot":
+            return {"session": self.session, "events": [m for st in sel for m in st.open_events()]}
+        if cmd in ("pause", "resume"):
+            pause = cmd == "pause"
+            changed = [st for st in sel if st.paused != pause and not st.ended]
+            for st in changed:
+                st.paused = pause
+                if pause:
+                    self._send(st.close_events("paused"))
+                log.info("%s: %s by control request", st.id, "paused" if pause else "resumed")
+                self._send([st.status(st.state_now(), time.time(), f"{cmd}d by control request")])
+            return {"changed": [st.id for st in changed]}
+        if cmd == "thresholds":
+            return self._set_thresholds(sel, req["label"], req["on"], req["off"])
+        if cmd == "reload":
+            return self._reload()
+        raise ControlError(f"unknown command {cmd!r}")
+
+    def _set_thresholds(self, sel: list[StreamState], label: str, on: float, off: float) -> Any:
+        names = self.scorer.contract.names
+        if label not in names:
+            raise ControlError(f"thresholds: label {label!r} is not in the model ({len(names)} labels)")
+        if not 0.0 <= off <= on <= 1.0:
+            raise ControlError(f"thresholds: on={on}, off={off}; need 0 <= off <= on <= 1")
+        i = names.index(label)
+        for st in sel:
+            st.smoother.on[i] = on
+            st.smoother.off[i] = off
+        log.info("thresholds of %r set to on=%g off=%g by control request", label, on, off)
+        return {"label": label, "on": on, "off": off, "streams": [st.id for st in sel]}
+
+    def _reload(self) -> Any:
+        if self.config_path is None:
+            raise ControlError("reload: sed-listen was started without --config; nothing to reload")
+        new = load_config(self.config_path)
+        cfg = dataclasses.replace(self.config, smoother=new.smoother)
+        for st in self.streams:
+            st.apply_smoother(cfg)
+        self.config = cfg
+        log.info("reloaded [smoother] from %s", self.config_path)
+        return {"reloaded": str(self.config_path)}
+
+    # -- the loop --------------------------------------------------------------------
+
     def run(self, stop: threading.Event | None = None) -> None:
         """Process until every stream has ended, or ``stop`` is set (then close cleanly)."""
         stop = stop or threading.Event()
@@ -285,6 +582,7 @@ class Listener:
                     chunk = round(lc.file_chunk_s * st.sample_rate)
                     try:
                         progressed |= self._read(st, pending, chunk)
+                        self._check_gap(st)
                     except Exception as e:  # one bad stream never stops the others
                         self._fail(st, e)
                 if pending:
@@ -297,8 +595,10 @@ class Listener:
                 live = [st for st in live if not st.ended]
                 now = time.time()
                 if now - last_status >= lc.status_interval_s:
-                    self._send([st.status(getattr(st.source, "state", "running"), now) for st in live])
+                    self._send([st.status(st.state_now(), now) for st in live])
                     last_status = now
+                if self.control is not None:
+                    progressed |= self.control.poll() > 0
                 if not progressed:
                     stop.wait(lc.live_poll_s)
         finally:
@@ -306,6 +606,10 @@ class Listener:
                 self._send(st.close_events("shutdown"))
                 self._send([st.status("ended", time.time(), "shutdown")])
                 st.source.close()
+            if self.seq_store is not None:
+                self.seq_store.close({st.id: st.seq for st in self.streams})
+            if self.control is not None:
+                self.control.close()
 
 
 def detect_file(

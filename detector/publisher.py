@@ -3,6 +3,10 @@
 A sink has ``send(message: dict)`` and ``close()``. The PUB socket never blocks the
 detector: a slow or dead subscriber only loses its own messages once the
 high-water mark fills (ZeroMQ PUB semantics).
+
+Binding beyond loopback logs a warning unless CURVE is on
+(:class:`detector.security.CurveServerConfig`): then traffic is encrypted and only
+subscribers whose public key is allowed can connect.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ import json
 import logging
 import sys
 from collections.abc import Iterable
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from urllib.parse import urlsplit
 
 import zmq
 
 from detector.wire import encode
+
+if TYPE_CHECKING:
+    from detector.security import CurveServerConfig
 
 __all__ = ["JsonLinesSink", "ListSink", "Sink", "ZmqPublisher", "is_loopback_endpoint"]
 
@@ -44,7 +51,12 @@ def is_loopback_endpoint(endpoint: str) -> bool:
 
 
 class ZmqPublisher:
-    """PUB socket bound to ``endpoint``; multipart ``[topic, JSON]`` per message."""
+    """PUB socket bound to ``endpoint``; multipart ``[topic, JSON]`` per message.
+
+    ``hwm`` (messages) bounds what is queued per subscriber; beyond it that
+    subscriber's messages are dropped and :meth:`send` never blocks. ``curve``
+    turns on encryption and authentication (with a context and ZAP thread of its own).
+    """
 
     def __init__(
         self,
@@ -52,28 +64,37 @@ class ZmqPublisher:
         hwm: int = 10000,
         linger_ms: int = 1000,
         context: zmq.Context | None = None,
+        curve: CurveServerConfig | None = None,
     ) -> None:
         if "://" not in endpoint:
             raise ValueError(
                 f"ZeroMQ endpoint {endpoint!r}; expected e.g. tcp://127.0.0.1:5557 or ipc:///tmp/sed"
             )
-        if not is_loopback_endpoint(endpoint):
+        if not is_loopback_endpoint(endpoint) and curve is None:
             log.warning(
                 "publishing on %s: reachable beyond this machine, unencrypted and "
-                "unauthenticated; bind to tcp://127.0.0.1 unless you mean it",
+                "unauthenticated; bind to tcp://127.0.0.1, or turn on CURVE with "
+                "--curve-secret-key and --curve-allow-dir (docs/security.md)",
                 endpoint,
             )
         self.endpoint = endpoint
-        self._ctx = context or zmq.Context.instance()
+        self._own_ctx = curve is not None
+        self._ctx = zmq.Context() if curve is not None else (context or zmq.Context.instance())
         self._sock = self._ctx.socket(zmq.PUB)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, linger_ms)
+        self._auth: Any = None  # zmq.auth.thread.ThreadAuthenticator when CURVE is on
+        if curve is not None:
+            from detector.security import start_server
+
+            self._auth = start_server(self._sock, self._ctx, curve)
         try:
             self._sock.bind(endpoint)
         except zmq.ZMQError as e:
             self._sock.close(0)
+            self._stop_auth()
             raise OSError(f"cannot bind ZeroMQ PUB socket to {endpoint}: {e}") from e
-        self.bound = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.bound = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.sent = 0
         self.dropped = 0
 
@@ -84,8 +105,22 @@ class ZmqPublisher:
         except zmq.Again:
             self.dropped += 1
 
+    @property
+    def encrypted(self) -> bool:
+        return self._auth is not None
+
+    def _stop_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_ctx:
+            self._ctx.term()
+
     def close(self) -> None:
+        if self._sock.closed:
+            return
         self._sock.close()  # linger flushes what is queued
+        self._stop_auth()
 
 
 class JsonLinesSink:
