@@ -369,10 +369,11 @@ _PA_LOCK = threading.Lock()
 """PortAudio is not thread-safe for opening/closing/querying; every such call holds this."""
 
 _BACKOFF_START_S = 0.1
-_BACKOFF_MAX_S = 2.0
-_STALL_BLOCKS = 25
-"""A running stream with no callback for this many blocks (and at least _STALL_MIN_S) is lost."""
-_STALL_MIN_S = 1.0
+_BACKOFF_MAX_S = 1.0
+_STALL_BLOCKS = 100
+"""A stream that has delivered audio and then no callback for this many blocks
+(and at least _STALL_MIN_S) is taken as lost; streams that end or fail are seen at once."""
+_STALL_MIN_S = 2.0
 
 
 def _sounddevice() -> Any:
@@ -496,7 +497,10 @@ class MicSource(Source):
         self._lost = threading.Event()
         self._closed = threading.Event()
         self._last_callback = 0.0
+        self._callbacks = 0
+        self._first_callback = 0.0
         self._lost_at = 0.0
+        self._gap_open = False
         self._reconnector: threading.Thread | None = None
         self._stall_s = max(_STALL_MIN_S, _STALL_BLOCKS * block_seconds)
 
@@ -514,12 +518,14 @@ class MicSource(Source):
                 try:
                     sd.check_input_settings(index, channels=ch, samplerate=rate, dtype="float32")
                 except (ValueError, sd.PortAudioError) as e:
-                    problems.append(f"{rate} Hz x{ch}: {e}")
+                    problems.append(str(e))
                     continue
                 return rate, ch
+        tried = ", ".join(f"{r} Hz" for r in dict.fromkeys(rates))
+        reasons = "; ".join(dict.fromkeys(problems))
         raise SourceError(
-            f"microphone '{self.device_name}' accepts none of the tried settings "
-            f"({'; '.join(problems)}); run 'sed-listen --list-devices' or use --file PATH"
+            f"microphone '{self.device_name}' cannot be opened at {tried} ({reasons}); "
+            "run 'sed-listen --list-devices' or use --file PATH"
         )
 
     def _open(self) -> None:
@@ -534,6 +540,7 @@ class MicSource(Source):
             self._ring = RingBuffer(max(1, round(self.ring_seconds * rate)))
             self._resampler = StreamResampler(rate, self.sample_rate)
             self._lost.clear()
+            self._callbacks = 0
             self._last_callback = time.monotonic()
             stream = sd.InputStream(
                 samplerate=rate,
@@ -558,7 +565,11 @@ class MicSource(Source):
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         """PortAudio thread: count overflows, downmix, append to the ring. Never blocks."""
-        self._last_callback = time.monotonic()
+        now = time.monotonic()
+        if self._callbacks == 0:
+            self._first_callback = now
+        self._last_callback = now
+        self._callbacks += 1
         if status.input_overflow:
             self._pa_overflows += 1
         ring = self._ring
@@ -591,7 +602,7 @@ class MicSource(Source):
             reason = "stream stopped"
         elif stream is not None and not stream.active:
             reason = "stream no longer active"
-        elif now - self._last_callback > self._stall_s:
+        elif self._callbacks and now - self._last_callback > self._stall_s:
             reason = f"no audio callback for {now - self._last_callback:.1f} s"
         if reason is None:
             return
@@ -638,7 +649,7 @@ class MicSource(Source):
             if self._closed.is_set():
                 self._close_stream()
                 return
-            self.gap_seconds += time.monotonic() - self._lost_at
+            self._gap_open = True  # closed by the first callback of the new stream (in read)
             self.state = "running"
             self.message = f"device '{self.device_name}' reconnected after {attempt} attempt(s)"
             log.warning("%s: %s", self.stream_id, self.message)
@@ -669,6 +680,10 @@ class MicSource(Source):
             self.start()
         self._check_health()
         if self.state == "running":
+            if self._gap_open and self._callbacks:
+                # The gap lasts from the last callback before the loss to the first after it.
+                self.gap_seconds += self._first_callback - self._lost_at
+                self._gap_open = False
             self._append(self._drain_ring())
         self._update_counters()
         out = self._pending[:max_samples].copy()
