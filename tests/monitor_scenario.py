@@ -233,6 +233,7 @@ def publish_load(
         if delay > 0:
             time.sleep(delay)
     took = time.perf_counter() - t0
+    last_send_wall = time.time()
     last_scores = {
         sid: [m for m in per_stream[sid] if m["type"] == "scores"][-1] for sid in ids
     }
@@ -242,6 +243,8 @@ def publish_load(
         "scores_per_s": streams * hops / took,
         "last_seq": {sid: per_stream[sid][-1]["seq"] for sid in ids},
         "last_top": {sid: last_scores[sid]["top"][0] for sid in ids},
+        "last_patch_end": {sid: last_scores[sid]["patch_end"] for sid in ids},
+        "last_send_wall": last_send_wall,
     }
 
 

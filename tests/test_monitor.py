@@ -380,7 +380,15 @@ def test_app_follows_daemon_restart_and_late_join() -> None:
 STREAMS = 8
 RATE_HZ = 50.0
 SECONDS = 3.0
-KEY_PRESSES = 8
+KEY_PRESSES = 6
+
+
+def last_seqs(app: MonitorApp) -> dict[str, int]:
+    return {s: v.seq.last_seq for s, v in app.state.streams.items() if v.seq is not None}
+
+
+def sent_seqs(publisher_output: str) -> dict[str, int]:
+    return dict(json.loads(publisher_output)["last_seq"])
 
 
 def test_app_keeps_up_with_8_streams_at_50_messages_per_second() -> None:
@@ -412,31 +420,37 @@ def test_app_keeps_up_with_8_streams_at_50_messages_per_second() -> None:
                     await pilot.press("n")
                     key_latency.append(time.perf_counter() - t0)
                     assert app.selected != before
-                    await pilot.pause(0.2)
+                    await pilot.pause(0.15)
                 ui_rate = (app.batches - batches0) / (time.perf_counter() - t_start)
-                out, _ = await asyncio.to_thread(publisher.communicate, timeout=30)
+                # While the publisher finishes, sample what the app shows every 20 ms.
+                done = asyncio.ensure_future(asyncio.to_thread(publisher.communicate, timeout=30))
+                samples: list[tuple[float, dict[str, int], str]] = []
+                while not done.done():
+                    samples.append((time.time(), last_seqs(app), panel(app, "scores")))
+                    await pilot.pause(0.02)
+                out, _ = done.result()
+                deadline = time.time() + 5.0
+                while time.time() < deadline:
+                    samples.append((time.time(), last_seqs(app), panel(app, "scores")))
+                    await pilot.pause(0.02)
+                    if samples[-1][1] == sent_seqs(out):
+                        break
             finally:
                 if publisher.poll() is None:
                     publisher.kill()
                     publisher.wait()
             sent = json.loads(out)
-            t_end = time.perf_counter()
-
-            def last_seq(s: str) -> int:
-                view = app.state.streams.get(s)
-                return view.seq.last_seq if view is not None and view.seq is not None else -1
-
-            await wait_for(
-                pilot, lambda: all(last_seq(s) == q for s, q in sent["last_seq"].items())
-            )
-            lag = time.perf_counter() - t_end
-            await pilot.pause(2 * SubscriberConfig.post_interval_s)
             sel = app.selected
             assert sel is not None
+            title = f"patch ends {sent['last_patch_end'][sel]:.2f} s"
+            caught_up = [
+                t for t, seqs, shown in samples if seqs == sent["last_seq"] and title in shown
+            ]
+            assert caught_up, "the display never showed the last scores"
+            lag = caught_up[0] - sent["last_send_wall"]
             shown = panel(app, "scores")
             top = sent["last_top"][sel]
-            assert f"{top['label']:<24}" in shown or top["label"] in shown
-            assert f"{top['score']:.2f}" in shown
+            assert top["label"] in shown and f"{top['score']:.2f}" in shown
             received = sum(v.seq.received for v in app.state.streams.values() if v.seq)
         key_ms = sorted(k * 1000 for k in key_latency)
         return {
@@ -448,7 +462,7 @@ def test_app_keeps_up_with_8_streams_at_50_messages_per_second() -> None:
             "coalesced_scores": app.state.coalesced,
             "key_ms_median": round(key_ms[len(key_ms) // 2], 1),
             "key_ms_max": round(key_ms[-1], 1),
-            "latest_shown_after_ms": round(lag * 1000, 1),
+            "latest_shown_after_last_send_ms": round(lag * 1000, 1),
         }
 
     figures = asyncio.run(scenario())
@@ -458,7 +472,7 @@ def test_app_keeps_up_with_8_streams_at_50_messages_per_second() -> None:
     assert figures["ui_batches_per_s"] <= 1 / SubscriberConfig.post_interval_s + 1
     assert figures["coalesced_scores"] > 0.5 * STREAMS * RATE_HZ * SECONDS
     assert figures["key_ms_median"] < 500 and figures["key_ms_max"] < 2000
-    assert figures["latest_shown_after_ms"] < 1000
+    assert figures["latest_shown_after_last_send_ms"] < 1000
 
 
 # ---------------------------------------------------------------- demo
