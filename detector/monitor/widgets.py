@@ -48,6 +48,8 @@ PLAIN_WIDTH = 200
 """Width of the plain-text copy a panel keeps of what it drew."""
 _BLOCKS = " ▏▎▍▌▋▊▉█"
 _SPARKS = "▁▂▃▄▅▆▇█"
+STALE_HINT_S = 2.0
+"""Age of the last message beyond which it is drawn in yellow (status comes ~1/s)."""
 ON_MARK = "┃"
 OFF_MARK = "╎"
 
@@ -314,10 +316,6 @@ class StatusPanel(_Panel):
         if s is not None and s.message:
             grid.add_row("message", Text(s.message, style="yellow"))
         self.show(Group(Text("Stream status", style="bold"), grid))
-
-
-STALE_HINT_S = 2.0
-"""Age of the last message beyond which it is drawn in yellow (status comes ~1/s)."""
 
 EVENT_COLUMNS = ("onset", "offset", "stream", "label", "state", "duration", "peak", "reason")
 _CLOCK_WIDTH = len("00:00:00.0")
