@@ -395,19 +395,27 @@ def _not_found(device: str | int | None, detail: str) -> SourceError:
     )
 
 
+def _is_default(device: str | int | None) -> bool:
+    """``None``, ``""`` and ``"default"`` mean the system's default input device."""
+    return device is None or (isinstance(device, str) and device.strip().lower() in ("", "default"))
+
+
 def _resolve_device(sd: Any, device: str | int | None) -> dict[str, Any]:
     """PortAudio device info for ``None``/``'default'``, an index, or a (part of a) name."""
     try:
-        if device is None or (
-            isinstance(device, str) and device.strip().lower() in ("", "default")
-        ):
+        if _is_default(device):
             info = sd.query_devices(kind="input")
-        elif isinstance(device, int) or device.strip().isdigit():
+        elif isinstance(device, int) or (isinstance(device, str) and device.strip().isdigit()):
             info = sd.query_devices(int(device))
         else:
             info = sd.query_devices(device, kind="input")
     except (ValueError, sd.PortAudioError) as e:
-        raise _not_found(device, str(e).strip() or "no such device") from e
+        if _is_default(device):
+            n_in = sum(1 for d in sd.query_devices() if int(d["max_input_channels"]) > 0)
+            detail = f"PortAudio reports no default input device; {n_in} input device(s) found"
+        else:
+            detail = str(e).strip() or "no such device"
+        raise _not_found(device, detail) from e
     if int(info["max_input_channels"]) < 1:
         raise _not_found(device, f"device {info['index']} '{info['name']}' has no input channels")
     return dict(info)
