@@ -1,0 +1,82 @@
+"""sed-listen on a real capture path: PulseAudio null sink -> ALSA default -> PortAudio.
+
+A private PulseAudio server plays the toy scene into a null sink whose monitor is the
+default source; ``sed-listen`` (a subprocess, default device) must publish the scene's
+events on ZeroMQ.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+from conftest import SCENE_EVENTS
+from pulse import PulseServer, pulse_mic  # noqa: F401  (pulse_mic is a fixture)
+
+from detector.wire import decode
+
+pytestmark = [pytest.mark.live]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_sed_listen_hears_the_default_microphone(
+    pulse_mic: PulseServer, toy_model: Path, toy_scene: Path  # noqa: F811
+) -> None:
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.connect(endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detector.cli_listen", "--model", str(toy_model),
+         "--publish", endpoint, "--log-level", "WARNING"],
+        env={**pulse_mic.env, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True,
+    )
+    messages = []
+    try:
+        # Wait until the daemon reports its microphone stream as running.
+        deadline = time.time() + 20
+        running = False
+        while time.time() < deadline and not running:
+            if sub.poll(200):
+                _, m = decode(sub.recv_multipart())
+                messages.append(m)
+                running = m["type"] == "status" and m["stream"] == "mic:default" and m["state"] == "running"
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert running, f"no running status from mic:default; got {messages[-3:]}"
+        player = pulse_mic.play(toy_scene, wait=False)
+        last_label = SCENE_EVENTS[-1][0]
+
+        def scene_done() -> bool:
+            return player.poll() is not None and any(
+                m.get("event") == "offset" and m["label"] == last_label for m in messages
+            )
+
+        deadline = time.time() + 25
+        while time.time() < deadline and not scene_done():
+            if sub.poll(200):
+                messages.append(decode(sub.recv_multipart())[1])
+    finally:
+        proc.terminate()
+        stderr = proc.communicate(timeout=10)[1]
+        sub.close()
+        ctx.term()
+    assert proc.returncode == 0, stderr
+    onsets = [m["label"] for m in messages if m.get("event") == "onset"]
+    for label, _, _ in SCENE_EVENTS:
+        assert label in onsets, f"{label} not heard; onsets {onsets}"
+    assert all(m["stream"] == "mic:default" for m in messages)
+    levels = [m["level_dbfs"] for m in messages if m["type"] == "status" and m["state"] == "running"]
+    assert max(levels) > -60.0, levels  # the played scene reached the capture path
