@@ -467,6 +467,8 @@ class MicSource(Source):
         sample_rate: output rate in Hz.
         block_seconds: PortAudio callback block (seconds).
         ring_seconds: how much audio the ring buffer holds if :meth:`read` falls behind.
+        device_rate: capture at exactly this rate (Hz) instead of trying ``sample_rate``
+            first and then the device's default rate.
     """
 
     is_live = True
@@ -478,6 +480,7 @@ class MicSource(Source):
         block_seconds: float = 0.02,
         ring_seconds: float = 10.0,
         stream_id: str | None = None,
+        device_rate: int | None = None,
     ) -> None:
         label = "default" if device is None or device == "" else str(device)
         super().__init__(stream_id or f"mic:{label}", sample_rate)
@@ -486,6 +489,9 @@ class MicSource(Source):
                 f"block_seconds={block_seconds!r}, ring_seconds={ring_seconds!r}: "
                 "need 0 < block_seconds <= ring_seconds"
             )
+        if device_rate is not None:
+            _check_rate(int(device_rate), f"mic:{label} device_rate")
+        self.requested_rate = device_rate
         self.device = device
         self.block_seconds = block_seconds
         self.ring_seconds = ring_seconds
@@ -520,6 +526,8 @@ class MicSource(Source):
         index = int(self._info["index"])
         max_ch = int(self._info["max_input_channels"])
         rates = [self.sample_rate, round(float(self._info["default_samplerate"]))]
+        if self.requested_rate is not None:
+            rates = [self.requested_rate]
         problems = []
         for rate in dict.fromkeys(rates):
             for ch in dict.fromkeys((1, min(2, max_ch), max_ch)):

@@ -13,7 +13,8 @@ when ``pulseaudio``, ``pactl``, ``paplay``, the ALSA pulse plugin or PortAudio
 are not installed (Debian: ``pulseaudio pulseaudio-utils libasound2-plugins
 libportaudio2``).
 
-Run as a script (``python tests/pulse.py capture SECONDS OUT.npy``) it is the
+Run as a script (``python tests/pulse.py capture SECONDS OUT.npy [--device-rate HZ]
+[--ring-seconds S] [--pause AFTER FOR]``) it is the
 capture child used by ``tests/test_sources_live.py``: it opens
 ``MicSource(None)``, prints ``ready``, then one JSON line of state per read
 interval, and saves the audio.
@@ -190,32 +191,65 @@ def pulse_mic() -> Iterator[PulseServer]:
             server.stop()
 
 
-def capture_main(seconds: float, out: str, interval: float = 0.02) -> None:
-    """Capture child: MicSource on the default device for ``seconds``; JSON lines on stdout."""
+def capture_main(argv: list[str]) -> None:
+    """Capture child: MicSource on the default device; JSON lines of state on stdout."""
+    import argparse
+
     import numpy as np
 
     from detector.features import FeatureConfig
     from detector.sources import MicSource
 
-    src = MicSource(None, FeatureConfig().sample_rate)
+    p = argparse.ArgumentParser(prog="python tests/pulse.py capture")
+    p.add_argument("seconds", type=float)
+    p.add_argument("out")
+    p.add_argument("--device-rate", type=int, default=None)
+    p.add_argument("--ring-seconds", type=float, default=10.0)
+    p.add_argument(
+        "--pause",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("AFTER", "FOR"),
+        help="stop reading AFTER seconds past the first audio, FOR seconds",
+    )
+    p.add_argument("--interval", type=float, default=0.02)
+    args = p.parse_args(argv)
+    src = MicSource(
+        None,
+        FeatureConfig().sample_rate,
+        ring_seconds=args.ring_seconds,
+        device_rate=args.device_rate,
+    )
     src.start()
     print("ready", flush=True)
     parts = []
     t0 = time.monotonic()
-    while (now := time.monotonic() - t0) < seconds:
-        x = src.read(src.sample_rate)
-        if x is not None:
-            parts.append(x)
-        n = sum(p.shape[0] for p in parts)
-        print(json.dumps({"t": round(now, 3), "n": n, **src.stats()}), flush=True)
-        time.sleep(interval)
+    first_audio: float | None = None
+    n = 0
+    while (now := time.monotonic() - t0) < args.seconds:
+        paused = (
+            args.pause is not None
+            and first_audio is not None
+            and 0 <= now - first_audio - args.pause[0] < args.pause[1]
+        )
+        if not paused:
+            x = src.read(src.sample_rate)
+            if x is not None:
+                parts.append(x)
+                n += x.shape[0]
+                if first_audio is None and n:
+                    first_audio = now
+        info = {"t": round(now, 3), "n": n, "device_rate": src.device_rate, **src.stats()}
+        print(json.dumps(info), flush=True)
+        time.sleep(args.interval)
     src.close()
     audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    np.save(out, audio)
-    print(json.dumps({"done": True, **src.stats()}), flush=True)
+    np.save(args.out, audio)
+    print(json.dumps({"done": True, "device_rate": src.device_rate, **src.stats()}), flush=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] != "capture":
-        sys.exit("usage: python tests/pulse.py capture SECONDS OUT.npy")
-    capture_main(float(sys.argv[2]), sys.argv[3])
+    if len(sys.argv) < 2 or sys.argv[1] != "capture":
+        sys.exit("usage: python tests/pulse.py capture SECONDS OUT.npy [options]")
+    capture_main(sys.argv[2:])

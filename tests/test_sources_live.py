@@ -35,11 +35,11 @@ FRESH_SERVER_LAG_S = 2.5
 class Capture:
     """The capture child and the JSON lines it prints, stamped with this process's clock."""
 
-    def __init__(self, server: PulseServer, seconds: float, out: Path) -> None:
+    def __init__(self, server: PulseServer, seconds: float, out: Path, *opts: str) -> None:
         env = {**server.env, "PYTHONPATH": str(REPO)}
         self.out = out
         self.proc = subprocess.Popen(
-            [sys.executable, str(PULSE_PY), "capture", str(seconds), str(out)],
+            [sys.executable, str(PULSE_PY), "capture", str(seconds), str(out), *opts],
             env=env,
             cwd=REPO,
             stdin=subprocess.DEVNULL,
@@ -101,23 +101,53 @@ def _tone_file(tmp: Path, seconds: float) -> Path:
     return path
 
 
-def test_mic_captures_played_tone(pulse_mic: PulseServer, tmp_path: Path) -> None:  # noqa: F811
-    cap = Capture(pulse_mic, 5.0, tmp_path / "cap.npy")
-    assert cap.ready.wait(30), cap.stderr_tail()
-    pulse_mic.play(_tone_file(tmp_path, 2.0))
-    audio, final = cap.finish()
-    assert final["state"] == "ended" and final["gaps"] == 0
-    assert audio.dtype == np.float32 and audio.shape[0] > 2 * RATE
+def _dominant(audio: np.ndarray) -> tuple[float, float]:
+    """Dominant frequency (Hz) and rms of the loudest half second."""
     win = RATE // 2
     energy = np.convolve(audio.astype(np.float64) ** 2, np.ones(win), mode="valid")
     start = int(np.argmax(energy))
     seg = audio[start : start + win]
     spec = np.abs(np.fft.rfft(seg * np.hanning(win)))
-    peak_hz = np.fft.rfftfreq(win, 1 / RATE)[int(np.argmax(spec))]
-    rms = float(np.sqrt(np.mean(seg**2)))
-    print(f"\ncaptured {audio.shape[0] / RATE:.2f} s; dominant {peak_hz:.1f} Hz, rms {rms:.3f}")
-    assert abs(peak_hz - TONE_HZ) <= 2 * RATE / win
+    return float(np.fft.rfftfreq(win, 1 / RATE)[int(np.argmax(spec))]), float(
+        np.sqrt(np.mean(seg**2))
+    )
+
+
+@pytest.mark.parametrize("device_rate", [None, 44100])
+def test_mic_captures_played_tone(
+    pulse_mic: PulseServer,  # noqa: F811
+    tmp_path: Path,
+    device_rate: int | None,
+) -> None:
+    opts = [] if device_rate is None else ["--device-rate", str(device_rate)]
+    cap = Capture(pulse_mic, 5.0, tmp_path / "cap.npy", *opts)
+    assert cap.ready.wait(30), cap.stderr_tail()
+    pulse_mic.play(_tone_file(tmp_path, 2.0))
+    audio, final = cap.finish()
+    assert final["state"] == "ended" and final["gaps"] == 0
+    assert final["device_rate"] == (device_rate or RATE)
+    assert audio.dtype == np.float32 and audio.shape[0] > 2 * RATE
+    peak_hz, rms = _dominant(audio)
+    print(
+        f"\ncaptured {audio.shape[0] / RATE:.2f} s at {final['device_rate']} Hz; "
+        f"dominant {peak_hz:.1f} Hz, rms {rms:.3f}"
+    )
+    assert abs(peak_hz - TONE_HZ) <= 4.0  # 2 Hz bins
     assert rms > 0.1  # 0.5 amplitude sine = 0.354 rms; well above silence
+
+
+def test_slow_reader_overruns_are_counted(pulse_mic: PulseServer, tmp_path: Path) -> None:  # noqa: F811
+    """A reader that stalls longer than the ring holds loses samples, and says so."""
+    cap = Capture(
+        pulse_mic, 6.0, tmp_path / "cap.npy", "--ring-seconds", "0.25", "--pause", "0.5", "1.5"
+    )
+    assert cap.ready.wait(30), cap.stderr_tail()
+    _, final = cap.finish()
+    print(f"\nstalled reader: {final['overruns']} overruns, {final['dropped_samples']} dropped")
+    assert final["overruns"] >= 1
+    # 1.5 s without reading, 0.25 s of ring: about 1.25 s is lost; at least 0.5 s counted.
+    assert final["dropped_samples"] >= RATE // 2
+    assert final["gaps"] == 0
 
 
 def test_mic_survives_server_loss(pulse_mic: PulseServer, tmp_path: Path) -> None:  # noqa: F811
