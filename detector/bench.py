@@ -94,7 +94,7 @@ class BenchConfig:
 # ---------------------------------------------------------------------------- audio
 
 
-def test_audio(path: Path, seconds: float, rate: int = RATE, seed: int = 0, channels: int = 1) -> Path:
+def synth_audio(path: Path, seconds: float, rate: int = RATE, seed: int = 0, channels: int = 1) -> Path:
     """Brown-ish noise with 880 Hz tone bursts, written in 10 s blocks (constant memory)."""
     rng = np.random.default_rng(seed)
     total = int(seconds * rate)
@@ -491,12 +491,12 @@ def run_bench(
         log.info("%s: model cost", name)
         out[name]["cost"] = model_cost(sc, path, bc.batches, bc.cost_seconds, peak[f"flops_{cores}_cores"])
     log.info("writing test audio")
-    long = test_audio(tmp / "long.wav", bc.long_seconds)
+    long = synth_audio(tmp / "long.wav", bc.long_seconds)
     short_dir = tmp / "short"
     short_dir.mkdir()
-    shorts = [test_audio(short_dir / f"{i:03d}.wav", bc.short_seconds, seed=i + 1) for i in range(bc.short_files)]
-    live = test_audio(tmp / "live.wav", bc.live_seconds + 10, seed=7)
-    scale_file = test_audio(tmp / "scale.wav", bc.scale_seconds + 10, seed=8)
+    shorts = [synth_audio(short_dir / f"{i:03d}.wav", bc.short_seconds, seed=i + 1) for i in range(bc.short_files)]
+    live = synth_audio(tmp / "live.wav", bc.live_seconds + 10, seed=7)
+    scale_file = synth_audio(tmp / "scale.wav", bc.scale_seconds + 10, seed=8)
     starts = onset_scene(tmp / "onset.wav", _onset_clip(onset_clip), bc.onset_events, bc.onset_spacing_s)
     for name, (sc, _) in scorers.items():
         log.info("%s: file mode", name)

