@@ -70,12 +70,12 @@ def _channels_name(channels: int) -> str:
 def describe_format(rate: int, channels: int, out_rate: int) -> str:
     """One line saying what was received and what it becomes, e.g. for the INFO log."""
     got = f"got {_khz(rate)} {_channels_name(channels)}"
-    todo = []
+    mono = " mono" if channels != 1 else ""
     if rate != out_rate:
-        todo.append(f"resampling to {_khz(out_rate)}")
+        return f"{got}; resampling to {_khz(out_rate)}{mono}"
     if channels != 1:
-        todo.append("downmixing to mono")
-    return got + ("; " + ", ".join(todo) if todo else "; no conversion needed")
+        return f"{got}; downmixing to mono"
+    return f"{got}; no conversion needed"
 
 
 def _check_rate(rate: int, what: str) -> None:
@@ -165,9 +165,15 @@ class Source(abc.ABC):
 # ---------------------------------------------------------------------------- files
 
 
+_COMMON_FORMATS = ("WAV", "FLAC", "OGG", "MP3", "AIFF", "CAF", "W64", "RF64")
+_SMALL_FILE_BYTES = 4096
+"""Below this size an undecodable file is described as ending early."""
+
+
 def _accepted_formats() -> str:
-    names = sorted(sf.available_formats())
-    return "formats libsndfile reads (" + ", ".join(names) + ")"
+    have = sf.available_formats()
+    common = [name for name in _COMMON_FORMATS if name in have]
+    return ", ".join(common) + f" and the {len(have) - len(common)} other formats libsndfile reads"
 
 
 def _wav_data_shortfall(path: str, size: int) -> tuple[int, int] | None:
@@ -207,10 +213,11 @@ def _open_error(path: str, size: int, exc: Exception) -> SourceError:
         kind = "an Ogg header"
     else:
         kind = f"bytes {head[:_HEAD_BYTES]!r}, no known audio header"
-        if ext:
-            kind += f" (not a {ext.upper()})"
+        if ext.upper() in sf.available_formats() or ext in ("wav", "mp3", "ogg", "flac"):
+            kind += f": not a {ext.upper()}"
+    where = f"file ends after {size} bytes" if size < _SMALL_FILE_BYTES else f"{size}-byte file"
     return SourceError(
-        f"{path}: file ends after {size} bytes, starting with {kind}; libsndfile says "
+        f"{path}: cannot decode: {where}, starting with {kind}; libsndfile says "
         f"'{detail}'. Accepted: {_accepted_formats()}"
     )
 

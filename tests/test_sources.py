@@ -20,6 +20,7 @@ from detector.sources import (
     Source,
     SourceError,
     StdinSource,
+    describe_format,
     list_devices,
     parse_source,
 )
@@ -105,7 +106,18 @@ def test_info_log_says_what_it_got(tmp_path: Path, caplog: pytest.LogCaptureFixt
     sf.write(path, np.zeros((4410, 2), np.float32), 44100)
     with caplog.at_level(logging.INFO, logger="detector.sources"):
         FileSource(path, RATE).close()
-    assert "got 44.1 kHz stereo; resampling to 16 kHz, downmixing to mono" in caplog.text
+    assert "got 44.1 kHz stereo; resampling to 16 kHz mono" in caplog.text
+    assert describe_format(16000, 2, 16000) == "got 16 kHz stereo; downmixing to mono"
+    assert describe_format(8000, 1, 16000) == "got 8 kHz mono; resampling to 16 kHz"
+    assert describe_format(16000, 1, 16000) == "got 16 kHz mono; no conversion needed"
+
+
+def test_header_only_wav_ends_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "silent.wav"
+    sf.write(path, np.zeros(0, np.float32), RATE)
+    src = FileSource(path, RATE)
+    assert src.frames == 0
+    assert src.read(100) is None and src.state == "ended"
 
 
 def test_nonfinite_samples_replaced_and_counted(tmp_path: Path) -> None:
