@@ -418,7 +418,8 @@ class Listener:
 
         Returns ``(samples, ended)``.
         """
-        limit = max(chunk, round(self.config.listen.max_backlog_s * st.sample_rate))
+        limit = max(1, round(self.config.listen.max_backlog_s * st.sample_rate))
+        chunk = min(chunk, limit)
         parts: deque[np.ndarray] = deque()
         held = 0
         dropped = 0
