@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 import tomllib
 from collections.abc import Sequence
@@ -482,8 +483,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.pop("verbose") else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config, resume, stop = args.pop("config"), args.pop("resume"), args.pop("stop_epoch")
-    run = load_config(config, args)
-    last = train(run, resume=resume, stop_epoch=stop)
+    try:
+        run = load_config(config, args)
+        last = train(run, resume=resume, stop_epoch=stop)
+    except (OSError, ValueError) as e:  # bad manifest, audio, config or checkpoint: one line
+        print(f"sed-train: error: {e}", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0:
         log.info("wrote %s", last)
     return 0
