@@ -89,6 +89,11 @@ def test_manifests_are_valid(ci_builds: tuple[Path, Path, tuple[str, str]]) -> N
     assert (info.samplerate, info.channels, info.format) == (SR, 1, "FLAC")
     assert any(r["source"].startswith("synthetic:") for r in train)
     assert any(r["source"].startswith("bucklespring-data:") for r in train)
+    from training.data import read_manifest  # the trainer's reader accepts every manifest
+
+    for manifest in ("train.csv", "val.csv", "scenes_train.csv", "scenes_val.csv",
+                     "background_val.csv"):
+        assert len(read_manifest(out / manifest)) == len(_rows(out / manifest))
     # a label with a comma survives the CSV round trip
     assert any(r["labels"] == "Baby cry, infant cry" for r in train + _rows(out / "val.csv"))
 
@@ -183,7 +188,8 @@ def test_synth_is_deterministic_and_scene_labels_are_strong() -> None:
     cfg = scenes.SceneConfig(reverb_probability=0.0, snr_db=(30.0, 30.0))
     scene = scenes.make_scene(np.random.default_rng(0), [knock], [], cfg, n_events=1)
     assert scene.wave.shape == (round(cfg.seconds * SR),)
-    (event,) = scene.events
+    noise, event = scene.events
+    assert noise.labels == scenes.NOISE_LABELS and (noise.onset, noise.offset) == (0.0, cfg.seconds)
     inside = scene.wave[round(event.onset * SR): round(event.offset * SR)]
     outside = np.concatenate([scene.wave[: round(event.onset * SR)],
                               scene.wave[round(event.offset * SR):]])

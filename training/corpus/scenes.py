@@ -6,7 +6,8 @@ may overlap), each at a random SNR against the background, optionally through a
 synthetic room (exponentially decaying noise impulse response). The mix gets a random
 overall gain. Each event yields one row with the onset/offset of its *audible* part
 (frames within ``active_db`` of its peak); a labelled background yields a row
-spanning the scene.
+spanning the scene. Without any background clip the bed is high-passed brown noise,
+labelled :data:`NOISE_LABELS`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import fftconvolve
 
-__all__ = ["Scene", "SceneConfig", "SceneEvent", "SourceClip", "active_span", "make_scene"]
+__all__ = ["NOISE_LABELS", "Scene", "SceneConfig", "SceneEvent", "SourceClip", "active_span", "make_scene"]
 
 log = logging.getLogger(__name__)
+
+NOISE_LABELS = ("Noise",)  # label of the synthetic brown-noise bed used when no background exists
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,9 @@ def make_scene(rng: np.random.Generator, events: Sequence[SourceClip],
     mix = _background(rng, bg_clip, n, cfg)
     bg_rms = _rms(mix)
     rows: list[SceneEvent] = []
-    if bg_clip is not None and bg_clip.labels:
+    if bg_clip is None:
+        rows.append(SceneEvent(NOISE_LABELS, 0.0, cfg.seconds, "synthetic:brown_noise"))
+    elif bg_clip.labels:
         rows.append(SceneEvent(bg_clip.labels, 0.0, cfg.seconds, bg_clip.name))
     count = int(rng.integers(1, cfg.max_events + 1)) if n_events is None else n_events
     for _ in range(count if events else 0):
