@@ -398,6 +398,7 @@ class Listener:
             samples = st.source.read(chunk)
             ended = samples is None
         now = time.perf_counter()
+        self._absorb_gap(st)
         if samples is not None and samples.size:
             if st.paused:
                 st.paused_samples += samples.size
@@ -457,19 +458,28 @@ class Listener:
                 )
         return samples, ended
 
+    def _absorb_gap(self, st: StreamState) -> None:
+        """After a device gap, advance stream time over it before the next audio is fed.
+
+        A source measures a gap when its first audio after the loss arrives (in the
+        same read), so the audio just read starts after the hole.
+        """
+        gap = float(getattr(st.source, "gap_seconds", 0.0))
+        if gap <= st.gap_seconds_seen:
+            return
+        n = round((gap - st.gap_seconds_seen) * st.sample_rate)
+        st.gap_seconds_seen = gap
+        st.skip(n)
+        log.warning("%s: audio resumed after a gap of %.2f s (not analysed, not filled)", st.id, n / st.sample_rate)
+        self._send([st.status(st.state_now(), time.time(), f"audio resumed after a gap of {n / st.sample_rate:.2f} s")])
+
     def _check_gap(self, st: StreamState) -> None:
-        """Report device loss / recovery; after a gap, advance stream time over it."""
+        """Report a state change (device lost, reconnected) at once; a loss closes open events."""
         state = st.state_now()
         if state == st.last_state or st.ended:
             return
         if state == "reconnecting":
             self._send(st.close_events("gap"))
-        gap = float(getattr(st.source, "gap_seconds", 0.0))
-        if gap > st.gap_seconds_seen and state == "running":
-            n = round((gap - st.gap_seconds_seen) * st.sample_rate)
-            st.gap_seconds_seen = gap
-            st.skip(n)
-            log.warning("%s: resumed after a gap of %.2f s (not analysed, not filled)", st.id, n / st.sample_rate)
         self._send([st.status(state, time.time())])
 
     def _fail(self, st: StreamState, err: Exception) -> None:
