@@ -1,8 +1,8 @@
 """Scaper-like soundscapes with strong labels: foreground events over real backgrounds.
 
 A scene is ``seconds`` long. A background clip (looped, random offset) is scaled to a
-random level; 1..``max_events`` foreground clips are placed at random onsets (they
-may overlap), each at a random SNR against the background, optionally through a
+random level; 1..``max_events`` foreground clips, label-balanced (a first label is
+drawn uniformly, then a clip carrying it), are placed at random onsets (they may overlap), each at a random SNR against the background, optionally through a
 synthetic room (exponentially decaying noise impulse response). The mix gets a random
 overall gain. Each event yields one row with the onset/offset of its *audible* part
 (frames within ``active_db`` of its peak); a labelled background yields a row
@@ -112,6 +112,14 @@ def _background(rng: np.random.Generator, clip: SourceClip | None, n: int,
     return bg * (level / (_rms(bg) or 1.0))
 
 
+def _by_primary_label(events: Sequence[SourceClip]) -> list[list[int]]:
+    """Event indices grouped by first label, groups in sorted label order."""
+    groups: dict[str, list[int]] = {}
+    for i, clip in enumerate(events):
+        groups.setdefault(clip.labels[0] if clip.labels else "", []).append(i)
+    return [groups[k] for k in sorted(groups)]
+
+
 def make_scene(rng: np.random.Generator, events: Sequence[SourceClip],
                backgrounds: Sequence[SourceClip], cfg: SceneConfig,
                n_events: int | None = None) -> Scene:
@@ -126,8 +134,10 @@ def make_scene(rng: np.random.Generator, events: Sequence[SourceClip],
     elif bg_clip.labels:
         rows.append(SceneEvent(bg_clip.labels, 0.0, cfg.seconds, bg_clip.name))
     count = int(rng.integers(1, cfg.max_events + 1)) if n_events is None else n_events
+    by_label = _by_primary_label(events)
     for _ in range(count if events else 0):
-        clip = events[int(rng.integers(len(events)))]
+        pool = by_label[int(rng.integers(len(by_label)))]
+        clip = events[pool[int(rng.integers(len(pool)))]]
         x = clip.wave.astype(np.float64)[:n]
         a, b = active_span(x, cfg)
         if b <= a:
