@@ -120,3 +120,26 @@ def test_microphone_lost_is_reported_and_resumes_within_2s(
     # The hole is in stream time: the first patch after it starts past the gap.
     before = [m for _, m in listen.messages if m["type"] == "scores" and m["seq"] < lost["seq"]]
     assert after["patch_start"] - before[-1]["patch_start"] >= resumed["gap_seconds"]
+
+
+def test_sigterm_while_the_microphone_is_gone_exits_0_within_1s(
+    pulse_mic: PulseServer, toy_model: Path  # noqa: F811
+) -> None:
+    pulse_mic.start()
+    listen = Listen(pulse_mic, toy_model)
+    try:
+        listen.wait_for("running status", _status("running"), timeout=30)
+        pulse_mic.stop(signal.SIGKILL)
+        listen.wait_for("reconnecting status", _status("reconnecting"), timeout=5)
+        time.sleep(0.5)  # inside the reconnect backoff
+        t0 = time.monotonic()
+        rc, err = listen.stop()
+        elapsed = time.monotonic() - t0
+    finally:
+        if listen.proc.poll() is None:
+            listen.proc.kill()
+        pulse_mic.start()
+    assert rc == 0, err
+    assert elapsed < 1.0, f"exit took {elapsed:.2f} s"
+    final = [m for _, m in listen.messages if m["type"] == "status"][-1]
+    assert final["state"] == "ended" and final["gaps"] == 1
