@@ -199,10 +199,11 @@ def _run(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         for sink in sinks:
             sink.close()
-    failed = [st.id for st in listener.streams if st.error]
+    failed = [st for st in listener.streams if st.error]
     if failed and len(failed) == len(listener.streams):
-        log.error("every stream failed: %s", ", ".join(failed))
-        return 1
+        if len(failed) == 1:
+            raise RuntimeError(failed[0].error)
+        raise RuntimeError("every stream failed: " + "; ".join(f"{st.id}: {st.error}" for st in failed))
     return 0
 
 

@@ -484,7 +484,8 @@ class Listener:
 
     def _fail(self, st: StreamState, err: Exception) -> None:
         st.ended = True
-        st.error = f"{type(err).__name__}: {err}"
+        # Expected failures carry a message that names the input; others keep their type.
+        st.error = str(err) if isinstance(err, ValueError | OSError) else f"{type(err).__name__}: {err}"
         log.error("stream %s failed and was closed: %s", st.id, err)
         self._send(st.close_events("stream_error"))
         self._send([st.status("error", time.time(), st.error)])
