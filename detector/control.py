@@ -25,25 +25,32 @@ reserved block, so a number is never reused and the jump shows the gap.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from detector.config import load_config
 from detector.publisher import is_loopback_endpoint
+
+if TYPE_CHECKING:
+    from detector.pipeline import Listener, StreamState
 
 __all__ = [
     "COMMANDS",
     "DEFAULT_CONTROL_ENDPOINT",
     "MAX_REQUEST_BYTES",
     "SEQ_BLOCK",
+    "Commands",
     "ControlError",
     "ControlServer",
     "SeqStore",
@@ -178,6 +185,85 @@ class ControlServer:
 
     def close(self) -> None:
         self._sock.close(0)
+
+
+class Commands:
+    """Carries out validated requests on a :class:`~detector.pipeline.Listener`.
+
+    Called from the listener's own loop (through :meth:`ControlServer.poll`), so it
+    may change stream state directly. Raises :class:`ControlError` for a request
+    that names an unknown stream or label or asks for something impossible.
+    """
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+
+    def _select(self, stream: str | None) -> list[StreamState]:
+        streams = self.listener.streams
+        if stream is None:
+            return list(streams)
+        found = [st for st in streams if st.id == stream]
+        if not found:
+            raise ControlError(f"no stream {stream!r}; streams: {[st.id for st in streams]}")
+        return found
+
+    def __call__(self, req: dict[str, Any]) -> Any:
+        cmd = req["cmd"]
+        lst = self.listener
+        sel = self._select(req.get("stream"))
+        if cmd == "ping":
+            return {"session": lst.session, "streams": [st.id for st in lst.streams]}
+        if cmd == "status":
+            return {
+                st.id: {"state": st.state_now(), "seq": st.seq, "stream_time": round(st.stream_time, 3),
+                        "patches": st.patches, "open_events": len(st.events.open), **st.counters()}
+                for st in sel
+            }
+        if cmd == "snapshot":
+            return {"session": lst.session, "events": [m for st in sel for m in st.open_events()]}
+        if cmd in ("pause", "resume"):
+            return self._pause(sel, cmd == "pause")
+        if cmd == "thresholds":
+            return self._thresholds(sel, req["label"], req["on"], req["off"])
+        if cmd == "reload":
+            return self._reload()
+        raise ControlError(f"unknown command {cmd!r}; accepted: {sorted(COMMANDS)}")
+
+    def _pause(self, sel: list[StreamState], pause: bool) -> Any:
+        changed = [st for st in sel if st.paused != pause and not st.ended]
+        word = "paused" if pause else "resumed"
+        for st in changed:
+            st.paused = pause
+            if pause:
+                self.listener.publish(st.close_events("paused"))
+            log.info("%s: %s by control request", st.id, word)
+            self.listener.publish([st.status(st.state_now(), time.time(), f"{word} by control request")])
+        return {"changed": [st.id for st in changed]}
+
+    def _thresholds(self, sel: list[StreamState], label: str, on: float, off: float) -> Any:
+        names = self.listener.scorer.contract.names
+        if label not in names:
+            raise ControlError(f"thresholds: label {label!r} is not in the model ({len(names)} labels)")
+        if not 0.0 <= off <= on <= 1.0:
+            raise ControlError(f"thresholds: on={on}, off={off}; need 0 <= off <= on <= 1")
+        i = names.index(label)
+        for st in sel:
+            st.smoother.on[i] = on
+            st.smoother.off[i] = off
+        log.info("thresholds of %r set to on=%g off=%g by control request", label, on, off)
+        return {"label": label, "on": on, "off": off, "streams": [st.id for st in sel]}
+
+    def _reload(self) -> Any:
+        lst = self.listener
+        if lst.config_path is None:
+            raise ControlError("reload: sed-listen was started without --config; nothing to reload")
+        new = load_config(lst.config_path)
+        cfg = dataclasses.replace(lst.config, smoother=new.smoother)
+        for st in lst.streams:
+            st.apply_smoother(cfg)
+        lst.config = cfg
+        log.info("reloaded [smoother] from %s", lst.config_path)
+        return {"reloaded": str(lst.config_path)}
 
 
 def request(

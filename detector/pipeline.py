@@ -23,7 +23,6 @@ Reliability (``docs/reliability.md``):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -36,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from detector.config import Config, load_config
-from detector.control import ControlError, ControlServer, SeqStore
+from detector.config import Config
+from detector.control import Commands, ControlError, ControlServer, SeqStore
 from detector.events import EventBuilder
 from detector.logmel import LogMelStage
 from detector.models import resolve_model
@@ -377,9 +376,11 @@ class Listener:
         ]
         self.batches = 0
         self.batch_sizes: deque[int] = deque(maxlen=LATENCY_WINDOW)
+        self.commands = Commands(self)
         self.control = ControlServer(control_endpoint, self.handle) if control_endpoint else None
 
-    def _send(self, messages: list[dict[str, Any]]) -> None:
+    def publish(self, messages: list[dict[str, Any]]) -> None:
+        """Send messages to every sink, in order."""
         for m in messages:
             for sink in self.sinks:
                 sink.send(m)
@@ -471,7 +472,7 @@ class Listener:
         st.gap_seconds_seen = gap
         st.skip(n)
         log.warning("%s: audio resumed after a gap of %.2f s (not analysed, not filled)", st.id, n / st.sample_rate)
-        self._send([st.status(st.state_now(), time.time(), f"audio resumed after a gap of {n / st.sample_rate:.2f} s")])
+        self.publish([st.status(st.state_now(), time.time(), f"audio resumed after a gap of {n / st.sample_rate:.2f} s")])
 
     def _check_gap(self, st: StreamState) -> None:
         """Report a state change (device lost, reconnected) at once; a loss closes open events."""
@@ -479,16 +480,16 @@ class Listener:
         if state == st.last_state or st.ended:
             return
         if state == "reconnecting":
-            self._send(st.close_events("gap"))
-        self._send([st.status(state, time.time())])
+            self.publish(st.close_events("gap"))
+        self.publish([st.status(state, time.time())])
 
     def _fail(self, st: StreamState, err: Exception) -> None:
         st.ended = True
         # Expected failures carry a message that names the input; others keep their type.
         st.error = str(err) if isinstance(err, ValueError | OSError) else f"{type(err).__name__}: {err}"
         log.error("stream %s failed and was closed: %s", st.id, err)
-        self._send(st.close_events("stream_error"))
-        self._send([st.status("error", time.time(), st.error)])
+        self.publish(st.close_events("stream_error"))
+        self.publish([st.status("error", time.time(), st.error)])
         st.source.close()
 
     def _score(self, pending: list[_Pending]) -> None:
@@ -503,74 +504,14 @@ class Listener:
             if st.error:
                 continue
             t1 = time.perf_counter()
-            self._send(st.on_scores(item.patch, raw))
+            self.publish(st.on_scores(item.patch, raw))
             done = time.perf_counter()
             st.add_busy(share + done - t1)
             st.add_latency(done - item.ready_at)
 
-    # -- control ---------------------------------------------------------------------
-
-    def _select(self, stream: str | None) -> list[StreamState]:
-        if stream is None:
-            return list(self.streams)
-        found = [st for st in self.streams if st.id == stream]
-        if not found:
-            raise ControlError(f"no stream {stream!r}; streams: {[st.id for st in self.streams]}")
-        return found
-
     def handle(self, req: dict[str, Any]) -> Any:
-        """Carry out one validated control request (see :mod:`detector.control`)."""
-        cmd = req["cmd"]
-        sel = self._select(req.get("stream"))
-        if cmd == "ping":
-            return {"session": self.session, "streams": [st.id for st in self.streams]}
-        if cmd == "status":
-            return {
-                st.id: {"state": st.state_now(), "seq": st.seq, "stream_time": round(st.stream_time, 3),
-                        "patches": st.patches, "open_events": len(st.events.open), **st.counters()}
-                for st in sel
-            }
-        if cmd == "snapshot":
-            return {"session": self.session, "events": [m for st in sel for m in st.open_events()]}
-        if cmd in ("pause", "resume"):
-            pause = cmd == "pause"
-            changed = [st for st in sel if st.paused != pause and not st.ended]
-            for st in changed:
-                st.paused = pause
-                if pause:
-                    self._send(st.close_events("paused"))
-                log.info("%s: %s by control request", st.id, "paused" if pause else "resumed")
-                self._send([st.status(st.state_now(), time.time(), f"{cmd}d by control request")])
-            return {"changed": [st.id for st in changed]}
-        if cmd == "thresholds":
-            return self._set_thresholds(sel, req["label"], req["on"], req["off"])
-        if cmd == "reload":
-            return self._reload()
-        raise ControlError(f"unknown command {cmd!r}")
-
-    def _set_thresholds(self, sel: list[StreamState], label: str, on: float, off: float) -> Any:
-        names = self.scorer.contract.names
-        if label not in names:
-            raise ControlError(f"thresholds: label {label!r} is not in the model ({len(names)} labels)")
-        if not 0.0 <= off <= on <= 1.0:
-            raise ControlError(f"thresholds: on={on}, off={off}; need 0 <= off <= on <= 1")
-        i = names.index(label)
-        for st in sel:
-            st.smoother.on[i] = on
-            st.smoother.off[i] = off
-        log.info("thresholds of %r set to on=%g off=%g by control request", label, on, off)
-        return {"label": label, "on": on, "off": off, "streams": [st.id for st in sel]}
-
-    def _reload(self) -> Any:
-        if self.config_path is None:
-            raise ControlError("reload: sed-listen was started without --config; nothing to reload")
-        new = load_config(self.config_path)
-        cfg = dataclasses.replace(self.config, smoother=new.smoother)
-        for st in self.streams:
-            st.apply_smoother(cfg)
-        self.config = cfg
-        log.info("reloaded [smoother] from %s", self.config_path)
-        return {"reloaded": str(self.config_path)}
+        """Carry out one validated control request (see :class:`detector.control.Commands`)."""
+        return self.commands(req)
 
     # -- the loop --------------------------------------------------------------------
 
@@ -584,7 +525,7 @@ class Listener:
             except Exception as e:  # a bad source is reported and dropped; others carry on
                 self._fail(st, e)
         live = [st for st in self.streams if not st.ended]
-        self._send([st.status("starting", time.time()) for st in live])
+        self.publish([st.status("starting", time.time()) for st in live])
         last_status = time.time()
         try:
             while live and not stop.is_set():
@@ -601,13 +542,13 @@ class Listener:
                     self._score(pending)
                 for st in live:
                     if st.ended and not st.error:
-                        self._send(st.close_events("end_of_stream"))
-                        self._send([st.status("ended", time.time())])
+                        self.publish(st.close_events("end_of_stream"))
+                        self.publish([st.status("ended", time.time())])
                         st.source.close()
                 live = [st for st in live if not st.ended]
                 now = time.time()
                 if now - last_status >= lc.status_interval_s:
-                    self._send([st.status(st.state_now(), now) for st in live])
+                    self.publish([st.status(st.state_now(), now) for st in live])
                     last_status = now
                 if self.control is not None:
                     progressed |= self.control.poll() > 0
@@ -615,8 +556,8 @@ class Listener:
                     stop.wait(lc.live_poll_s)
         finally:
             for st in live:
-                self._send(st.close_events("shutdown"))
-                self._send([st.status("ended", time.time(), "shutdown")])
+                self.publish(st.close_events("shutdown"))
+                self.publish([st.status("ended", time.time(), "shutdown")])
                 st.source.close()
             if self.seq_store is not None:
                 self.seq_store.close({st.id: st.seq for st in self.streams})
