@@ -264,6 +264,7 @@ class StreamState:
             score = float(self.smoother.smoothed[ev.label])
             msg = envelope("event", self.id, self.seq - 1, self.session, time.time(), self.stream_time)
             msg.update(self.events._payload(ev, "update", score, None))
+            msg["duration"] = round(max(self.stream_time - ev.start, 0.0), 4)  # so far, not at the last update
             out.append(msg)
         return out
 

@@ -161,6 +161,7 @@ def test_late_subscriber_gets_open_events_by_snapshot_and_updates(
         assert [e["label"] for e in open_now] == ["Sine wave"]
         assert open_now[0]["event"] == "update" and open_now[0]["end"] is None
         assert open_now[0]["session"] == listener.session
+        assert abs(open_now[0]["start"] + open_now[0]["duration"] - open_now[0]["stream_time"]) < 1e-3
         # ...and without the control socket: periodic updates of the open event.
         got = []
         deadline = time.time() + 2.0
