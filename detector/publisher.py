@@ -55,7 +55,10 @@ class ZmqPublisher:
 
     ``hwm`` (messages) bounds what is queued per subscriber; beyond it that
     subscriber's messages are dropped and :meth:`send` never blocks. ``curve``
-    turns on encryption and authentication (with a context and ZAP thread of its own).
+    turns on encryption and authentication (with a ZAP thread of its own). Without
+    ``context`` the socket gets a context of its own, terminated by :meth:`close`, which
+    therefore waits up to ``linger_ms`` to deliver what is queued (give a shared
+    ``context`` for ``inproc://`` endpoints).
     """
 
     def __init__(
@@ -78,8 +81,10 @@ class ZmqPublisher:
                 endpoint,
             )
         self.endpoint = endpoint
-        self._own_ctx = curve is not None
-        self._ctx = zmq.Context() if curve is not None else (context or zmq.Context.instance())
+        # A context of its own (unless one is given for inproc://): closing then waits at
+        # most linger_ms for queued messages, so the final offsets go out on exit.
+        self._own_ctx = context is None or curve is not None
+        self._ctx: zmq.Context[Any] = zmq.Context() if context is None or self._own_ctx else context
         self._sock = self._ctx.socket(zmq.PUB)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, linger_ms)

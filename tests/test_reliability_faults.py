@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -299,3 +300,68 @@ def test_sigkill_then_restart_resumes_and_seq_shows_the_gap(
                            capture_output=True, text=True, env=ENV, cwd=REPO, timeout=60)
     msgs3 = [json.loads(line) for line in third.stdout.splitlines()]
     assert msgs3[0]["seq"] == msgs[-1]["seq"] + 1  # after a clean stop: no gap
+
+
+def test_sigterm_within_1s_with_a_stuck_subscriber(toy_model: Path) -> None:
+    """Full speed silence from stdin floods a subscriber that never reads; SIGTERM still
+    exits 0 within 1 s (closing the socket does not wait on that subscriber)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    ctx = zmq.Context()
+    with open("/dev/zero", "rb") as zeros:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "detector.cli_listen", "-", "--model", str(toy_model),
+             "--publish", endpoint, "--hop", "0.01", "--log-level", "WARNING"],
+            stdin=zeros, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO,
+        )
+    stuck = ctx.socket(zmq.SUB)
+    stuck.setsockopt(zmq.RCVHWM, 1)
+    stuck.setsockopt(zmq.RCVBUF, 4096)
+    stuck.setsockopt(zmq.SUBSCRIBE, b"")
+    stuck.connect(endpoint)
+    try:
+        time.sleep(6.0)  # thousands of messages queue up for the stuck subscriber
+        assert proc.poll() is None
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(5)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        ctx.destroy(linger=0)
+    assert rc == 0, proc.stderr.read() if proc.stderr else ""
+    assert elapsed < 1.0, f"exit took {elapsed:.2f} s"
+
+
+def test_sigterm_offsets_reach_zmq_subscribers(toy_model: Path, toy_scene: Path) -> None:
+    """The closing offsets are flushed to a reading subscriber before the process exits."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(endpoint)
+    proc = _listen(str(toy_scene), "--model", str(toy_model), "--realtime", "--publish", endpoint,
+                   "--log-level", "WARNING")
+    got: list[dict[str, Any]] = []
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and not any(m.get("event") == "onset" for m in got):
+            if sub.poll(100):
+                got.append(decode(sub.recv_multipart())[1])
+        onset = next(m for m in got if m.get("event") == "onset")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+        while sub.poll(300):
+            got.append(decode(sub.recv_multipart())[1])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        ctx.destroy(linger=0)
+    closing = [m for m in got if m.get("event") == "offset" and m["event_id"] == onset["event_id"]]
+    assert len(closing) == 1
+    final = [m for m in got if m["type"] == "status"][-1]
+    assert final["state"] == "ended" and final.get("message") == "shutdown"
