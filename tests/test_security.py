@@ -234,3 +234,52 @@ def test_control_round_trip_refuses_bad_and_survives_oversize(tmp_path: Path) ->
         server.close()
     assert [r["cmd"] for r in seen] == ["ping", "ping"]
     assert json.dumps(seen)  # handler only ever saw validated, JSON-ready requests
+
+
+def test_sed_listen_with_curve_end_to_end(keys: dict[str, Path], toy_model: Path, toy_scene: Path) -> None:
+    """``sed-listen --curve-*`` on all interfaces: no warning, the allowed subscriber gets events."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = zmq.Context()
+    sub = _subscriber(ctx, f"tcp://127.0.0.1:{port}", keys["good"], keys["server_pub"])
+    r = subprocess.run(
+        [sys.executable, "-m", "detector.cli_listen", str(toy_scene), "--model", str(toy_model),
+         "--publish", f"tcp://0.0.0.0:{port}", "--curve-secret-key", str(keys["server_sec"]),
+         "--curve-allow-dir", str(keys["allow"]), "--realtime", "--log-level", "INFO"],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO, timeout=60,
+    )
+    got = []
+    while sub.poll(200):
+        got.append(decode(sub.recv_multipart())[1])
+    ctx.destroy(linger=0)
+    assert r.returncode == 0, r.stderr
+    assert "reachable beyond" not in r.stderr and "(CURVE)" in r.stderr
+    assert [m["label"] for m in got if m.get("event") == "onset"] == ["Sine wave", "White noise", "Beep, bleep"]
+
+
+def test_control_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+
+    from detector import control
+
+    endpoint = f"ipc://{tmp_path}/c"
+    server = ControlServer(endpoint, lambda req: {k: v for k, v in req.items() if k != "cmd"})
+    stop = threading.Event()
+    t = threading.Thread(target=lambda: [server.poll(20) for _ in iter(stop.is_set, True)], daemon=True)
+    t.start()
+    try:
+        assert control.main(["--endpoint", endpoint, "thresholds", "label=Dog", "on=0.6", "off=0.4"]) == 0
+        assert json.loads(capsys.readouterr().out)["result"] == {"label": "Dog", "on": 0.6, "off": 0.4}
+        assert control.main(["--endpoint", endpoint, "pause", "stream=", ]) == 1
+        assert "expected a string" in capsys.readouterr().out
+    finally:
+        stop.set()
+        t.join(2)
+        server.close()
+    assert control.main(["--endpoint", f"ipc://{tmp_path}/none", "--timeout", "0.3", "ping"]) == 2
+    assert "no reply" in capsys.readouterr().err
