@@ -29,7 +29,7 @@ from types import FrameType
 
 from detector import sources as sources_mod
 from detector.cli_common import run_cli, setup_logging
-from detector.config import load_config
+from detector.config import SecurityConfig, load_config
 from detector.control import DEFAULT_CONTROL_ENDPOINT
 from detector.models import resolve_model
 from detector.pipeline import FailedSource, Listener, hop_frames_for
@@ -140,17 +140,21 @@ def _make_sources(args: argparse.Namespace, rate: int, realtime: bool) -> list[S
     return srcs
 
 
-def _curve(args: argparse.Namespace) -> CurveServerConfig | None:
-    if (args.curve_secret_key is None) != (args.curve_allow_dir is None):
+def _curve(args: argparse.Namespace, sec: SecurityConfig) -> CurveServerConfig | None:
+    """CURVE settings from the flags, else from the config's [security] section."""
+    key = args.curve_secret_key or (Path(sec.curve_secret_key) if sec.curve_secret_key else None)
+    allow = args.curve_allow_dir or (Path(sec.curve_allow_dir) if sec.curve_allow_dir else None)
+    if (key is None) != (allow is None):
         raise ValueError(
-            "CURVE needs both --curve-secret-key FILE and --curve-allow-dir DIR; got only "
-            + ("--curve-secret-key" if args.curve_secret_key else "--curve-allow-dir")
+            "CURVE needs both --curve-secret-key FILE and --curve-allow-dir DIR (or curve_secret_key "
+            "and curve_allow_dir in [security]); got only "
+            + ("the secret key" if key else "the allow directory")
         )
-    if args.curve_secret_key is None:
+    if key is None or allow is None:
         return None
     if args.no_publish:
         raise ValueError("--curve-* secures the event socket, but --no-publish turns it off")
-    return CurveServerConfig(args.curve_secret_key, args.curve_allow_dir)
+    return CurveServerConfig(key, allow)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -165,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
         },
     )
     lc = config.listen
-    curve = _curve(args)
+    curve = _curve(args, config.security)
     scorer = OnnxScorer(resolve_model(args.model), lc.device, lc.threads, lc.max_batch)
     hop_frames_for(lc.patch_hop_s, scorer)  # reject a bad hop before opening any device
     srcs = _make_sources(args, scorer.contract.features.sample_rate, lc.realtime)

@@ -16,6 +16,10 @@ Example ``sed.toml``::
     on = 0.6
     debounce_s = 0.2
 
+    [security]                # CURVE on the event socket (docs/security.md)
+    curve_secret_key = "keys/server.key_secret"
+    curve_allow_dir = "keys/allowed"
+
 Unknown keys and wrong types are errors that name them. Model-specific values
 (labels, features, thresholds) come from the model, never from here.
 """
@@ -32,7 +36,7 @@ from typing import Any
 
 from detector.smoother import LabelPolicy, SmootherConfig
 
-__all__ = ["Config", "ListenConfig", "load_config"]
+__all__ = ["Config", "ListenConfig", "SecurityConfig", "load_config"]
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,18 @@ class ListenConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """CURVE for the event socket (docs/security.md): both paths, or neither."""
+
+    curve_secret_key: str | None = None  # the daemon's .key_secret file
+    curve_allow_dir: str | None = None  # directory of allowed subscribers' public .key files
+
+
+@dataclass(frozen=True)
 class Config:
     listen: ListenConfig = field(default_factory=ListenConfig)
     smoother: SmootherConfig = field(default_factory=SmootherConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 def _check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
@@ -111,9 +124,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise ValueError(f"config {p}: no such file") from e
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"config {p}: not valid TOML ({e})") from e
-    unknown = sorted(set(doc) - {"listen", "smoother"})
+    sections = ["listen", "security", "smoother"]
+    unknown = sorted(set(doc) - set(sections))
     if unknown:
-        raise ValueError(f"config: unknown section(s) {unknown}; accepted: ['listen', 'smoother']")
+        raise ValueError(f"config: unknown section(s) {unknown}; accepted: {sections}")
     listen_doc = dict(doc.get("listen", {}))
     listen_doc.update({k: v for k, v in (overrides or {}).items() if v is not None})
     listen = _build(ListenConfig, "listen", listen_doc)
@@ -132,4 +146,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise ValueError(f"[{section}] unknown key(s) {bad}; accepted: {sorted(known)}")
         labels[name] = {k: _check_type(section, k, v, hints[k]) for k, v in over.items()}
         dataclasses.replace(default, **labels[name])  # validate values now, not at start-up
-    return Config(listen=listen, smoother=SmootherConfig(default=default, labels=labels))
+    security = _build(SecurityConfig, "security", dict(doc.get("security", {})))
+    return Config(
+        listen=listen, smoother=SmootherConfig(default=default, labels=labels), security=security
+    )

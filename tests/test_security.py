@@ -283,3 +283,20 @@ def test_control_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         server.close()
     assert control.main(["--endpoint", f"ipc://{tmp_path}/none", "--timeout", "0.3", "ping"]) == 2
     assert "no reply" in capsys.readouterr().err
+
+
+def test_security_section_of_the_config(keys: dict[str, Path], toy_model: Path, toy_scene: Path,
+                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from detector import cli_listen
+    from detector.config import load_config
+
+    cfg = tmp_path / "sed.toml"
+    cfg.write_text(f'[security]\ncurve_secret_key = "{keys["server_sec"]}"\ncurve_allow_dir = "{keys["allow"]}"\n')
+    sec = load_config(cfg).security
+    assert sec.curve_secret_key == str(keys["server_sec"]) and sec.curve_allow_dir == str(keys["allow"])
+    cfg.write_text(f'[security]\ncurve_secret_key = "{keys["server_sec"]}"\n')
+    rc = cli_listen.main([str(toy_scene), "--model", str(toy_model), "--config", str(cfg)])
+    assert rc == 2 and "needs both" in capsys.readouterr().err
+    cfg.write_text("[security]\ncurve_public = 1\n")
+    with pytest.raises(ValueError, match=r"\[security\] unknown key\(s\) \['curve_public'\]"):
+        load_config(cfg)
