@@ -104,7 +104,7 @@ def test_chunking_does_not_change_output(tmp_path: Path) -> None:
 def test_info_log_says_what_it_got(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "cd.wav"
     sf.write(path, np.zeros((4410, 2), np.float32), 44100)
-    with caplog.at_level(logging.INFO, logger="detector.sources"):
+    with caplog.at_level(logging.INFO, logger="detector.file_source"):
         FileSource(path, RATE).close()
     assert "got 44.1 kHz stereo; resampling to 16 kHz mono" in caplog.text
     assert describe_format(16000, 2, 16000) == "got 16 kHz stereo; downmixing to mono"

@@ -1,0 +1,233 @@
+"""Audio files of any rate and channel count, read in blocks and resampled to 16 kHz mono."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+import soundfile as sf
+
+from detector.resample import StreamResampler
+from detector.source_base import (
+    Source,
+    SourceError,
+    _check_rate,
+    describe_format,
+)
+
+__all__ = ['FileSource']
+
+log = logging.getLogger(__name__)
+
+_HEAD_BYTES = 16
+"""How many leading bytes of an undecodable file to quote in the error."""
+
+_COMMON_FORMATS = ("WAV", "FLAC", "OGG", "MP3", "AIFF", "CAF", "W64", "RF64")
+_SMALL_FILE_BYTES = 4096
+"""Below this size an undecodable file is described as ending early."""
+
+
+def _accepted_formats() -> str:
+    have = sf.available_formats()
+    common = [name for name in _COMMON_FORMATS if name in have]
+    return ", ".join(common) + f" and the {len(have) - len(common)} other formats libsndfile reads"
+
+
+def _wav_data_shortfall(path: str, size: int) -> tuple[int, int] | None:
+    """For a RIFF/WAVE file, ``(declared, present)`` data bytes when the data chunk is cut short."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            chunk_size = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                # 0 and 0xFFFFFFFF mean "unknown" (streamed WAV): not a truncation.
+                if chunk_size in (0, 0xFFFFFFFF):
+                    return None
+                present = size - (pos + 8)
+                return (chunk_size, present) if present < chunk_size else None
+            pos += 8 + chunk_size + (chunk_size & 1)
+    return None
+
+
+def _open_error(path: str, size: int, exc: Exception) -> SourceError:
+    """Turn a libsndfile open failure into a message saying what was received."""
+    with open(path, "rb") as f:
+        head = f.read(_HEAD_BYTES)
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    detail = str(exc).split(": ", 1)[-1].strip()
+    if head[:4] == b"RIFF":
+        kind = "a RIFF/WAV header"
+    elif head[:4] == b"fLaC":
+        kind = "a FLAC header"
+    elif head[:4] == b"OggS":
+        kind = "an Ogg header"
+    else:
+        kind = f"bytes {head[:_HEAD_BYTES]!r}, no known audio header"
+        if ext.upper() in sf.available_formats() or ext in ("wav", "mp3", "ogg", "flac"):
+            kind += f": not a {ext.upper()}"
+    where = f"file ends after {size} bytes" if size < _SMALL_FILE_BYTES else f"{size}-byte file"
+    return SourceError(
+        f"{path}: cannot decode: {where}, starting with {kind}; libsndfile says "
+        f"'{detail}'. Accepted: {_accepted_formats()}"
+    )
+
+
+class FileSource(Source):
+    """An audio file read in blocks, downmixed to mono and resampled to ``sample_rate``.
+
+    Memory stays constant whatever the file length: at most one block of
+    ``chunk_seconds`` of input plus the samples of one :meth:`read` are held.
+
+    Args:
+        path: any file libsndfile reads (WAV 8/16/24/32-bit int or float, FLAC, OGG, ...).
+        sample_rate: output rate in Hz.
+        chunk_seconds: input read from disk per block (seconds).
+        realtime: pace reads to the wall clock (replay): :meth:`read` then returns only
+            the samples whose time has come, possibly none, like a live source.
+        allow_truncated: read a WAV whose data chunk is shorter than its header says
+            (otherwise that is a :class:`SourceError`).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        sample_rate: int,
+        chunk_seconds: float = 0.5,
+        realtime: bool = False,
+        allow_truncated: bool = False,
+        stream_id: str | None = None,
+    ) -> None:
+        spath = os.fspath(path)
+        super().__init__(stream_id or os.path.basename(spath) or spath, sample_rate)
+        if chunk_seconds <= 0:
+            raise ValueError(f"chunk_seconds={chunk_seconds!r}: must be > 0")
+        self.path = spath
+        self.realtime = realtime
+        self.is_live = realtime
+        self._file = self._open(spath, allow_truncated)
+        self.in_rate = int(self._file.samplerate)
+        self.channels = int(self._file.channels)
+        self.frames = int(self._file.frames)
+        self._block = max(1, round(chunk_seconds * self.in_rate))
+        self._resampler = StreamResampler(self.in_rate, self.sample_rate)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._eof = False
+        self._emitted = 0
+        self._t0: float | None = None
+        self.state = "running"
+        log.info(
+            "%s: %s %s, %.2f s; %s",
+            self.stream_id,
+            self._file.format,
+            self._file.subtype,
+            self.duration,
+            describe_format(self.in_rate, self.channels, self.sample_rate),
+        )
+
+    @property
+    def duration(self) -> float:
+        """Length of the file in seconds."""
+        return self.frames / self.in_rate
+
+    @staticmethod
+    def _open(path: str, allow_truncated: bool) -> sf.SoundFile:
+        if not os.path.exists(path):
+            raise SourceError(
+                f"{path}: no such file (give an audio file path, 'mic[:DEVICE]' or '-' for stdin)"
+            )
+        if os.path.isdir(path):
+            raise SourceError(f"{path}: is a directory, expected an audio file")
+        try:
+            with open(path, "rb"):
+                pass
+        except PermissionError as e:
+            raise SourceError(f"{path}: no permission to read this file") from e
+        except OSError as e:
+            raise SourceError(f"{path}: cannot open: {e.strerror}") from e
+        size = os.path.getsize(path)
+        if size == 0:
+            raise SourceError(
+                f"{path}: file is empty (0 bytes), expected audio: {_accepted_formats()}"
+            )
+        try:
+            f = sf.SoundFile(path)
+        except sf.LibsndfileError as e:
+            raise _open_error(path, size, e) from e
+        try:
+            if f.channels < 1:
+                raise SourceError(f"{path}: file has {f.channels} channels, need at least 1")
+            _check_rate(int(f.samplerate), path)
+            if f.format == "WAV":
+                short = _wav_data_shortfall(path, size)
+                if short is not None and not allow_truncated:
+                    declared, present = short
+                    raise SourceError(
+                        f"{path}: truncated WAV: header declares {declared} data bytes but the "
+                        f"file holds {present} ({f.frames / f.samplerate:.3f} s readable); "
+                        "repair it or pass allow_truncated=True"
+                    )
+        except SourceError:
+            f.close()
+            raise
+        return f
+
+    def read(self, max_samples: int) -> np.ndarray | None:
+        """Up to ``max_samples`` float32 samples ``(n,)`` at ``sample_rate``; ``None`` after the end."""
+        if max_samples <= 0:
+            raise ValueError(f"max_samples={max_samples!r}: must be > 0")
+        if self.state in ("ended", "error") and self._pending.shape[0] == 0:
+            return None
+        want = max_samples
+        if self.realtime:
+            now = time.monotonic()
+            if self._t0 is None:
+                self._t0 = now
+            due = int((now - self._t0) * self.sample_rate) - self._emitted
+            want = min(want, max(0, due))
+        while self._pending.shape[0] < want and not self._eof:
+            self._fill()
+        if self._eof and self._pending.shape[0] == 0:
+            self.state = "ended"
+            self.message = "end of file"
+            return None
+        out = self._pending[:want].copy()
+        self._pending = self._pending[want:]
+        self._emitted += out.shape[0]
+        return out
+
+    def _fill(self) -> None:
+        """Decode one block, convert it and append it to the pending output."""
+        try:
+            block = self._file.read(self._block, dtype="float32", always_2d=True)
+        except sf.LibsndfileError as e:
+            self.state = "error"
+            self.message = f"decode error after {self._file.tell() / self.in_rate:.3f} s: {e}"
+            raise SourceError(f"{self.path}: {self.message} (file truncated or corrupt)") from e
+        if block.shape[0] == 0:
+            self._eof = True
+            tail = self._resampler.flush()
+        else:
+            mono = block[:, 0] if self.channels == 1 else block.mean(axis=1, dtype=np.float32)
+            tail = self._resampler.process(self._finite(np.ascontiguousarray(mono)))
+        if tail.shape[0]:
+            self._pending = np.concatenate([self._pending, tail])
+
+    def close(self) -> None:
+        """Close the file."""
+        if not self._file.closed:
+            self._file.close()
+        if self.state not in ("ended", "error"):
+            self.state = "ended"
+
+
+# ---------------------------------------------------------------------------- microphone
+

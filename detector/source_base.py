@@ -1,0 +1,142 @@
+"""The source contract shared by every audio input: :class:`Source`, :class:`SourceError`.
+
+Every source follows :class:`Source`: ``read(max_samples)`` returns at most
+``max_samples`` float32 mono samples at ``sample_rate`` (the front end's rate,
+``FeatureConfig.sample_rate``); an *empty* array means "nothing yet, try again
+later" (live sources), and ``None`` means the stream has ended. Sources count
+what they lose (``dropped_samples``, ``overruns``, ``gaps``, ``gap_seconds``,
+``nonfinite_samples``) and never fill a gap with invented audio.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["MAX_RATE", "MIN_RATE", "Source", "SourceError", "SourceState", "describe_format"]
+
+log = logging.getLogger(__name__)
+
+SourceState = Literal["starting", "running", "reconnecting", "ended", "error"]
+
+MIN_RATE = 1000
+"""Lowest input sample rate accepted (Hz)."""
+MAX_RATE = 384000
+"""Highest input sample rate accepted (Hz)."""
+
+
+
+class SourceError(ValueError):
+    """An audio source cannot be opened or read; the message says what was found and what works."""
+
+
+def _khz(rate: float) -> str:
+    """``44100 -> '44.1 kHz'``."""
+    return f"{rate / 1000:g} kHz"
+
+
+def _channels_name(channels: int) -> str:
+    return {1: "mono", 2: "stereo"}.get(channels, f"{channels}-channel")
+
+
+def describe_format(rate: int, channels: int, out_rate: int) -> str:
+    """One line saying what was received and what it becomes, e.g. for the INFO log."""
+    got = f"got {_khz(rate)} {_channels_name(channels)}"
+    mono = " mono" if channels != 1 else ""
+    if rate != out_rate:
+        return f"{got}; resampling to {_khz(out_rate)}{mono}"
+    if channels != 1:
+        return f"{got}; downmixing to mono"
+    return f"{got}; no conversion needed"
+
+
+def _check_rate(rate: int, what: str) -> None:
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise SourceError(
+            f"{what}: sample rate {rate} Hz is outside the accepted {MIN_RATE}..{MAX_RATE} Hz"
+        )
+
+
+class Source(abc.ABC):
+    """Common interface and counters of every audio source.
+
+    Attributes:
+        stream_id: name of the stream on the wire (``mic:<name>``, file basename, ``stdin``).
+        sample_rate: output rate in Hz (what :meth:`read` returns).
+        is_live: ``True`` when samples arrive in real time (an empty read is normal).
+        state: ``starting``, ``running``, ``reconnecting``, ``ended`` or ``error``.
+        message: human-readable detail about the state (``None`` when there is nothing to say).
+        dropped_samples: input samples lost because the consumer was too slow.
+        overruns: number of events in which samples were lost.
+        gaps: number of interruptions of the input (device lost, ...).
+        gap_seconds: total duration of those interruptions (seconds, wall clock).
+        nonfinite_samples: NaN/Inf input samples replaced by 0.
+    """
+
+    is_live: bool = False
+
+    def __init__(self, stream_id: str, sample_rate: int) -> None:
+        if int(sample_rate) != sample_rate or sample_rate <= 0:
+            raise ValueError(f"sample_rate={sample_rate!r}: must be a positive integer (Hz)")
+        self.stream_id = stream_id
+        self.sample_rate = int(sample_rate)
+        self.state: SourceState = "starting"
+        self.message: str | None = None
+        self.dropped_samples = 0
+        self.overruns = 0
+        self.gaps = 0
+        self.gap_seconds = 0.0
+        self.nonfinite_samples = 0
+
+    def start(self) -> None:  # noqa: B027 - optional hook, a no-op for sources that need none
+        """Begin capturing (live sources); a no-op where nothing needs starting."""
+
+    @abc.abstractmethod
+    def read(self, max_samples: int) -> np.ndarray | None:
+        """Return up to ``max_samples`` float32 mono samples ``(n,)``; empty = later, ``None`` = ended."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the file, device or thread; safe to call twice."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and state as a JSON-ready dict (for status messages)."""
+        return {
+            "stream_id": self.stream_id,
+            "state": self.state,
+            "message": self.message,
+            "sample_rate": self.sample_rate,
+            "dropped_samples": self.dropped_samples,
+            "overruns": self.overruns,
+            "gaps": self.gaps,
+            "gap_seconds": round(self.gap_seconds, 3),
+            "nonfinite_samples": self.nonfinite_samples,
+        }
+
+    def _finite(self, x: np.ndarray) -> np.ndarray:
+        """Replace NaN/Inf by 0 in place (counting them) and return ``x``."""
+        bad = ~np.isfinite(x)
+        n_bad = int(np.count_nonzero(bad))
+        if n_bad:
+            if self.nonfinite_samples == 0:
+                log.warning(
+                    "%s: input contains NaN/Inf samples; replacing them by 0", self.stream_id
+                )
+            self.nonfinite_samples += n_bad
+            x[bad] = 0.0
+        return x
+
+    def __enter__(self) -> Source:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------- files
+
+
