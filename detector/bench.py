@@ -67,6 +67,8 @@ REPO = Path(__file__).resolve().parent.parent
 RATE = 16000
 Scorer = Any  # OnnxScorer or detector.yamnet.YamnetScorer (same duck type)
 SCALE_MONITOR_S = 0.1  # how often the scale monitor samples each stream's lag
+SCALE_TRIES = 2  # tries per scale step before it counts as failed
+PEAK_SECONDS = 3.0  # sgemm repeats per peak FLOP/s measurement
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,8 +176,19 @@ def run_files(scorer: Scorer, paths: Sequence[Path], config: Config) -> dict[str
     }
 
 
-def file_mode(scorer: Scorer, long: Path, shorts: Sequence[Path], config: Config) -> dict[str, Any]:
-    return {"long": run_files(scorer, [long], config), "short": run_files(scorer, shorts, config)}
+def file_mode(
+    scorer: Scorer, long: Path, shorts: Sequence[Path], config: Config, repeats: int = 2
+) -> dict[str, Any]:
+    """One long file, then all short files in one Listener; best of ``repeats`` after a warm-up.
+
+    The best (least disturbed) run is kept because other processes only ever slow a run down.
+    """
+    run_files(scorer, shorts[:1], config)  # warm-up: page cache, onnxruntime arenas
+    out: dict[str, Any] = {}
+    for key, paths in (("long", [long]), ("short", list(shorts))):
+        runs = [run_files(scorer, paths, config) for _ in range(repeats)]
+        out[key] = max(runs, key=lambda r: r["x_realtime"])
+    return out
 
 
 # ---------------------------------------------------------------------------- live mode
@@ -320,25 +333,33 @@ def scale_step(
 def scale(
     scorer: Scorer, path: Path, config: Config, bc: BenchConfig, log_step: Callable[[dict[str, float]], None]
 ) -> dict[str, Any]:
-    """Double N from ``scale_start`` until a step drops, then bisect once between the last two."""
+    """Double N from ``scale_start`` until a step drops, then bisect once between the last two.
+
+    A step that drops is tried again once (:data:`SCALE_TRIES`): other processes on a
+    shared machine can only make a step fail, never pass.
+    """
     steps: list[dict[str, float]] = []
     good, bad = 0, 0
     n = bc.scale_start
+
+    def passes(n: int) -> bool:
+        for _try in range(SCALE_TRIES):
+            r = scale_step(scorer, path, n, bc.scale_seconds, config, bc.max_lag_s)
+            steps.append(r)
+            log_step(r)
+            if not r["dropped_streams"]:
+                return True
+        return False
+
     while n <= bc.scale_max:
-        r = scale_step(scorer, path, n, bc.scale_seconds, config, bc.max_lag_s)
-        steps.append(r)
-        log_step(r)
-        if r["dropped_streams"]:
+        if not passes(n):
             bad = n
             break
         good = n
         n *= 2
     if bad and good and bad - good > good // 4:
         mid = (good + bad) // 2
-        r = scale_step(scorer, path, mid, bc.scale_seconds, config, bc.max_lag_s)
-        steps.append(r)
-        log_step(r)
-        if not r["dropped_streams"]:
+        if passes(mid):
             good = mid
     return {"max_streams": float(good), "steps": steps}
 
@@ -484,12 +505,15 @@ def run_bench(
     res["yamnet_model"] = str(yamnet) if yamnet else None
     cores = os.cpu_count() or 1
     log.info("peak FLOP/s (numpy sgemm)")
-    peak = {"flops_1_core": peak_flops(1), f"flops_{cores}_cores": peak_flops(cores)}
+    peak = {"flops_1_core": peak_flops(1, PEAK_SECONDS), f"flops_{cores}_cores": peak_flops(cores, PEAK_SECONDS)}
+    # On a shared machine the all-core run is often disturbed; the 1-core rate times
+    # the cores is the better estimate of what the hardware can do.
+    peak["flops_peak"] = max(peak[f"flops_{cores}_cores"], cores * peak["flops_1_core"])
     res["machine"].update(peak)
     out: dict[str, dict[str, Any]] = {k: {} for k in scorers}
     for name, (sc, path) in scorers.items():
         log.info("%s: model cost", name)
-        out[name]["cost"] = model_cost(sc, path, bc.batches, bc.cost_seconds, peak[f"flops_{cores}_cores"])
+        out[name]["cost"] = model_cost(sc, path, bc.batches, bc.cost_seconds, peak["flops_peak"])
     log.info("writing test audio")
     long = synth_audio(tmp / "long.wav", bc.long_seconds)
     short_dir = tmp / "short"
