@@ -168,3 +168,15 @@ def test_metrics_scale_to_audioset_size() -> None:
     lwlrap(scores, targets)
     tune_thresholds(scores, targets)
     assert time.perf_counter() - t0 < 20
+
+
+def test_tune_thresholds_bounds_keep_single_positive_labels_usable() -> None:
+    # one positive scored 0.002: the F1 optimum sits at ~0.001, useless in a live stream
+    scores = np.array([[0.002], [0.0005], [0.0001], [0.0]])
+    targets = np.array([[1.0], [0.0], [0.0], [0.0]])
+    on, off = tune_thresholds(scores, targets)
+    assert on[0] < 0.01
+    on, off = tune_thresholds(scores, targets, off_fraction=0.5, bounds=(0.2, 0.9))
+    assert on[0] == 0.2 and off[0] == 0.1
+    with pytest.raises(ValueError, match="bounds"):
+        tune_thresholds(scores, targets, bounds=(0.9, 0.2))

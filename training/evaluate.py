@@ -68,6 +68,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Tuned on-thresholds are clipped to this range: labels with one or two validation
+#: clips otherwise tune to ~0.001 (fires on anything live) or ~0.99 (never fires).
+THRESHOLD_BOUNDS = (0.2, 0.9)
+
 CLIP_POOLINGS = ("max", "mean")
 DEFAULT_BATCH = 64
 _HIST_BINS = 20
@@ -179,6 +183,7 @@ def evaluate(
     split: str | None = None,
     pooling: str | None = None,
     off_fraction: float = DEFAULT_OFF_FRACTION,
+    threshold_bounds: tuple[float, float] = THRESHOLD_BOUNDS,
     batch_size: int = DEFAULT_BATCH,
     threads: int = 1,
     t_collar: float = DEFAULT_T_COLLAR,
@@ -217,7 +222,7 @@ def evaluate(
     auc = roc_auc(clip_scores, targets)
     dp = d_prime(auc)
     lw_all, lw = lwlrap(clip_scores, targets)
-    on, off = tune_thresholds(clip_scores, targets, off_fraction)
+    on, off = tune_thresholds(clip_scores, targets, off_fraction, bounds=threshold_bounds)
     f1 = f1_at_thresholds(clip_scores, targets, on)
     own = f1_at_thresholds(clip_scores, targets, loaded.on) if loaded.on is not None else None
 
@@ -269,7 +274,8 @@ def evaluate(
         "split": split, "hop_s": ds.hop_samples / cfg.sample_rate, "pooling": pooling,
         "labels": names, "mids": loaded.mids, "metrics": metrics, "per_label": per_label,
         "thresholds": {"on": [float(x) for x in on], "off": [float(x) for x in off],
-                       "off_fraction": off_fraction, "tuned_on": "clip scores of this manifest"},
+                       "off_fraction": off_fraction, "bounds": list(threshold_bounds),
+                       "tuned_on": "clip scores of this manifest"},
         "event_collars": {"t_collar_s": t_collar, "percentage_of_length": percentage_of_length},
         "history": loaded.history,
     }
@@ -389,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="clip pooling over patches (default: max, or the ONNX contract's)")
     p.add_argument("--off-fraction", type=float, default=DEFAULT_OFF_FRACTION,
                    help="off-threshold = this * tuned on-threshold")
+    p.add_argument("--threshold-range", type=float, nargs=2, default=THRESHOLD_BOUNDS,
+                   metavar=("LOW", "HIGH"),
+                   help=f"clip tuned on-thresholds to this range (default {THRESHOLD_BOUNDS})")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     p.add_argument("--threads", type=int, default=1, help="torch / onnxruntime threads")
     p.add_argument("--no-plots", action="store_true")
@@ -401,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate(
             args.model, args.manifest, args.out, hop_s=args.hop_s, cache_dir=args.cache,
             split=args.split, pooling=args.pooling, off_fraction=args.off_fraction,
-            batch_size=args.batch_size, threads=args.threads, plots=not args.no_plots,
+            threshold_bounds=tuple(args.threshold_range), batch_size=args.batch_size, threads=args.threads, plots=not args.no_plots,
         )
     except (OSError, ValueError) as e:
         print(f"sed-eval: {e}", file=sys.stderr)

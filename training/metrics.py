@@ -193,15 +193,21 @@ def tune_thresholds(
     targets: np.ndarray,
     off_fraction: float = DEFAULT_OFF_FRACTION,
     default: float = DEFAULT_THRESHOLD,
+    bounds: tuple[float, float] = (0.0, 1.0),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-label F1-maximising thresholds on validation scores -> ``(on, off)`` ``(L,)``.
 
     The on-threshold lies midway between the lowest score kept positive and the next
-    lower score (ties: the higher threshold). Labels without positives get ``default``.
-    ``off = off_fraction * on`` (hysteresis: an event ends when its score falls below off).
+    lower score (ties: the higher threshold), then is clipped to ``bounds``: with one or
+    two positives the F1 optimum sits just under their scores, however low, and a
+    threshold of 0.001 fires on anything in a live stream. Labels without positives get
+    ``default``. ``off = off_fraction * on`` (hysteresis: an event ends when its score
+    falls below off).
     """
     if not 0.0 <= off_fraction <= 1.0:
         raise ValueError(f"off_fraction={off_fraction}; accepted: 0 <= off_fraction <= 1")
+    if not 0.0 <= bounds[0] <= bounds[1] <= 1.0:
+        raise ValueError(f"bounds={bounds}; accepted: 0 <= low <= high <= 1")
     s, t = _check(scores, targets)
     on = np.full(s.shape[1], float(default))
     for j in range(s.shape[1]):
@@ -219,7 +225,7 @@ def tune_thresholds(
         kept = sj[last[k]]
         below = sj[last[k] + 1] if last[k] + 1 < sj.size else 0.0
         on[j] = (kept + below) / 2.0
-    on = np.clip(on, 0.0, 1.0)
+    on = np.clip(on, *bounds)
     return on, on * off_fraction
 
 
