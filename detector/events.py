@@ -104,6 +104,15 @@ class EventBuilder:
                 out.append(self._payload(ev, "update", score, None))
         return out
 
+    def snapshot(self, smoothed: np.ndarray, now_s: float) -> list[dict[str, Any]]:
+        """``update`` payloads of every open event as of stream time ``now_s`` (no state change)."""
+        out = []
+        for ev in self.open.values():
+            p = self._payload(ev, "update", float(smoothed[ev.label]), None)
+            p["duration"] = round(max(now_s - ev.start, 0.0), 4)
+            out.append(p)
+        return out
+
     def _close_payload(self, ev: OpenEvent, score: float, end: float, reason: str) -> dict[str, Any]:
         p = self._payload(ev, "offset", score, max(end, ev.start))
         p["reason"] = reason

@@ -49,10 +49,12 @@ class Patcher:
         self._buf_start = 0  # stream frame index of _buf[0]
         self._emitted_end = 0  # stream frame index just after the last emitted patch
 
-    def reset(self) -> None:
+    def reset(self, start_frame: int = 0) -> None:
+        """Forget buffered frames; the next frame given is stream frame ``start_frame``
+        (after a hole in the audio, frames restart at the hole's end)."""
         self._len = 0
-        self._buf_start = 0
-        self._emitted_end = 0
+        self._buf_start = start_frame
+        self._emitted_end = start_frame
 
     def _patch(self, offset: int, padded: int = 0) -> Patch:
         cfg = self.cfg

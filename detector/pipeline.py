@@ -214,10 +214,7 @@ class StreamState:
             return samples[k:]  # empty: still short of the frame boundary
         frame = self.samples // self.hop_length
         self.logmel.reset()
-        self.patcher.reset()
-        # Patcher has no public origin; it restarts counting frames at the hole's end.
-        self.patcher._buf_start = frame
-        self.patcher._emitted_end = frame
+        self.patcher.reset(start_frame=frame)
         self._realign = False
         return samples[k:]
 
@@ -260,11 +257,9 @@ class StreamState:
     def open_events(self) -> list[dict[str, Any]]:
         """Current open events as ``update`` payloads with the envelope (no ``seq`` used)."""
         out = []
-        for ev in self.events.open.values():
-            score = float(self.smoother.smoothed[ev.label])
+        for payload in self.events.snapshot(self.smoother.smoothed, self.stream_time):
             msg = envelope("event", self.id, self.seq - 1, self.session, time.time(), self.stream_time)
-            msg.update(self.events._payload(ev, "update", score, None))
-            msg["duration"] = round(max(self.stream_time - ev.start, 0.0), 4)  # so far, not at the last update
+            msg.update(payload)
             out.append(msg)
         return out
 

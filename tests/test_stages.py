@@ -167,3 +167,25 @@ def test_config_errors_name_the_problem(tmp_path: Path, text: str, message: str)
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         load_config(path)
+
+
+def test_patcher_reset_to_a_later_frame_after_a_hole() -> None:
+    frames = np.random.default_rng(1).standard_normal((96, CFG.n_mels)).astype(np.float32)
+    p = Patcher(CFG, 48)
+    p.process(frames[:50])
+    p.reset(start_frame=1000)
+    (patch,) = p.process(frames)
+    assert patch.start_frame == 1000
+    assert patch.start == pytest.approx(1000 * CFG.hop_length / CFG.sample_rate)
+    np.testing.assert_array_equal(patch.data, frames)
+
+
+def test_event_snapshot_reports_open_events_without_changing_them() -> None:
+    sm = _smoother(LabelPolicy(method="none", hold_s=0.0, min_duration_s=0.0))
+    eb = EventBuilder([Label("A", "/m/a")], update_interval_s=10.0, wall_of=lambda t: t)
+    s, trs = sm.process(np.array([0.8]), 0.25)
+    eb.process(trs, s, 0.25)
+    (snap,) = eb.snapshot(s, now_s=3.0)
+    assert snap["event"] == "update" and snap["label"] == "A" and snap["duration"] == 3.0
+    assert snap["end"] is None and len(eb.open) == 1
+    assert eb.snapshot(s, 3.0) == [snap]
