@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop", type=float, dest="patch_hop_s", metavar="SECONDS", help="patch hop (default 0.48)")
     p.add_argument("--top-k", type=int, help="labels per scores message (default 5)")
     p.add_argument("--realtime", action="store_true", default=None, help="pace files to the wall clock")
+    p.add_argument("--allow-truncated", action="store_true",
+                   help="read the audio that is there in a WAV cut short (default: refuse it)")
     p.add_argument("--stdin-rate", type=int, default=16000, help="sample rate of raw PCM on stdin")
     p.add_argument("--stdin-channels", type=int, default=1, help="channels of raw PCM on stdin")
     p.add_argument("--stdin-format", choices=("s16le", "f32le"), default="s16le", help="raw PCM sample format")
@@ -126,6 +128,7 @@ def _make_sources(args: argparse.Namespace, rate: int, realtime: bool) -> list[S
                 sources_mod.parse_source(
                     spec, rate, realtime=realtime, stdin_rate=args.stdin_rate,
                     stdin_channels=args.stdin_channels, stdin_format=args.stdin_format,
+                    allow_truncated=args.allow_truncated,
                 )
             )
         except sources_mod.SourceError as e:

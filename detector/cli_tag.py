@@ -41,10 +41,13 @@ def pool_scores(patch_scores: np.ndarray) -> np.ndarray:
     return patch_scores.max(axis=0)
 
 
-def tag_file(path: str | Path, scorer: OnnxScorer, hop_s: float = 0.48, batch: int = 64) -> np.ndarray:
+def tag_file(
+    path: str | Path, scorer: OnnxScorer, hop_s: float = 0.48, batch: int = 64,
+    allow_truncated: bool = False,
+) -> np.ndarray:
     """Clip scores ``(L,)`` of one file (see module docstring for the pooling)."""
     cfg = scorer.contract.features
-    src = FileSource(path, cfg.sample_rate)
+    src = FileSource(path, cfg.sample_rate, allow_truncated=allow_truncated)
     logmel = LogMelStage(cfg)
     patcher = Patcher(cfg, hop_frames_for(hop_s, scorer))
     pooled: np.ndarray | None = None
@@ -77,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop", type=float, default=0.48, metavar="SECONDS", help="patch hop (default 0.48)")
     p.add_argument("--top", type=int, default=0, help="keep only the N highest labels (default: all)")
     p.add_argument("--mids", action="store_true", help="add a 'mids' object {label: mid}")
+    p.add_argument("--allow-truncated", action="store_true",
+                   help="tag the readable part of WAVs cut short (default: report them)")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -87,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
     failures = 0
     for path in args.files:
         try:
-            scores = tag_file(path, scorer, args.hop)
+            scores = tag_file(path, scorer, args.hop, allow_truncated=args.allow_truncated)
         except (SourceError, OSError) as e:
             print(f"sed-tag: error: {e}", file=sys.stderr)
             failures += 1

@@ -173,7 +173,7 @@ class FileSource(Source):
                     raise SourceError(
                         f"{path}: truncated WAV: header declares {declared} data bytes but the "
                         f"file holds {present} ({f.frames / f.samplerate:.3f} s readable); "
-                        "repair it or pass allow_truncated=True"
+                        "repair it, or pass --allow-truncated to read the part that is there"
                     )
         except SourceError:
             f.close()

@@ -52,6 +52,7 @@ def parse_source(
     block_seconds: float = 0.02,
     ring_seconds: float = 10.0,
     chunk_seconds: float = 0.5,
+    allow_truncated: bool = False,
 ) -> Source:
     """Build a source from a CLI string.
 
@@ -69,4 +70,7 @@ def parse_source(
         return StdinSource(
             sample_rate, in_rate=stdin_rate, channels=stdin_channels, fmt=stdin_format
         )
-    return FileSource(spec, sample_rate, chunk_seconds=chunk_seconds, realtime=realtime)
+    return FileSource(
+        spec, sample_rate, chunk_seconds=chunk_seconds, realtime=realtime,
+        allow_truncated=allow_truncated,
+    )

@@ -125,3 +125,16 @@ def test_cuda_provider_gives_cpu_scores(toy_model: Path) -> None:
     gpu = OnnxScorer(toy_model, "cuda")
     assert gpu.providers[0] == "CUDAExecutionProvider"
     np.testing.assert_allclose(gpu.score(x), cpu, atol=1e-4)
+
+
+def test_truncated_wav_is_refused_then_read_with_allow_truncated(
+    toy_model: Path, toy_scene: Path, tmp_path: Path
+) -> None:
+    cut = tmp_path / "cut.wav"
+    data = toy_scene.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # header still declares the full length
+    r = _run("detector.cli_tag", str(cut), "--model", str(toy_model))
+    assert r.returncode == 1 and "--allow-truncated" in r.stderr and "Traceback" not in r.stderr
+    r = _run("detector.cli_tag", str(cut), "--model", str(toy_model), "--allow-truncated")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["scores"]["Sine wave"] > 0.8  # the first half holds the tone
