@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 WELL_COVERED_VAL_CLIPS = 5  # "well-covered" labels for the top-1 criterion
 COLLARS_S = (0.2, 1.0)
 PATCH = (96, 64)  # (patch_frames, n_mels) of both models
+LATENCY_MATCH_S = (0.5, 2.0)  # an onset this far before/after a true start is its detection
 
 
 def _clip_table(manifest: Path) -> tuple[list[Path], list[set[str]]]:
@@ -101,8 +102,10 @@ def _events(scorer: OnnxScorer, manifest: Path, names: list[str]) -> dict[str, A
             k = names.index(m["label"])
             est_ev.append((str(path), k, m["start"], offsets[m["event_id"]]["end"]))
             # latency: stream time at which the onset message left (its patch end) minus
-            # the true start of the same-label reference event it falls in
-            starts = [on for kk, on, off in truth if kk == k and on - 0.5 <= m["start"] <= off]
+            # the true start of a same-label reference event whose start it matches
+            # (within LATENCY_MATCH_S; an onset deep inside a long event is not a latency)
+            starts = [on for kk, on, _ in truth
+                      if kk == k and on - LATENCY_MATCH_S[0] <= m["start"] <= on + LATENCY_MATCH_S[1]]
             if starts:
                 latencies.append(m["stream_time"] - min(starts, key=lambda o: abs(o - m["start"])))
     out: dict[str, Any] = {"files": len(refs), "reference_events": len(ref_ev), "detected": len(est_ev)}

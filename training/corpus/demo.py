@@ -23,7 +23,7 @@ NOISE_DBFS = -75.0
 PEAK_DBFS = -3.0
 #: (label written in the truth CSV, file-name fragment of a validation clip, seconds to keep, repeats)
 DEMO_EVENTS: list[tuple[str, str, float, int]] = [
-    ("Speech", "fillets-ng__sound__music__en__v", 3.5, 1),
+    ("Speech", "Candy_cane_photo_1_desc_fr", 3.5, 1),
     ("Dog", "qabcs__abcs__all__noises__dog", 0.7, 3),
     ("Baby cry, infant cry", "audio__42ec6f14", 3.0, 1),
     ("Door", "minetest_game_", 0.7, 1),
