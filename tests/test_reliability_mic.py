@@ -42,7 +42,8 @@ class Listen:
         )
         self.messages: list[tuple[float, dict[str, Any]]] = []
         self._q: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
@@ -66,7 +67,11 @@ class Listen:
 
     def stop(self) -> tuple[int, str]:
         self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=10)
+        self.proc.wait(timeout=10)
+        # The pump thread owns stdout: let it read to EOF (communicate() would race it
+        # for the last lines, e.g. the final "ended" status).
+        self._pump_thread.join(timeout=5)
+        err = self.proc.stderr.read() if self.proc.stderr else ""
         while not self._q.empty():
             self.messages.append(self._q.get())
         return self.proc.returncode, err
