@@ -1,16 +1,11 @@
 """Audio sources: files, the microphone and raw PCM on stdin, all as float32 mono at one rate.
 
-Every source follows :class:`Source`: ``read(max_samples)`` returns at most
-``max_samples`` float32 mono samples at ``sample_rate`` (the front end's rate,
-``FeatureConfig.sample_rate``); an *empty* array means "nothing yet, try again
-later" (live sources), and ``None`` means the stream has ended. Sources count
-what they lose (``dropped_samples``, ``overruns``, ``gaps``, ``gap_seconds``,
-``nonfinite_samples``) and never fill a gap with invented audio.
+The contract every source follows is :class:`detector.source_base.Source`; one module
+per kind: :mod:`detector.file_source`, :mod:`detector.mic`, :mod:`detector.stdin_source`.
 
 ``parse_source("mic:USB", 16000)``, ``parse_source("-", 16000)`` and
 ``parse_source("clip.flac", 16000)`` build the right source from a CLI string.
 """
-
 
 from __future__ import annotations
 
