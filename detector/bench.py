@@ -678,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Subcommand: `sed-bench fetch-yamnet` downloads the baseline.",
     )
     p.add_argument("--model", type=Path, help="ONNX model from sed-export (default: exports/default)")
-    p.add_argument("--yamnet", type=Path, help="YAMNet model.onnx (default: ~/.cache/sed/yamnet, /work/yamnet)")
+    p.add_argument("--yamnet", type=Path, help="YAMNet model.onnx (default: ~/.cache/sed/yamnet)")
     p.add_argument("--no-yamnet", action="store_true", help="skip the baseline")
     p.add_argument("--json", type=Path, default=Path("bench.json"), help="write the figures here")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")

