@@ -3,9 +3,10 @@
 Waveform patches come from :class:`training.data.PatchDataset` (with optional
 waveform augmentation), are mixed in the batch (optional), turned into log-mel on the
 training device by :class:`training.frontend.LogMel` and masked by SpecAugment
-(optional). Loss: multi-label BCE or focal loss on logits. AdamW with linear warmup
-then cosine decay (``schedule="cosine"``) or a one-cycle shape; mixed precision on
-GPU. Each epoch writes ``last.pt`` (and ``best.pt`` on a new best validation mAP) to
+(optional). Loss: multi-label BCE or focal loss on logits, optionally blended with
+BCE against a teacher's scores (``teacher``, ``distill_weight``; :mod:`training.teacher`).
+AdamW with linear warmup then cosine decay (``schedule="cosine"``) or a one-cycle
+shape; mixed precision on GPU. Each epoch writes ``last.pt`` (and ``best.pt`` on a new best validation mAP) to
 ``out_dir``; ``--resume`` continues from a checkpoint with identical state.
 
 Configuration: a TOML file (``--config``) with top-level :class:`TrainConfig` keys
@@ -96,6 +97,9 @@ class TrainConfig:
     mix: bool = True
     spec_augment: bool = True
     background_manifest: str = ""  # clips mixed in as backgrounds by WaveAugment
+    # Distillation (training.teacher): "" = none, "yamnet" = the cached YAMNet, or a path.
+    teacher: str = ""
+    distill_weight: float = 0.5  # loss = (1 - w) * BCE(labels) + w * BCE(teacher scores)
     grad_clip: float = 5.0
     amp: bool = True
     seed: int = 0
@@ -116,6 +120,8 @@ class TrainConfig:
             problems.append(
                 f"epochs={self.epochs}, batch_size={self.batch_size}, lr={self.lr} (all > 0)"
             )
+        if not 0.0 <= self.distill_weight <= 1.0:
+            problems.append(f"distill_weight={self.distill_weight} (accepted: 0 <= w <= 1)")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -360,6 +366,13 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
         spec = SpecAugment(aug.time_masks, aug.time_width, aug.freq_masks, aug.freq_width,
                            aug.time_warp).to(device)
     mix_prob = aug.mix_prob if cfg.mix and aug.mix else 0.0
+    teacher = None
+    if cfg.teacher and cfg.distill_weight > 0:
+        from training.teacher import load_teacher
+
+        teacher = load_teacher(cfg.teacher, [lab["mid"] for lab in _label_list(names)])
+        log.info("distilling from %s (weight %.2f, %d of %d labels)", teacher.name,
+                 cfg.distill_weight, int(teacher.mask.sum()), len(names))
 
     out_dir = Path(cfg.out_dir)
     if rank == 0:
@@ -384,6 +397,7 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
                 group["lr"] = cfg.lr * lr_factor(step, total_steps, warmup, cfg.schedule)
             with torch.no_grad():
                 x = frontend(wave)
+                soft = teacher(x) if teacher is not None else None
                 if spec is not None:
                     x = spec(x)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
@@ -393,6 +407,10 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
                 loss = focal_loss(logits, target, cfg.focal_gamma)
             else:
                 loss = nn.functional.binary_cross_entropy_with_logits(logits, target)
+            if teacher is not None and soft is not None:
+                from training.teacher import blend
+
+                loss = blend(loss, logits, soft, teacher.mask, cfg.distill_weight)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
@@ -476,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
                        action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--background", dest="background_manifest",
                    help="manifest of background recordings for WaveAugment")
+    p.add_argument("--teacher", help='distil from this tagger: "yamnet" or a model.onnx path')
+    p.add_argument("--distill-weight", type=float, help="weight of the teacher's targets (0-1)")
     p.add_argument("--resume", type=Path, help="checkpoint to continue from")
     p.add_argument("--stop-epoch", type=int, help="stop after this epoch (resume later)")
     p.add_argument("-v", "--verbose", action="store_true")

