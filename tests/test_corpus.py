@@ -1,8 +1,9 @@
 """sed-corpus: the CI subset build (real Debian packages + shared clips), dedup, splits,
 labels, determinism; the Qt .rcc reader; synthetic events and scenes.
 
-The build downloads three small packages (~7 MB) with ``apt-get download`` into a
-shared ``--deb-cache``, as the issue allows for this test.
+The build downloads three small packages (~7 MB) and the small TimGM6mb soundfont
+(~5 MB) with ``apt-get download`` into a shared ``--deb-cache``, as the issue allows for
+this test, and renders one General MIDI phrase per instrument with fluidsynth.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from training.corpus import scenes, synth
+from training.corpus import scenes, soundfont, synth
 from training.corpus.build import MANIFEST_COLUMNS, BuildConfig, build, decode
 from training.corpus.cli import main
 from training.corpus.mapping import load_label_names, load_mapping
@@ -28,8 +29,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SR = 16000
 
 needs_build = pytest.mark.skipif(
-    shutil.which("apt-get") is None or shutil.which("dpkg") is None or not SHARED.is_dir(),
-    reason="needs apt-get/dpkg and ../shared/data",
+    shutil.which("apt-get") is None or shutil.which("dpkg") is None or not SHARED.is_dir()
+    or shutil.which("fluidsynth") is None,
+    reason="needs apt-get/dpkg, fluidsynth and ../shared/data",
 )
 
 
@@ -96,6 +98,33 @@ def test_manifests_are_valid(ci_builds: tuple[Path, Path, tuple[str, str]]) -> N
         assert len(read_manifest(out / manifest)) == len(_rows(out / manifest))
     # a label with a comma survives the CSV round trip
     assert any(r["labels"] == "Baby cry, infant cry" for r in train + _rows(out / "val.csv"))
+
+
+@needs_build
+def test_soundfont_clips_are_training_only(ci_builds: tuple[Path, Path, tuple[str, str]]) -> None:
+    out, again, _ = ci_builds
+    train = [r for r in _rows(out / "train.csv") if r["source"].startswith("synthetic:soundfont:")]
+    cfg = BuildConfig.for_subset("ci")
+    assert len(train) == cfg.soundfont_per_program * len(soundfont.INSTRUMENTS)
+    by_name = {i.name: i for i in soundfont.INSTRUMENTS}
+    for r in train:
+        inst = by_name[r["source"].removeprefix("synthetic:soundfont:")]
+        assert r["labels"] == "|".join(inst.labels)
+        wave, sr = sf.read(str(out / r["path"]), dtype="float32")
+        assert sr == SR and abs(wave.size / SR - float(r["offset"])) < 1e-3
+        assert soundfont.PEAK[0] - 0.01 <= np.abs(wave).max() <= soundfont.PEAK[1] + 0.01
+        assert (out / r["path"]).read_bytes() == (again / r["path"]).read_bytes(), r["path"]
+    for name in ("val.csv", "scenes_val.csv", "background_val.csv", "clips.csv"):
+        assert not [r for r in _rows(out / name) if "soundfont" in r["source"]], name
+    import json
+
+    summary = json.loads((out / "corpus.json").read_text())
+    assert summary["package_versions"]["timgm6mb-soundfont"]
+    trumpet = summary["labels"]["Trumpet"]["train"]
+    assert trumpet["synthetic_clips"] >= cfg.soundfont_per_program
+    row = next(line for line in (out / "REPORT.md").read_text().splitlines()
+               if line.startswith("| Trumpet |"))
+    assert row.split("|")[4].strip() == str(trumpet["synthetic_clips"])
 
 
 @needs_build

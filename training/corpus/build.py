@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from detector.features import FeatureConfig
-from training.corpus import dedup, packages, scenes, synth
+from training.corpus import dedup, packages, scenes, soundfont, synth
 from training.corpus.mapping import DEFAULT_MAPPING, Rule, group_key, load_mapping, match
 
 __all__ = [
@@ -61,6 +61,8 @@ class BuildConfig:
     background_val: int = 60
     background_min_seconds: float = 3.0
     ci_shared_per_folder: int = 6
+    soundfont_per_program: int = 30  # rendered clips per soundfont.INSTRUMENTS entry; 0 = none
+    soundfont_package: str = "fluid-soundfont-gm"
     features: FeatureConfig = field(default_factory=FeatureConfig)
     near: dedup.NearDupConfig = field(default_factory=dedup.NearDupConfig)
     scene: scenes.SceneConfig = field(default_factory=scenes.SceneConfig)
@@ -72,7 +74,8 @@ class BuildConfig:
             return cls(seed=seed)
         if subset == "ci":
             return cls(subset="ci", seed=seed, synth_train=3, synth_val=2, scenes_train=4,
-                       scenes_val=4, background_val=2, background_min_seconds=0.5)
+                       scenes_val=4, background_val=2, background_min_seconds=0.5,
+                       soundfont_per_program=1, soundfont_package="timgm6mb-soundfont")
         raise ValueError(f"subset {subset!r}; accepted: 'full', 'ci'")
 
 
@@ -207,6 +210,8 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
             f"shared data folder {shared_data} not found; pass --shared-data PATH "
             "(a folder with donateacry/ and fsdd/, each holding manifest.csv)")
     rules = load_mapping(mapping)
+    if cfg.soundfont_per_program > 0:
+        soundfont.require_fluidsynth()  # fail before any download
     wanted = CI_PACKAGES if cfg.subset == "ci" else tuple(sorted({r.package for r in rules}))
     sr = cfg.features.sample_rate
     for sub in ("clips", "scenes", "unpacked"):
@@ -308,6 +313,7 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
                     "path": name, "labels": LABEL_SEP.join(synth.KINDS[kind][1]), "onset": "0.000",
                     "offset": f"{w.size / sr:.3f}", "source": f"synthetic:{kind}", "split": split})
 
+    synth_rows += _soundfont_rows(out, deb_cache, cfg, versions)
     manifests = {s: [r for r in clip_rows + synth_rows if r["split"] == s] for s in SPLITS}
     for s in SPLITS:
         write_manifest_rows(out / f"{s}.csv", manifests[s])
@@ -323,6 +329,31 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
     (out / "corpus.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     (out / "REPORT.md").write_text(report_markdown(summary))
     return summary
+
+
+def _soundfont_rows(out: Path, deb_cache: Path, cfg: BuildConfig,
+                    versions: dict[str, str]) -> list[dict[str, object]]:
+    """Rendered General MIDI phrases, training split only (they share samples)."""
+    if cfg.soundfont_per_program <= 0:
+        return []
+    pkg = cfg.soundfont_package
+    deb = packages.download(pkg, deb_cache)
+    versions[pkg] = packages.deb_version(deb)
+    sf2 = soundfont.find_sf2(packages.unpack(deb, out / "unpacked" / pkg))
+    sr = cfg.features.sample_rate
+    rows: list[dict[str, object]] = []
+    for inst in soundfont.INSTRUMENTS:
+        for k in range(cfg.soundfont_per_program):
+            seed = _stable_int(cfg.seed, "soundfont", inst.name, k) % 2**32
+            w = soundfont.generate(inst, seed, sf2, sr)
+            name = f"clips/soundfont/{inst.name}/train_{k:03d}.flac"
+            _write_flac(out / name, w, sr)
+            rows.append({"path": name, "labels": LABEL_SEP.join(inst.labels), "onset": "0.000",
+                         "offset": f"{w.size / sr:.3f}",
+                         "source": f"synthetic:soundfont:{inst.name}", "split": "train"})
+        log.info("soundfont %s: %d clips", inst.name, cfg.soundfont_per_program)
+    shutil.rmtree(out / "unpacked")
+    return rows
 
 
 def _write_index(path: Path, rows: list[dict[str, object]]) -> None:

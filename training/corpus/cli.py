@@ -1,6 +1,7 @@
 """``sed-corpus``: build the training corpus, or re-render its report.
 
     sed-corpus build ~/.cache/sed/corpus [--subset ci] [--shared-data PATH] [--deb-cache DIR]
+                     [--no-soundfont]
     sed-corpus report ~/.cache/sed/corpus
 """
 
@@ -10,9 +11,11 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from training.corpus.build import BuildConfig, build, report_markdown
+from training.corpus.soundfont import FLUIDSYNTH_INSTALL, SoundfontError
 
 __all__ = ["main"]
 
@@ -34,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--extra-data", type=Path, default=None,
                    help="another folder laid out like the shared data (*/manifest.csv)")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--no-soundfont", action="store_true",
+                   help="do not render General MIDI instruments from a soundfont (rendering "
+                   f"needs fluidsynth: `{FLUIDSYNTH_INSTALL}`)")
     r = sub.add_parser("report", help="rewrite DIR/REPORT.md from DIR/corpus.json and print it")
     r.add_argument("dir", type=Path)
     return p
@@ -51,9 +57,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         out.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
-        summary = build(out, shared, (args.deb_cache or out / "debs").expanduser(),
-                        BuildConfig.for_subset(args.subset, args.seed),
-                        extra_data=args.extra_data)
+        cfg = BuildConfig.for_subset(args.subset, args.seed)
+        if args.no_soundfont:
+            cfg = replace(cfg, soundfont_per_program=0)
+        try:
+            summary = build(out, shared, (args.deb_cache or out / "debs").expanduser(), cfg,
+                            extra_data=args.extra_data)
+        except SoundfontError as e:
+            log.error("%s", e)
+            return 2
         log.info("built %s in %.0f s: clips %s, real seconds %s", out,
                  time.monotonic() - start, summary["clips"], summary["real_seconds"])
         return 0
