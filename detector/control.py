@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from detector.config import load_config
 from detector.publisher import is_loopback_endpoint
 
 if TYPE_CHECKING:
@@ -257,6 +256,10 @@ class Commands:
         lst = self.listener
         if lst.config_path is None:
             raise ControlError("reload: sed-listen was started without --config; nothing to reload")
+        # Imported here: the client half of this module (request) is used by sed-monitor,
+        # which must not import numpy (detector.config -> detector.smoother).
+        from detector.config import load_config
+
         new = load_config(lst.config_path)
         cfg = dataclasses.replace(lst.config, smoother=new.smoother)
         for st in lst.streams:

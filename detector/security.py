@@ -28,7 +28,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-__all__ = ["CurveServerConfig", "configure_client", "keygen", "load_keypair", "main", "start_server"]
+__all__ = ["CurveServerConfig", "configure_client", "keygen", "load_keypair", "load_public", "main",
+           "start_server"]
 
 log = logging.getLogger(__name__)
 
