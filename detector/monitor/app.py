@@ -3,6 +3,9 @@
 Run ``sed-monitor`` (or ``python -m detector.monitor.app``) next to a running
 ``sed-listen``; ``--connect`` picks another endpoint, ``--demo`` starts
 ``sed-listen`` on a bundled clip in a subprocess and watches it.
+``--curve-secret-key``/``--curve-server-key`` watch a daemon whose PUB socket is a
+CURVE server (``docs/security.md``); ``--control`` asks the daemon's control socket
+for the open events on every connection, so a late monitor shows them at once.
 
 The ZeroMQ loop (:class:`~detector.monitor.subscriber.Subscriber`) runs in a
 Textual thread worker and posts at most ``--ui-rate`` coalesced
@@ -27,6 +30,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Footer, Input
 
+from detector.control import DEFAULT_CONTROL_ENDPOINT
 from detector.wire import DEFAULT_ENDPOINT
 
 from .state import Batch, MonitorState, StreamView
@@ -160,6 +164,8 @@ class MonitorApp(App[None]):
             return  # shutting down: the widgets are gone
         changes = self.state.apply_batch(batch)
         self.batches += 1
+        if batch.snapshot:
+            self.notify(batch.snapshot, title="sed-monitor", severity="warning")
         if self.selected is None and self.state.streams:
             self.selected = self.state.stream_ids()[0]
         if self.paused:
@@ -320,6 +326,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --demo: sed-listen's --model (default: its own default model)",
     )
     p.add_argument(
+        "--curve-secret-key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="this monitor's CURVE key pair (NAME.key_secret from sed-keys); "
+        "with --curve-server-key, for a sed-listen started with --curve-secret-key",
+    )
+    p.add_argument(
+        "--curve-server-key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="sed-listen's public CURVE key (its server.key; never the .key_secret)",
+    )
+    p.add_argument(
+        "--control",
+        nargs="?",
+        const=DEFAULT_CONTROL_ENDPOINT,
+        default=None,
+        metavar="ENDPOINT",
+        help="sed-listen's control socket (local only; without a value "
+        f"{DEFAULT_CONTROL_ENDPOINT}): fetch the open events on every connection",
+    )
+    p.add_argument(
         "--ui-rate",
         type=float,
         default=1 / SubscriberConfig.post_interval_s,
@@ -340,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sed-monitor``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.log_file:
         logging.basicConfig(
             filename=args.log_file,
@@ -349,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not args.ui_rate > 0:
         raise SystemExit(f"--ui-rate {args.ui_rate}: must be > 0 updates per second")
+    if args.demo and (args.curve_secret_key or args.curve_server_key or args.control):
+        parser.error("--demo runs its own sed-listen without CURVE or a control socket; "
+                     "drop --curve-secret-key, --curve-server-key and --control")
     if args.demo:
         from .demo import DEMO_CLIP, run_demo
 
@@ -361,11 +395,17 @@ def main(argv: list[str] | None = None) -> int:
             )
         except FileNotFoundError as e:
             raise SystemExit(f"sed-monitor --demo: {e}") from e
-    config = SubscriberConfig(
-        endpoint=args.connect or DEFAULT_ENDPOINT,
-        post_interval_s=1 / args.ui_rate,
-        stale_after_s=args.stale_after,
-    )
+    try:
+        config = SubscriberConfig(
+            endpoint=args.connect or DEFAULT_ENDPOINT,
+            post_interval_s=1 / args.ui_rate,
+            stale_after_s=args.stale_after,
+            curve_secret_key=args.curve_secret_key,
+            curve_server_key=args.curve_server_key,
+            control=args.control,
+        )
+    except ValueError as e:
+        raise SystemExit(f"sed-monitor: error: {e}") from e
     MonitorApp(config).run()
     return 0
 

@@ -61,6 +61,8 @@ class ConnState(StrEnum):
     """Connected, but silent for longer than the subscriber's ``stale_after_s``."""
     DISCONNECTED = "disconnected"
     """The publisher went away; ZeroMQ is reconnecting."""
+    REFUSED = "refused"
+    """The security handshake failed (CURVE keys); stays until a handshake succeeds."""
     STOPPED = "stopped"
     """The subscriber loop has ended."""
 
@@ -150,6 +152,9 @@ class Batch:
     dropped_events: int = 0
     """Event/status messages dropped because one batch held too many."""
     last_error: str = ""
+    snapshot: str | None = None
+    """The open-events snapshot asked for since the previous batch: ``None`` when none
+    was, ``""`` when it arrived (its events are in ``messages``), else why it failed."""
 
 
 @dataclass
@@ -307,6 +312,8 @@ class MonitorState:
         self.coalesced = 0
         self.dropped_events = 0
         self.last_error = ""
+        self.snapshot_error = ""
+        """Why the latest open-events snapshot failed; empty when it arrived or none was asked."""
 
     # ---- feeding
     def apply_batch(self, batch: Batch) -> Changes:
@@ -318,6 +325,8 @@ class MonitorState:
         self.dropped_events += batch.dropped_events
         if batch.last_error:
             self.last_error = batch.last_error
+        if batch.snapshot is not None:
+            self.snapshot_error = batch.snapshot
         n_streams = len(self.streams)
         version = self.events_version
         touched: set[str] = set()
@@ -327,9 +336,10 @@ class MonitorState:
                 view is not None
                 and view.seq is not None
                 and stats.restarts > view.seq.restarts
-                and stats.session == view.session
+                and stats.session == view.seq.session
             ):
-                # seq went backwards within one session id: a restart all the same.
+                # seq went backwards within one session id: a restart all the same. (A new
+                # session is handled by apply(), which may already have seen it in a snapshot.)
                 self._restart(view)
         for message in batch.messages:
             touched.add(self.apply(message))

@@ -9,8 +9,16 @@ to ``deliver`` — so 8 streams at 50 scores/s cost the UI ``1 / post_interval_s
 updates a second, not 400.
 
 ZeroMQ reconnects a SUB socket by itself when the publisher restarts; a socket
-monitor turns its connect/disconnect events into :class:`ConnState`, and a
-heartbeat notices a publisher that vanished without closing TCP.
+monitor turns its handshake/disconnect events into :class:`ConnState`, and a
+heartbeat notices a publisher that vanished without closing TCP. A failed
+handshake (a CURVE key the publisher does not allow, CURVE on one side only, the
+wrong server key) is :attr:`ConnState.REFUSED` until a handshake succeeds.
+
+With ``curve_secret_key``/``curve_server_key`` the SUB socket is a CURVE client
+(:func:`detector.security.configure_client`). With ``control`` every successful
+handshake is followed by a ``snapshot`` request to ``sed-listen``'s control
+socket, whose open events enter the batch like live ones but bypass the
+:class:`SeqTracker`: they repeat the stream's last sent seq (``docs/wire.md``).
 """
 
 from __future__ import annotations
@@ -21,11 +29,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from detector.control import request
+from detector.publisher import is_loopback_endpoint
+from detector.security import PUBLIC_SUFFIX, configure_client, load_keypair, load_public
 from detector.wire import DEFAULT_ENDPOINT, WireError, decode
 
 from .state import Batch, Connection, ConnState, SeqTracker
@@ -35,13 +47,31 @@ __all__ = ["Coalescer", "Subscriber", "SubscriberConfig"]
 log = logging.getLogger(__name__)
 
 _MS_PER_S = 1000.0
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 _MONITOR_EVENTS = (
-    zmq.EVENT_CONNECTED
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_DISCONNECTED
     | zmq.EVENT_CONNECT_RETRIED
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | _HANDSHAKE_FAILED
 )
+
+
+def handshake_failure(event: int, value: int) -> str:
+    """One line saying why a handshake failed, from a socket monitor event and its value."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return (
+            f"handshake refused (ZAP status {value}): is this monitor's public key in "
+            "sed-listen's --curve-allow-dir?"
+        )
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            return "handshake failed: CURVE on one side only (check --curve-* on both)"
+        return f"handshake failed: protocol error {value:#x}"
+    return "handshake failed: wrong --curve-server-key, or CURVE on one side only?"
 
 
 @dataclass(frozen=True)
@@ -67,13 +97,52 @@ class SubscriberConfig:
     """Event/status messages held for one batch; beyond it the oldest are dropped."""
     receive_hwm: int = 10_000
     """ZeroMQ receive high-water mark (messages queued before ZeroMQ drops)."""
+    curve_secret_key: Path | None = None
+    """This monitor's CURVE key pair (a ``.key_secret`` file); needs ``curve_server_key``."""
+    curve_server_key: Path | None = None
+    """``sed-listen``'s public CURVE key (its ``.key`` file)."""
+    control: str | None = None
+    """``sed-listen``'s control endpoint (local only): ask it for the open events on
+    every connection. ``None``: wait for the events' periodic updates."""
+    snapshot_timeout_s: float = 0.5
+    """Longest wait for the snapshot reply (the loop receives nothing meanwhile)."""
 
     def __post_init__(self) -> None:
-        for name in ("post_interval_s", "poll_interval_s", "stale_after_s"):
+        for name in ("post_interval_s", "poll_interval_s", "stale_after_s", "snapshot_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r}; must be > 0 seconds")
         if self.max_batch_messages < 1:
             raise ValueError(f"max_batch_messages={self.max_batch_messages}; must be >= 1")
+        self._check_curve()
+        if self.control is not None and (
+            "://" not in self.control or not is_loopback_endpoint(self.control)
+        ):
+            raise ValueError(
+                f"--control {self.control!r}: the control socket is local only; accepted: "
+                "tcp://127.0.0.1:PORT, tcp://localhost:PORT, ipc://PATH or inproc://NAME"
+            )
+
+    def _check_curve(self) -> None:
+        """Both key files or neither; each must load (the loaders' messages name the file)."""
+        secret, server = self.curve_secret_key, self.curve_server_key
+        if (secret is None) != (server is None):
+            raise ValueError(
+                "CURVE needs both --curve-secret-key FILE (this monitor's .key_secret) and "
+                f"--curve-server-key FILE (sed-listen's public {PUBLIC_SUFFIX}); got only "
+                f"{'--curve-secret-key' if server is None else '--curve-server-key'}"
+            )
+        if secret is None or server is None:
+            return
+        try:
+            load_keypair(secret)
+        except ValueError as e:
+            raise ValueError(f"--curve-secret-key: {e}") from e
+        try:
+            load_public(server)
+        except ValueError as e:
+            raise ValueError(
+                f"--curve-server-key: {e}; expected sed-listen's public {PUBLIC_SUFFIX} file"
+            ) from e
 
 
 class Coalescer:
@@ -135,8 +204,13 @@ class Subscriber:
         self._invalid = 0
         self._last_error = ""
         self._last_message = -1.0
+        self._snapshot: str | None = None
         self.batches_posted = 0
         self.messages_received = 0
+        self.snapshots = 0
+        """Snapshots received (one per connection with ``config.control``)."""
+        self.snapshot_events = 0
+        """Open events received in snapshots."""
 
     @property
     def connection(self) -> Connection:
@@ -162,6 +236,8 @@ class Subscriber:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, round(cfg.reconnect_interval_max_s * _MS_PER_S))
         sock.setsockopt(zmq.HEARTBEAT_IVL, round(cfg.heartbeat_interval_s * _MS_PER_S))
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, round(cfg.heartbeat_timeout_s * _MS_PER_S))
+        if cfg.curve_secret_key is not None and cfg.curve_server_key is not None:
+            configure_client(sock, cfg.curve_secret_key, cfg.curve_server_key)
         for topic in cfg.topics:
             sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
         return sock
@@ -201,7 +277,8 @@ class Subscriber:
                 ):
                     self._set_state(ConnState.STALE, f"silent for {cfg.stale_after_s:g} s")
                 due = now >= next_post
-                if due and (len(self._coalescer) or posted_connection != self._connection):
+                pending = len(self._coalescer) or self._snapshot is not None
+                if due and (pending or posted_connection != self._connection):
                     self._post()
                     posted_connection = self._connection
                     next_post = now + cfg.post_interval_s
@@ -224,9 +301,11 @@ class Subscriber:
             invalid=self._invalid,
             dropped_events=dropped,
             last_error=self._last_error,
+            snapshot=self._snapshot,
         )
         self._invalid = 0
         self._last_error = ""
+        self._snapshot = None
         self.batches_posted += 1
         self._deliver(batch)
 
@@ -258,13 +337,55 @@ class Subscriber:
                 event = recv_monitor_message(monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            kind = event["event"]
-            if kind == zmq.EVENT_CONNECTED:
+            kind = int(event["event"])
+            refused = self._connection.state == ConnState.REFUSED
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._set_state(ConnState.CONNECTED, "publisher connected", connected=True)
+                if self.config.control is not None:
+                    self._request_snapshot(self.config.control)
+            elif kind & _HANDSHAKE_FAILED:
+                reason = handshake_failure(kind, int(event["value"]))
+                if not refused:
+                    log.warning("%s: %s", self.config.endpoint, reason)
+                self._set_state(ConnState.REFUSED, reason)
+            elif refused:
+                continue  # reconnect attempts after a refusal: keep saying why
             elif kind == zmq.EVENT_DISCONNECTED:
                 self._set_state(ConnState.DISCONNECTED, "publisher went away; reconnecting")
             elif kind == zmq.EVENT_CONNECT_RETRIED:
                 if self._connection.state not in (ConnState.WAITING, ConnState.DISCONNECTED):
                     self._set_state(ConnState.WAITING)
-            else:
-                self._set_state(self._connection.state, f"handshake failed (event {kind})")
+
+    def _request_snapshot(self, endpoint: str) -> None:
+        """Ask the control socket for the open events; queue them like live event messages.
+
+        They skip the :class:`SeqTracker`: each repeats its stream's last sent seq and is
+        not a new message, so counting it would make the live messages still in flight
+        look like a seq reset. A failure is logged and reported in the next batch.
+        """
+        try:
+            reply = request(
+                endpoint, "snapshot", self.config.snapshot_timeout_s, context=self._context
+            )
+            if not reply.get("ok"):
+                raise ValueError(f"refused: {reply.get('error')}")
+            events = reply["result"]["events"]
+            if not isinstance(events, list):
+                raise TypeError(f"events is a {type(events).__name__}; expected a list")
+        except (TimeoutError, zmq.ZMQError, ValueError, KeyError, TypeError) as e:
+            self._snapshot = f"no snapshot from {endpoint}: {e}"
+            log.warning("%s", self._snapshot)
+            return
+        for message in events:
+            if not isinstance(message, dict) or message.get("type") != "event" or not {
+                "stream", "session", "event_id"
+            } <= message.keys():
+                self._invalid += 1
+                self._last_error = f"snapshot: not an event message: {str(message)[:80]}"
+                log.warning("dropping bad snapshot entry: %.200s", message)
+                continue
+            self._coalescer.add(message)
+            self.snapshot_events += 1
+        self.snapshots += 1
+        self._snapshot = ""
+        log.info("snapshot from %s: %d open event(s)", endpoint, len(events))

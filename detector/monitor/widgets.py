@@ -59,6 +59,7 @@ _STATE_STYLE = {
     ConnState.RECEIVING: ("●", "green"),
     ConnState.STALE: ("◌", "yellow"),
     ConnState.DISCONNECTED: ("✕", "red"),
+    ConnState.REFUSED: ("⊘", "bold red"),
     ConnState.STOPPED: ("■", "red"),
 }
 
@@ -173,6 +174,8 @@ class ConnectionHeader(_Panel):
             t.append(f"{c.endpoint} silent", style)
         elif c.state == ConnState.CONNECTED:
             t.append(f"connected to {c.endpoint}; waiting for messages", style)
+        elif c.state == ConnState.REFUSED:
+            t.append(f"refused by {c.endpoint}: {c.detail}", style)
         elif c.state == ConnState.STOPPED:
             t.append(f"stopped ({c.endpoint})", style)
         else:
@@ -186,6 +189,8 @@ class ConnectionHeader(_Panel):
             t.append(f"  restarts {restarts}", "yellow")
         if state.invalid:
             t.append(f"  bad msgs {state.invalid}", "red")
+        if state.snapshot_error:
+            t.append("  no snapshot", "yellow")
         if label_filter:
             t.append(f"  │ filter: {label_filter!r}", "magenta")
         if paused:
@@ -222,11 +227,12 @@ class ScoresPanel(_Panel):
         """Redraw the top-k of ``view`` (None: no stream yet)."""
         if view is None:
             c = state.connection
-            what = (
-                f"waiting for {c.endpoint}"
-                if c.state in (ConnState.WAITING, ConnState.DISCONNECTED)
-                else "waiting for the first scores message"
-            )
+            if c.state == ConnState.REFUSED:
+                what = f"refused by {c.endpoint}: {c.detail}"
+            elif c.state in (ConnState.WAITING, ConnState.DISCONNECTED):
+                what = f"waiting for {c.endpoint}"
+            else:
+                what = "waiting for the first scores message"
             self.show(Text(f"Top labels\n\n  {what}…", style="dim"))
             return
         labels = view.top_labels()
