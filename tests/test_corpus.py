@@ -243,3 +243,25 @@ def test_report_subcommand_rewrites_table(ci_builds: tuple[Path, Path, tuple[str
     text = (out / "REPORT.md").read_text()
     assert "| Typing |" in text and "**THIN**" in text
     assert text == capsys.readouterr().out
+
+
+@needs_build
+def test_train_all_and_labels_subcommand(ci_builds: tuple[Path, Path, tuple[str, str]],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import tomllib
+
+    from training.corpus.labels import LabelRule, select_labels
+
+    out = ci_builds[0]
+    train = (out / "train.csv").read_text().splitlines()
+    scenes_train = (out / "scenes_train.csv").read_text().splitlines()
+    assert (out / "train_all.csv").read_text().splitlines() == train + scenes_train[1:]
+    assert main(["labels", str(out), "--min-real", "1", "--min-synthetic", "1"]) == 0
+    printed = tomllib.loads(capsys.readouterr().out)["labels"]
+    summary = json.loads((out / "corpus.json").read_text())
+    assert printed == select_labels(summary["labels"], LabelRule(1, 1, 1))[0]
+    assert printed and "Typing" in printed
+    for name in printed:
+        stats = summary["labels"][name]
+        assert stats["val"]["real_clips"] + stats["val"]["synthetic_clips"] >= 1

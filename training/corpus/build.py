@@ -324,6 +324,10 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
         writer.writeheader()
         writer.writerows(dup_rows)
     scene_counts = _write_scenes(out, manifests, index_rows, cfg)
+    # What sed-train trains on: the clips and the training soundscapes (strong labels).
+    with (out / "train_all.csv").open("w", encoding="utf-8") as f:
+        f.write((out / "train.csv").read_text(encoding="utf-8"))
+        f.writelines((out / "scenes_train.csv").read_text(encoding="utf-8").splitlines(True)[1:])
     summary = _summary(cfg, versions, manifests, len(cands), skipped, len(drop), len(near_drop),
                        len(groups), scene_counts, out)
     (out / "corpus.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")

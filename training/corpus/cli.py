@@ -3,6 +3,10 @@
     sed-corpus build ~/.cache/sed/corpus [--subset ci] [--shared-data PATH] [--deb-cache DIR]
                      [--no-soundfont]
     sed-corpus report ~/.cache/sed/corpus
+    sed-corpus labels ~/.cache/sed/corpus      # the labels it can support (a TOML array)
+
+``build`` writes ``train.csv`` / ``val.csv`` (clips), the soundscape manifests and
+``train_all.csv`` (training clips + training soundscapes: what ``sed-train`` reads).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from training.corpus.build import BuildConfig, build, report_markdown
+from training.corpus.labels import LabelRule, select_labels
 from training.corpus.soundfont import FLUIDSYNTH_INSTALL, SoundfontError
 
 __all__ = ["main"]
@@ -42,6 +47,16 @@ def _parser() -> argparse.ArgumentParser:
                    f"needs fluidsynth: `{FLUIDSYNTH_INSTALL}`)")
     r = sub.add_parser("report", help="rewrite DIR/REPORT.md from DIR/corpus.json and print it")
     r.add_argument("dir", type=Path)
+    lab = sub.add_parser("labels", help="print the labels DIR supports as a TOML `labels = [...]` "
+                         "line; the ones short of the rule go to stderr with their counts")
+    lab.add_argument("dir", type=Path)
+    rule = LabelRule()
+    lab.add_argument("--min-real", type=int, default=rule.min_real,
+                     help=f"real training clips (default {rule.min_real})")
+    lab.add_argument("--min-synthetic", type=int, default=rule.min_synthetic,
+                     help=f"... or synthetic training clips (default {rule.min_synthetic})")
+    lab.add_argument("--min-val", type=int, default=rule.min_val,
+                     help=f"validation clips (default {rule.min_val})")
     return p
 
 
@@ -73,7 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     if not summary_path.is_file():
         log.error("%s not found; run `sed-corpus build %s` first", summary_path, out)
         return 2
-    text = report_markdown(json.loads(summary_path.read_text()))
+    summary = json.loads(summary_path.read_text())
+    if args.command == "labels":
+        rule = LabelRule(args.min_real, args.min_synthetic, args.min_val)
+        kept, short = select_labels(summary["labels"], rule)
+        print("labels = [" + ", ".join(json.dumps(k) for k in kept) + "]")
+        log.info("%d labels meet the rule (%s); %d do not (real train / synthetic train / val): %s",
+                 len(kept), rule.describe(), len(short),
+                 ", ".join(f"{k} {r}/{s}/{v}" for k, (r, s, v) in short.items()))
+        return 0
+    text = report_markdown(summary)
     (out / "REPORT.md").write_text(text)
     print(text, end="")
     return 0
