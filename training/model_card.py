@@ -10,6 +10,8 @@ for events), on data the model never trained on:
   soundscapes, whose strong labels are known;
 - false alarms per hour on background-only soundscapes (an onset counts as false
   unless its label is a background label or an ancestor/descendant of one);
+- the same event F1 and false alarms with the on-thresholds capped lower
+  (``--caps``), which is how the shipped cap is chosen;
 - MACs, parameters and ms per patch of both models;
 - per-label real/synthetic clip counts from the corpus summary.
 """
@@ -22,6 +24,7 @@ import logging
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 WELL_COVERED_VAL_CLIPS = 5  # "well-covered" labels for the top-1 criterion
 COLLARS_S = (0.2, 1.0)
 PATCH = (96, 64)  # (patch_frames, n_mels) of both models
+DEFAULT_CAPS = (0.75, 0.6)  # on-threshold caps compared with the shipped one
 LATENCY_MATCH_S = (0.5, 2.0)  # an onset this far before/after a true start is its detection
 
 
@@ -201,6 +205,23 @@ def render(card: dict[str, Any], head: str) -> str:
     out += ["", "## False alarms on background-only audio", "",
             f"{b['hours']:.2f} h of background-only soundscapes: **{b['per_hour']:.1f} false onsets per hour** "
             f"({b['false_alarms']} in all; most frequent: {top or 'none'})."]
+    if card.get("cap_sweep"):
+        out += ["", "## Threshold cap: event F1 against false alarms", "",
+                "The same soundscapes with every on-threshold lowered to at most the cap "
+                "(off keeps its ratio to on). The shipped model is the first row.", "",
+                "| on-threshold cap | event F1 @1 s (micro / macro) | detected / reference events "
+                "| onset latency p50 | false onsets per hour (background only) |",
+                "|---|---|---|---:|---:|"]
+        k = e["collar_1.0"]
+        rows = [{"cap": max(card.get("on_thresholds", [float("nan")])), "micro_f1": k["micro_f1"],
+                 "macro_f1": k["macro_f1"], "detected": e["detected"],
+                 "reference_events": e["reference_events"], "fa_per_hour": b["per_hour"],
+                 "onset_latency_p50_s": lat.get("p50"), "shipped": True}, *card["cap_sweep"]]
+        for r in rows:
+            cap = f"**{r['cap']:.2f} (shipped)**" if r.get("shipped") else f"{r['cap']:.2f}"
+            out.append(f"| {cap} | {_f(r['micro_f1'])} / {_f(r['macro_f1'])} | {r['detected']} / "
+                       f"{r['reference_events']} | {_f(r['onset_latency_p50_s'], 2)} s | "
+                       f"{_f(r['fa_per_hour'], 0)} |")
     if card.get("licenses"):
         out += ["", "## Data sources and licenses", "", "| Debian package | version | licenses named in its copyright file |", "|---|---|---|"]
         versions = card.get("corpus", {}).get("package_versions", {})
@@ -209,7 +230,37 @@ def render(card: dict[str, Any], head: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def measure(model: Path, corpus: Path, yamnet: Path | None) -> dict[str, Any]:
+def _capped(scorer: OnnxScorer, cap: float) -> OnnxScorer:
+    """The same session with every on-threshold lowered to at most ``cap``; each off-threshold
+    keeps its ratio to its on-threshold."""
+    from copy import copy
+    from dataclasses import replace
+
+    c = scorer.contract
+    on = tuple(min(t, cap) for t in c.on_thresholds)
+    off = tuple(f * new / old for f, new, old in zip(c.off_thresholds, on, c.on_thresholds, strict=True))
+    capped = copy(scorer)
+    capped.contract = replace(c, on_thresholds=on, off_thresholds=off)
+    return capped
+
+
+def _cap_sweep(scorer: OnnxScorer, corpus: Path, names: list[str], ontology: Ontology,
+               caps: Sequence[float]) -> list[dict[str, Any]]:
+    rows = []
+    for cap in caps:
+        log.info("threshold cap %.2f: events and false alarms", cap)
+        s = _capped(scorer, cap)
+        ev = _events(s, corpus / "scenes_val.csv", names)
+        fa = _false_alarms(s, corpus / "background_val.csv", ontology)
+        rows.append({"cap": cap, "micro_f1": ev["collar_1.0"]["micro_f1"],
+                     "macro_f1": ev["collar_1.0"]["macro_f1"], "detected": ev["detected"],
+                     "reference_events": ev["reference_events"], "fa_per_hour": fa["per_hour"],
+                     "onset_latency_p50_s": ev.get("onset_latency_s", {}).get("p50")})
+    return rows
+
+
+def measure(model: Path, corpus: Path, yamnet: Path | None,
+            caps: Sequence[float] = ()) -> dict[str, Any]:
     ontology = Ontology.load()
     ours = OnnxScorer(model, threads=1)
     names = ours.contract.names
@@ -217,7 +268,8 @@ def measure(model: Path, corpus: Path, yamnet: Path | None) -> dict[str, Any]:
     log.info("scoring %d validation clips", len(paths))
     s_ours = _clip_scores(ours, paths)
     card: dict[str, Any] = {"model": str(model), "model_version": ours.contract.model_version,
-                            "labels": names, "val_clips": len(paths)}
+                            "labels": names, "val_clips": len(paths),
+                            "on_thresholds": list(ours.contract.on_thresholds)}
     ap = _ap(s_ours, labels, names)
     card["ap"] = {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, ap, strict=True)}
     card["map"], card["map_excluded"] = mean_excluding(ap)
@@ -243,6 +295,8 @@ def measure(model: Path, corpus: Path, yamnet: Path | None) -> dict[str, Any]:
     card["events"] = _events(ours, corpus / "scenes_val.csv", names)
     log.info("false alarms on background-only soundscapes")
     card["background"] = _false_alarms(ours, corpus / "background_val.csv", ontology)
+    shipped = max(ours.contract.on_thresholds)
+    card["cap_sweep"] = _cap_sweep(ours, corpus, names, ontology, [c for c in caps if c < shipped])
     summary = json.loads((corpus / "corpus.json").read_text())
     card["counts"] = {n: summary["labels"].get(n) for n in names}
     card["corpus"] = {k: summary[k] for k in ("real_seconds", "package_versions", "exact_duplicates_dropped",
@@ -259,13 +313,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--yamnet", type=Path, help="YAMNet w8a8 model.onnx (default: search the cache)")
     p.add_argument("--out", type=Path, required=True, help="card.json to write")
     p.add_argument("--head", type=Path, help="hand-written card head (markdown); writes MODEL_CARD.md beside --out")
+    p.add_argument("--caps", type=float, nargs="*", default=list(DEFAULT_CAPS),
+                   help="also measure events and false alarms with on-thresholds capped at these "
+                        f"(default {' '.join(map(str, DEFAULT_CAPS))}; none: no sweep)")
     p.add_argument("--render-only", action="store_true", help="re-render from an existing --out card.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.render_only:
         card = json.loads(args.out.read_text())
     else:
-        card = measure(args.model, args.corpus, args.yamnet or find_yamnet())
+        card = measure(args.model, args.corpus, args.yamnet or find_yamnet(), args.caps)
         args.out.write_text(json.dumps(card, indent=1))
         print(f"wrote {args.out}")
     if args.head:

@@ -1,0 +1,51 @@
+"""training.model_card: the threshold-cap sweep and the rendered card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from detector.scorer import OnnxScorer
+from training.model_card import _capped, render
+
+
+def test_capped_scorer_lowers_on_thresholds_and_keeps_off_ratios(toy_model: Path) -> None:
+    scorer = OnnxScorer(toy_model, threads=1)
+    c = scorer.contract
+    cap = min(c.on_thresholds) - 0.01  # below every tuned threshold: all of them move
+    capped = _capped(scorer, cap)
+    assert capped.contract.on_thresholds == (cap,) * len(c.labels)
+    for off, on, off0, on0 in zip(capped.contract.off_thresholds, capped.contract.on_thresholds,
+                                  c.off_thresholds, c.on_thresholds, strict=True):
+        assert off / on == pytest.approx(off0 / on0)
+    assert scorer.contract is c  # the original is untouched
+    assert capped.session is scorer.session  # and not reloaded
+    assert _capped(scorer, 2.0).contract.on_thresholds == c.on_thresholds
+
+
+def _card() -> dict[str, object]:
+    per_label = {"Speech": 0.5}
+    return {
+        "labels": ["Speech"], "val_clips": 3, "map": 0.9, "map_excluded": 0, "on_thresholds": [0.9],
+        "ap": {"Speech": 0.9}, "top1": {"Speech": {"top1": 1.0, "clips": 3}},
+        "counts": {"Speech": {"train": {"real_clips": 9, "synthetic_clips": 0}}},
+        "cost": {"macs": 6e6, "params": 3e5, "ms_per_patch_b1": 0.09},
+        "events": {"files": 2, "reference_events": 10, "detected": 8,
+                   "collar_0.2": {"micro_f1": 0.3, "macro_f1": 0.3, "per_label": per_label},
+                   "collar_1.0": {"micro_f1": 0.5, "macro_f1": 0.4, "per_label": per_label},
+                   "onset_latency_s": {"p50": 0.6, "p95": 1.2, "n": 5}},
+        "background": {"hours": 0.5, "false_alarms": 10, "per_hour": 20.0, "by_label": {"Speech": 10}},
+        "cap_sweep": [{"cap": 0.6, "micro_f1": 0.55, "macro_f1": 0.45, "detected": 12,
+                       "reference_events": 10, "fa_per_hour": 80.0, "onset_latency_p50_s": 0.5}],
+    }
+
+
+def test_render_puts_the_shipped_cap_first_in_the_sweep_table() -> None:
+    md = render(_card(), "# Card\n")
+    table = md.split("## Threshold cap")[1]
+    rows = [r for r in table.splitlines() if r.startswith("| **") or r.startswith("| 0.")]
+    assert rows[0].startswith("| **0.90 (shipped)** | 0.500 / 0.400 | 8 / 10 | 0.60 s | 20 |")
+    assert rows[1].startswith("| 0.60 | 0.550 / 0.450 | 12 / 10 | 0.50 s | 80 |")
