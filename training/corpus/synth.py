@@ -45,6 +45,20 @@ def _place(total: np.ndarray, part: np.ndarray, start: int) -> None:
         total[start:stop] += part[: stop - start]
 
 
+def _lowpass(x: np.ndarray, cutoff: float, sr: int, order: int = 4) -> np.ndarray:
+    from scipy.signal import butter, sosfilt
+
+    sos = butter(order, min(cutoff, 0.45 * sr), btype="low", fs=sr, output="sos")
+    return np.asarray(sosfilt(sos, x))
+
+
+def _band(x: np.ndarray, lo: float, hi: float, sr: int, order: int = 2) -> np.ndarray:
+    from scipy.signal import butter, sosfilt
+
+    sos = butter(order, [lo, min(hi, 0.45 * sr)], btype="band", fs=sr, output="sos")
+    return np.asarray(sosfilt(sos, x))
+
+
 def chime(rng: np.random.Generator, sr: int) -> np.ndarray:
     """Doorbell ding-dong: two (sometimes three) bell tones a major third/fifth apart."""
     f1 = rng.uniform(500, 1000)
@@ -116,16 +130,20 @@ def shatter(rng: np.random.Generator, sr: int) -> np.ndarray:
 
 
 def knock(rng: np.random.Generator, sr: int) -> np.ndarray:
-    """Knocking on a door: 2-6 damped low resonances with irregular spacing."""
+    """Knocking on a door: 2-6 knuckle hits at a steady-ish pace, each a band-limited thud
+    (80 Hz-2.5 kHz noise, ~15 ms decay), a click and damped panel modes (100-700 Hz)."""
     total = np.zeros(round(rng.uniform(1.5, 3.0) * sr))
-    modes = rng.uniform(80, 400, size=3)
-    pos = rng.uniform(0.05, 0.3)
+    modes = rng.uniform(100, 700, size=4)
+    click = rng.uniform(0.3, 1.0)
+    pos, pace = rng.uniform(0.05, 0.3), rng.uniform(0.12, 0.3)
     for _ in range(int(rng.integers(2, 7))):
-        t = _t(0.15, sr)
-        hit = sum(np.sin(2 * np.pi * m * t) * np.exp(-t * rng.uniform(30, 70)) for m in modes)
-        click = rng.standard_normal(t.size) * np.exp(-t * 400) * 0.5
-        _place(total, (np.asarray(hit) + click) * rng.uniform(0.6, 1.0), round(pos * sr))
-        pos += rng.uniform(0.12, 0.35)
+        t = _t(0.2, sr)
+        ring = sum(np.sin(2 * np.pi * m * t) * np.exp(-t * rng.uniform(30, 100)) for m in modes)
+        n = rng.standard_normal(t.size)
+        thud = _band(n, 80, rng.uniform(800, 2500), sr) * np.exp(-t * rng.uniform(40, 90))
+        hit = np.asarray(ring) / 2 + 3 * thud + click * n * np.exp(-t * 600)
+        _place(total, hit * rng.uniform(0.6, 1.0), round(pos * sr))
+        pos += pace * rng.uniform(0.8, 1.25)
     return _finish(total, rng)
 
 
@@ -146,6 +164,129 @@ def phone_ring(rng: np.random.Generator, sr: int) -> np.ndarray:
     return _finish(total, rng)
 
 
+def car_horn(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """Car horn: one to three honks of a pair of sawtooth tones about a third apart
+    (330-620 Hz), overdriven (tanh) and band-limited to 200 Hz-5 kHz, fast attack/release."""
+    f1 = rng.uniform(330, 480)
+    f2 = f1 * rng.uniform(1.18, 1.3)
+    total = np.zeros(round(rng.uniform(2.0, 4.0) * sr))
+    pos = rng.uniform(0.05, 0.4)
+    for _ in range(int(rng.integers(1, 4))):
+        length = rng.uniform(0.3, 1.6)
+        t = _t(length, sr)
+        saw = sum((f * t + rng.uniform()) % 1.0 - 0.5 for f in (f1, f2))
+        env = np.minimum(1.0, np.minimum(t / 0.01, (length - t) / 0.02).clip(0.0))
+        _place(total, _band(np.tanh(4 * np.asarray(saw)) * env, 200, 5000, sr), round(pos * sr))
+        pos += length + rng.uniform(0.08, 0.4)
+    return _finish(total, rng)
+
+
+def _brown(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Brown (1/f^2) noise with its drift (below ~20 Hz at 16 kHz) removed."""
+    x = np.cumsum(rng.standard_normal(n))
+    return x - np.convolve(x, np.ones(801) / 801, mode="same")
+
+
+def thunder(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """Rolling thunder: brown noise low-passed at 300-1200 Hz, shaped by 10-40 short
+    swells (20-150 ms) whose times spread out and fade from the first one, over a 2-5 s
+    decaying bed; 4-9 s in all."""
+    seconds = rng.uniform(4.0, 9.0)
+    t = _t(seconds, sr)
+    rumble = _lowpass(_brown(rng, t.size), rng.uniform(300, 1200), sr)
+    onset = rng.uniform(0.0, 1.0)
+    env = np.zeros_like(t)
+    for _ in range(int(rng.integers(10, 40))):
+        c, w = onset + rng.exponential(1.5), rng.uniform(0.02, 0.15)
+        env += rng.uniform(0.3, 1.0) * np.exp(-0.5 * ((t - c) / w) ** 2) * np.exp(-(c - onset) / 3)
+    env += 0.3 * np.exp(-np.maximum(t - onset, 0.0) / rng.uniform(2.0, 5.0)) * (t > onset)
+    return _finish(rumble / (np.std(rumble) + 1e-9) * env, rng)
+
+
+def fireworks(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """Fireworks: bangs every 0.15-1.5 s (a 2 ms attack, a short blast and a 0.3-0.8 s
+    tail, low-passed at 1.5-5 kHz), most followed by a crackle of tiny clicks."""
+    total = np.zeros(round(rng.uniform(4.0, 8.0) * sr))
+    pos = rng.uniform(0.0, 0.5)
+    while pos < total.size / sr - 0.5:
+        bt = _t(rng.uniform(1.0, 2.0), sr)
+        env = 0.8 * np.exp(-bt / rng.uniform(0.02, 0.06)) + 0.2 * np.exp(-bt / rng.uniform(0.3, 0.8))
+        bang = _lowpass(rng.standard_normal(bt.size) * np.minimum(1.0, bt / 0.002) * env,
+                        rng.uniform(1500, 5000), sr, order=2)
+        _place(total, bang / (np.max(np.abs(bang)) + 1e-9) * rng.uniform(0.4, 1.0), round(pos * sr))
+        if rng.random() < 0.6:
+            ct = _t(0.01, sr)
+            for _ in range(int(rng.integers(30, 200))):
+                click = rng.standard_normal(ct.size) * np.exp(-ct * 800) * rng.uniform(0.05, 0.4)
+                _place(total, click, round((pos + 0.1 + rng.exponential(0.5)) * sr))
+        pos += rng.uniform(0.15, 1.5)
+    return _finish(total, rng)
+
+
+def firecrackers(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """A string of firecrackers: sharp pops (5-20 ms decay) about every 80 ms, 3-6 s."""
+    total = np.zeros(round(rng.uniform(3.0, 6.0) * sr))
+    pos = 0.1
+    bt = _t(0.15, sr)
+    while pos < total.size / sr - 0.2:
+        pop = rng.standard_normal(bt.size) * np.exp(-bt / rng.uniform(0.005, 0.02))
+        _place(total, pop * rng.uniform(0.3, 1.0), round(pos * sr))
+        pos += rng.exponential(0.08)
+    return _finish(_lowpass(total, 6000, sr), rng)
+
+
+def engine(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """Combustion engine: 40 harmonics of a 25-90 Hz firing rate (idling, steady or
+    revving, with slow speed wander) low-passed at 0.8-4 kHz, plus combustion noise
+    gated by the firing cycle and, sometimes, valve ticks."""
+    seconds = rng.uniform(3.0, 6.0)
+    t = _t(seconds, sr)
+    base = rng.uniform(25, 90)
+    mode = rng.integers(0, 3)  # 0 idle, 1 steady higher, 2 rev up and down
+    if mode == 0:
+        f = base * (1 + 0.02 * np.sin(2 * np.pi * rng.uniform(0.3, 1.0) * t))
+    elif mode == 1:
+        f = np.full_like(t, base * rng.uniform(1.3, 2.0))
+    else:
+        c, w = rng.uniform(0.3, 0.7) * seconds, rng.uniform(0.5, 1.5)
+        f = base * (1 + rng.uniform(0.8, 2.0) * np.exp(-0.5 * ((t - c) / w) ** 2))
+    f = f * (1 + 0.3 * _lowpass(rng.standard_normal(t.size), 20, sr))
+    phase = 2 * np.pi * np.cumsum(f) / sr
+    amps = rng.uniform(0.2, 1.0, 40) / np.arange(1, 41) ** rng.uniform(0.3, 0.8)
+    tone = _lowpass(np.asarray(sum(a * np.sin(k * phase + rng.uniform(0, 2 * np.pi))
+                                   for k, a in enumerate(amps, 1))), rng.uniform(800, 4000), sr)
+    gate = np.maximum(0.0, np.cos(phase)) ** 6
+    x = tone / (np.std(tone) + 1e-9) + rng.uniform(1.0, 3.0) * _band(
+        rng.standard_normal(t.size), 100, 3000, sr) * gate
+    if rng.random() < 0.5:
+        ticks = np.maximum(0.0, np.cos(2 * phase)) ** 40
+        x += 1.5 * _band(rng.standard_normal(t.size), 2000, 6000, sr) * ticks
+    return _finish(x, rng)
+
+
+def vacuum_cleaner(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """Vacuum cleaner: airflow noise strongest at 2-7.5 kHz, the motor's whine (11
+    harmonics of 300-450 Hz, slight wobble), sometimes spinning up or down."""
+    seconds = rng.uniform(3.0, 6.0)
+    t = _t(seconds, sr)
+    noise = rng.standard_normal(t.size)
+    air = (_band(noise, 2000, 7500, sr) * rng.uniform(0.6, 1.0)
+           + _band(noise, 500, 2000, sr) * rng.uniform(0.3, 0.6))
+    ramp = np.ones_like(t)
+    r = rng.random()
+    if r < 0.3:
+        ramp = 1 - np.exp(-t / rng.uniform(0.2, 0.6))
+    elif r < 0.5:
+        ramp = np.clip((seconds - t) / rng.uniform(0.5, 1.5), 0.0, 1.0)
+    f = rng.uniform(300, 450) * (0.6 + 0.4 * ramp) * (
+        1 + 0.005 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t))
+    phase = 2 * np.pi * np.cumsum(f) / sr
+    whine = sum(np.sin(k * phase + rng.uniform(0, 2 * np.pi)) * rng.uniform(0.3, 1.0) / k**0.5
+                for k in range(1, 12))
+    x = (air / (np.std(air) + 1e-9) + rng.uniform(0.5, 1.5) * np.asarray(whine) / 3) * (
+        0.1 + 0.9 * ramp)
+    return _finish(x, rng)
+
 KINDS: dict[str, tuple[Generator, tuple[str, ...]]] = {
     "chime": (chime, ("Doorbell", "Ding-dong")),
     "siren_two_tone": (siren_two_tone, ("Siren", "Emergency vehicle")),
@@ -154,6 +295,12 @@ KINDS: dict[str, tuple[Generator, tuple[str, ...]]] = {
     "shatter": (shatter, ("Shatter", "Glass")),
     "knock": (knock, ("Knock",)),
     "phone_ring": (phone_ring, ("Telephone bell ringing", "Telephone")),
+    "car_horn": (car_horn, ("Vehicle horn, car horn, honking", "Vehicle")),
+    "thunder": (thunder, ("Thunder",)),
+    "fireworks": (fireworks, ("Fireworks", "Explosion")),
+    "firecrackers": (firecrackers, ("Fireworks", "Explosion")),
+    "engine": (engine, ("Engine",)),
+    "vacuum_cleaner": (vacuum_cleaner, ("Vacuum cleaner",)),
 }
 
 
