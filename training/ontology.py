@@ -43,6 +43,10 @@ class Ontology:
             self._name_by_mid[mid] = name
             self._mid_by_name[name] = mid
             self._children[mid] = tuple(str(c) for c in e.get("child_ids", ()))
+        self._parents: dict[str, list[str]] = {}
+        for mid, kids in self._children.items():
+            for kid in kids:
+                self._parents.setdefault(kid, []).append(mid)
         self._by_folded = {n.casefold(): n for n in self._mid_by_name}
 
     @classmethod
@@ -119,4 +123,25 @@ class Ontology:
             out.append(self._name_by_mid[mid])
             if recursive:
                 stack.extend(self._children[mid])
+        return out
+
+    def ancestors(self, name_or_mid: str,
+                  skip_edges: Iterable[tuple[str, str]] = ()) -> list[str]:
+        """Display names of every ancestor (parents, their parents, ...), nearest first.
+
+        ``skip_edges``: ``(child, parent)`` display-name pairs not to climb; the ontology is a
+        DAG, so an ancestor reachable by another path is still returned.
+        """
+        skip = {(self.mid(c), self.mid(p)) for c, p in skip_edges}
+        out: list[str] = []
+        seen: set[str] = set()
+        queue = [self.mid(name_or_mid)]
+        while queue:
+            mid = queue.pop(0)
+            for parent in self._parents.get(mid, ()):
+                if parent in seen or (mid, parent) in skip or parent not in self._name_by_mid:
+                    continue
+                seen.add(parent)
+                out.append(self._name_by_mid[parent])
+                queue.append(parent)
         return out

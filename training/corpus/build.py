@@ -13,8 +13,8 @@ import json
 import logging
 import shutil
 from collections import Counter, defaultdict
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +23,16 @@ import soundfile as sf
 from detector.features import FeatureConfig
 from training.corpus import dedup, packages, scenes, soundfont, synth
 from training.corpus.mapping import DEFAULT_MAPPING, Rule, group_key, load_mapping, match
+from training.ontology import Ontology
 
 __all__ = [
     "CI_PACKAGES",
     "MANIFEST_COLUMNS",
+    "NOT_IMPLIED",
     "BuildConfig",
     "Candidate",
     "build",
+    "complete_labels",
     "decode",
     "write_manifest_rows",
 ]
@@ -42,6 +45,9 @@ AUDIO_SUFFIXES = (".wav", ".ogg", ".oga", ".flac", ".aiff", ".aif", ".opus", ".m
 SPLITS = ("train", "val")
 LABEL_SEP = "|"
 THIN_CLIPS = 10
+#: (child, parent) edges of the AudioSet ontology that our clips do not satisfy: the
+#: soundfont's cowbell is a percussion instrument, not cattle; our howls are wolves'.
+NOT_IMPLIED = (("Cowbell", "Cattle, bovinae"), ("Howl", "Dog"))
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,33 @@ def decode(path: Path, sample_rate: int) -> np.ndarray:
 
         wave = AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), sr, sample_rate).numpy()
     return np.asarray(wave, dtype=np.float32)
+
+
+def complete_labels(labels: Iterable[str], vocabulary: frozenset[str],
+                    ontology: Ontology) -> tuple[str, ...]:
+    """``labels`` plus every ontology ancestor of them that is in ``vocabulary``.
+
+    A bark is a Dog sound and an Animal sound; a siren is an Alarm. The mapping table
+    names the specific class; this adds the general ones the corpus also uses as labels
+    (``vocabulary``: every label of the mapping table, the synthetic events, the
+    soundfont instruments and the shared data), so that "Animal" means every animal, as
+    it does in AudioSet, not only the clips a rule happened to call "Animal". Edges in
+    :data:`NOT_IMPLIED` are not climbed. Order: the given labels, then the added ones.
+    """
+    out = list(dict.fromkeys(labels))
+    for lab in list(out):
+        for anc in ontology.ancestors(lab, NOT_IMPLIED):
+            if anc in vocabulary and anc not in out:
+                out.append(anc)
+    return tuple(out)
+
+
+def _vocabulary(rules: list[Rule], cands: Iterable[Candidate]) -> frozenset[str]:
+    words = {lab for r in rules for lab in r.labels}
+    words.update(lab for c in cands for lab in c.labels)
+    words.update(lab for _, labs in synth.KINDS.values() for lab in labs)
+    words.update(lab for inst in soundfont.INSTRUMENTS for lab in inst.labels)
+    return frozenset(words)
 
 
 def _center_crop(wave: np.ndarray, n: int) -> np.ndarray:
@@ -230,6 +263,10 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
     cands.extend(shared_candidates(shared_data, per))
     if extra_data is not None:
         cands.extend(shared_candidates(extra_data))
+    ontology = Ontology.load()
+    vocab = _vocabulary(rules, cands)
+    cands = [replace(c, labels=complete_labels(c.labels, vocab, ontology)) for c in cands]
+    synth_labels = {k: complete_labels(labs, vocab, ontology) for k, (_, labs) in synth.KINDS.items()}
 
     waves: list[np.ndarray] = []
     kept: list[Candidate] = []
@@ -310,10 +347,11 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
                 name = f"clips/synthetic/{kind}/{split}_{k:03d}.flac"
                 _write_flac(out / name, w, sr)
                 synth_rows.append({
-                    "path": name, "labels": LABEL_SEP.join(synth.KINDS[kind][1]), "onset": "0.000",
+                    "path": name, "labels": LABEL_SEP.join(synth_labels[kind]), "onset": "0.000",
                     "offset": f"{w.size / sr:.3f}", "source": f"synthetic:{kind}", "split": split})
 
-    synth_rows += _soundfont_rows(out, deb_cache, cfg, versions)
+    synth_rows += _soundfont_rows(out, deb_cache, cfg, versions,
+                                  lambda labs: complete_labels(labs, vocab, ontology))
     manifests = {s: [r for r in clip_rows + synth_rows if r["split"] == s] for s in SPLITS}
     for s in SPLITS:
         write_manifest_rows(out / f"{s}.csv", manifests[s])
@@ -335,8 +373,9 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
     return summary
 
 
-def _soundfont_rows(out: Path, deb_cache: Path, cfg: BuildConfig,
-                    versions: dict[str, str]) -> list[dict[str, object]]:
+def _soundfont_rows(out: Path, deb_cache: Path, cfg: BuildConfig, versions: dict[str, str],
+                    complete: Callable[[tuple[str, ...]], tuple[str, ...]],
+                    ) -> list[dict[str, object]]:
     """Rendered General MIDI phrases, training split only (they share samples)."""
     if cfg.soundfont_per_program <= 0:
         return []
@@ -352,7 +391,8 @@ def _soundfont_rows(out: Path, deb_cache: Path, cfg: BuildConfig,
             w = soundfont.generate(inst, seed, sf2, sr)
             name = f"clips/soundfont/{inst.name}/train_{k:03d}.flac"
             _write_flac(out / name, w, sr)
-            rows.append({"path": name, "labels": LABEL_SEP.join(inst.labels), "onset": "0.000",
+            rows.append({"path": name, "labels": LABEL_SEP.join(complete(inst.labels)),
+                         "onset": "0.000",
                          "offset": f"{w.size / sr:.3f}",
                          "source": f"synthetic:soundfont:{inst.name}", "split": "train"})
         log.info("soundfont %s: %d clips", inst.name, cfg.soundfont_per_program)
