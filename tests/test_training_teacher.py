@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from detector.features import FeatureConfig, log_mel  # noqa: E402
 from detector.yamnet import find_yamnet  # noqa: E402
-from training.teacher import Teacher, blend, load_teacher  # noqa: E402
+from training.teacher import Teacher, blend, label_weights, load_teacher  # noqa: E402
 from training.toy import make_toy_clips  # noqa: E402
 from training.train import load_config, main  # noqa: E402
 
@@ -28,19 +28,24 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def test_blend_weights_hard_and_soft_terms_and_ignores_unmasked_columns() -> None:
+def test_blend_weights_each_label_and_ignores_zero_weight_columns() -> None:
     logits = torch.tensor([[2.0, -1.0, 0.5], [-0.5, 1.5, 3.0]], requires_grad=True)
+    target = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
     soft = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.7, 0.0]])
-    mask = torch.tensor([True, True, False])
-    hard = torch.tensor(0.25)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
-    only_soft = bce(logits[:, :2], soft[:, :2])
-    assert blend(hard, logits, soft, mask, 0.0).item() == pytest.approx(0.25)
-    assert blend(hard, logits, soft, mask, 1.0).item() == pytest.approx(only_soft.item())
-    assert blend(hard, logits, soft, mask, 0.5).item() == pytest.approx(0.5 * 0.25 + 0.5 * only_soft.item())
-    blend(hard, logits, soft, mask, 1.0).backward()
+    hard = bce(logits, target, reduction="none")
+    distill = bce(logits, soft, reduction="none")
+    zero = torch.zeros(3)
+    assert blend(hard, logits, soft, zero).item() == pytest.approx(hard.mean().item())
+    w = torch.tensor([1.0, 0.25, 0.0])
+    expected = ((1 - w) * hard + w * distill).mean()
+    assert blend(hard, logits, soft, w).item() == pytest.approx(expected.item())
+    assert blend(hard, logits, soft, torch.tensor([1.0, 1.0, 0.0])).item() == pytest.approx(
+        torch.cat([distill[:, :2], hard[:, 2:]], dim=1).mean().item())
+    logits.grad = None
+    blend(torch.zeros_like(hard), logits, soft, torch.tensor([1.0, 1.0, 0.0])).backward()
     assert logits.grad is not None
-    assert torch.all(logits.grad[:, 2] == 0)  # the teacher has no opinion there
+    assert torch.all(logits.grad[:, 2] == 0)  # weight 0: the teacher has no say there
     assert torch.all(logits.grad[:, :2] != 0)
 
 
@@ -95,7 +100,8 @@ def test_full_distillation_ignores_hard_labels_and_partial_does_not(tmp_path: Pa
     wrong = _relabelled(manifest, manifest.parent / "wrong.csv")
     common = ["--cache", str(manifest.parent / "cache"), "--preset", "tiny", "--epochs", "1",
               "--batch-size", "8", "--samples-per-epoch", "24", "--device", "cpu", "--no-balanced",
-              "--no-wave-augment", "--no-spec-augment", "--no-mix", "--teacher", "yamnet"]
+              "--no-wave-augment", "--no-spec-augment", "--no-mix", "--teacher", "yamnet",
+              "--no-distill-per-label"]
 
     def weights(train: Path, out: str, w: str) -> dict[str, torch.Tensor]:
         assert main(["--train", str(train), "--out", str(tmp_path / out), "--distill-weight", w,
@@ -110,3 +116,28 @@ def test_full_distillation_ignores_hard_labels_and_partial_does_not(tmp_path: Pa
     right_half, wrong_half = weights(manifest, "right05", "0.5"), weights(wrong, "wrong05", "0.5")
     assert any(not torch.equal(right_half[n], wrong_half[n]) for n in right_half)
     assert any(not torch.equal(right_half[n], right1[n]) for n in right_half)
+
+
+@needs_yamnet
+def test_label_weights_follow_the_teachers_training_ap(speech_clip_path: Path,
+                                                       tmp_path: Path) -> None:
+    """Speech clips labelled Speech: the teacher ranks them first (AP 1, full weight). The
+    same clips labelled Dog: the teacher does not hear dogs there (AP < 1, less weight)."""
+    from training.data import Clip, PatchDataset, WaveformStore
+
+    path = find_yamnet()
+    assert path is not None
+    teacher = Teacher(path, MIDS, threads=1)
+    store = WaveformStore(tmp_path / "cache")
+    baby_cry = speech_clip_path.with_name("baby_cry.flac")
+    clips = [Clip(speech_clip_path, ("Speech",)), Clip(baby_cry, ("Dog",))]
+    store.build(clips)
+    ds = PatchDataset(clips, store, ["Speech", "Dog", "Music", "Nothing"])
+    w, ap = label_weights(teacher, ds, 0.5)
+    assert ap[0] == pytest.approx(1.0)
+    assert w[0].item() == pytest.approx(0.5)
+    assert 0.0 <= w[1].item() == pytest.approx(0.5 * ap[1]) and ap[1] <= 1.0
+    assert w[2].item() == 0.0 and np.isnan(ap[2])  # no training positive
+    assert w[3].item() == 0.0 and np.isnan(ap[3])  # the teacher lacks it
+    flat, _ = label_weights(teacher, ds, 0.5, per_label=False)
+    assert flat.tolist() == [0.5, 0.5, 0.5, 0.0]

@@ -19,11 +19,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-__all__ = ["Teacher", "blend", "load_teacher"]
+if TYPE_CHECKING:
+    from training.data import PatchDataset
+
+__all__ = ["Teacher", "blend", "label_weights", "load_teacher"]
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +66,51 @@ class Teacher:
         out[:, have] = probs[:, self.columns[have]]
         return torch.from_numpy(out).to(logmel.device)
 
+    def clip_scores(self, dataset: PatchDataset, hop_frames: int | None = None) -> np.ndarray:
+        """``(recordings, L)``: max over each recording's patches (hop half a patch)."""
+        from detector.features import log_mel
 
-def blend(hard_loss: torch.Tensor, logits: torch.Tensor, soft: torch.Tensor,
-          mask: torch.Tensor, weight: float) -> torch.Tensor:
-    """``(1 - weight) * hard_loss + weight * BCE(logits, soft)`` over the ``mask`` columns."""
-    m = mask.to(logits.device)
-    distill = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, m], soft[:, m])
-    return (1.0 - weight) * hard_loss + weight * distill
+        cfg = dataset.cfg
+        hop = hop_frames or cfg.patch_frames // 2
+        out = np.zeros((len(dataset.paths), self.columns.size), dtype=np.float32)
+        for r, path in enumerate(dataset.paths):
+            wave = np.asarray(dataset.store.get(path), dtype=np.float64)
+            wave = np.pad(wave, (0, max(0, cfg.patch_samples - wave.size)))
+            mel = log_mel(wave, cfg)
+            starts = range(0, max(1, mel.shape[0] - cfg.patch_frames + 1), hop)
+            patches = np.stack([mel[i : i + cfg.patch_frames] for i in starts]).astype(np.float32)
+            out[r] = self(torch.from_numpy(patches)).numpy().max(axis=0)
+        return out
+
+
+def label_weights(teacher: Teacher, dataset: PatchDataset, weight: float,
+                  per_label: bool = True) -> tuple[torch.Tensor, np.ndarray]:
+    """Per-label distillation weights ``(L,)`` and the teacher's training-clip AP ``(L,)``.
+
+    Without ``per_label`` every label the teacher has gets ``weight``. With it, label
+    ``l`` gets ``weight * AP_l`` (NaN AP, no training positive, counts as 0); labels
+    the teacher lacks always get 0. AP is computed either way, for the record.
+    """
+    from training.metrics import average_precision
+
+    scores = teacher.clip_scores(dataset)
+    ap = average_precision(scores, dataset.clip_targets)
+    ap = np.where(teacher.columns >= 0, ap, np.nan)
+    have = teacher.mask.numpy()
+    w = np.where(have, weight * (np.nan_to_num(ap, nan=0.0) if per_label else 1.0), 0.0)
+    return torch.from_numpy(w.astype(np.float32)), ap
+
+
+def blend(hard: torch.Tensor, logits: torch.Tensor, soft: torch.Tensor,
+          weights: torch.Tensor) -> torch.Tensor:
+    """Mean over ``(B, L)`` of ``(1 - w_l) * hard + w_l * BCE(logits, soft)``.
+
+    ``hard``: the element-wise ``(B, L)`` loss against the labels; ``weights``: ``(L,)``
+    in [0, 1], 0 where the teacher has no opinion (its ``soft`` column is ignored).
+    """
+    w = weights.to(logits.device)
+    distill = torch.nn.functional.binary_cross_entropy_with_logits(logits, soft, reduction="none")
+    return ((1.0 - w) * hard + w * distill).mean()
 
 
 def load_teacher(spec: str, mids: Sequence[str], threads: int = 0) -> Teacher:

@@ -4,7 +4,8 @@ Waveform patches come from :class:`training.data.PatchDataset` (with optional
 waveform augmentation), are mixed in the batch (optional), turned into log-mel on the
 training device by :class:`training.frontend.LogMel` and masked by SpecAugment
 (optional). Loss: multi-label BCE or focal loss on logits, optionally blended with
-BCE against a teacher's scores (``teacher``, ``distill_weight``; :mod:`training.teacher`).
+BCE against a teacher's scores (``teacher``, ``distill_weight``, ``distill_per_label``;
+:mod:`training.teacher`).
 AdamW with linear warmup then cosine decay (``schedule="cosine"``) or a one-cycle
 shape; mixed precision on GPU. Each epoch writes ``last.pt`` (and ``best.pt`` on a new best validation mAP) to
 ``out_dir``; ``--resume`` continues from a checkpoint with identical state.
@@ -100,6 +101,7 @@ class TrainConfig:
     # Distillation (training.teacher): "" = none, "yamnet" = the cached YAMNet, or a path.
     teacher: str = ""
     distill_weight: float = 0.5  # loss = (1 - w) * BCE(labels) + w * BCE(teacher scores)
+    distill_per_label: bool = True  # w_l = distill_weight * teacher's AP on the training clips
     grad_clip: float = 5.0
     amp: bool = True
     seed: int = 0
@@ -189,12 +191,15 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return _MIN_LR_RATIO + (1 - _MIN_LR_RATIO) * (1 + math.cos(math.pi * p)) / 2
 
 
-def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Mean binary focal loss ``(1 - p_t)^gamma * BCE`` over ``(B, L)`` logits."""
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float,
+               reduction: str = "mean") -> torch.Tensor:
+    """Binary focal loss ``(1 - p_t)^gamma * BCE`` over ``(B, L)`` logits; its mean, or the
+    ``(B, L)`` elements with ``reduction="none"``."""
     bce = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     p = torch.sigmoid(logits)
     p_t = p * targets + (1 - p) * (1 - targets)
-    return ((1 - p_t) ** gamma * bce).mean()
+    loss = (1 - p_t) ** gamma * bce
+    return loss if reduction == "none" else loss.mean()
 
 
 def _plain(value: Any) -> Any:
@@ -366,13 +371,23 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
         spec = SpecAugment(aug.time_masks, aug.time_width, aug.freq_masks, aug.freq_width,
                            aug.time_warp).to(device)
     mix_prob = aug.mix_prob if cfg.mix and aug.mix else 0.0
-    teacher = None
+    teacher, distill_w = None, None
     if cfg.teacher and cfg.distill_weight > 0:
-        from training.teacher import load_teacher
+        from training.teacher import label_weights, load_teacher
 
         teacher = load_teacher(cfg.teacher, [lab["mid"] for lab in _label_list(names)])
-        log.info("distilling from %s (weight %.2f, %d of %d labels)", teacher.name,
-                 cfg.distill_weight, int(teacher.mask.sum()), len(names))
+        distill_w, teacher_ap = label_weights(teacher, train_ds, cfg.distill_weight,
+                                              cfg.distill_per_label)
+        summary["teacher"] = {
+            "name": teacher.name,
+            "train_clip_ap": {n: (None if np.isnan(a) else round(float(a), 4))
+                              for n, a in zip(names, teacher_ap, strict=True)},
+            "distill_weights": {n: round(float(w), 4)
+                                for n, w in zip(names, distill_w.tolist(), strict=True)},
+        }
+        log.info("distilling from %s (weight %.2f%s, %d of %d labels; mean label weight %.3f)",
+                 teacher.name, cfg.distill_weight, " x teacher AP" if cfg.distill_per_label else "",
+                 int(teacher.mask.sum()), len(names), float(distill_w.mean()))
 
     out_dir = Path(cfg.out_dir)
     if rank == 0:
@@ -404,13 +419,16 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
                 logits = net(x)
             logits = logits.float()
             if cfg.loss == "focal":
-                loss = focal_loss(logits, target, cfg.focal_gamma)
+                hard = focal_loss(logits, target, cfg.focal_gamma, reduction="none")
             else:
-                loss = nn.functional.binary_cross_entropy_with_logits(logits, target)
-            if teacher is not None and soft is not None:
+                hard = nn.functional.binary_cross_entropy_with_logits(logits, target,
+                                                                      reduction="none")
+            if distill_w is not None and soft is not None:
                 from training.teacher import blend
 
-                loss = blend(loss, logits, soft, teacher.mask, cfg.distill_weight)
+                loss = blend(hard, logits, soft, distill_w)
+            else:
+                loss = hard.mean()
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
@@ -489,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--num-workers", type=int)
-    for name in ("balanced", "wave_augment", "mix", "spec_augment", "amp"):
+    for name in ("balanced", "wave_augment", "mix", "spec_augment", "amp", "distill_per_label"):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name,
                        action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--background", dest="background_manifest",
