@@ -174,9 +174,17 @@ def render(card: dict[str, Any], head: str) -> str:
             f"({card['map_excluded']} labels have none and are excluded).", ""]
     if y:
         out += [f"**Against YAMNet** on the {len(y['shared_labels'])} labels both models have, same clips, same "
-                f"pooling: sed mAP **{y['ours_map']:.3f}**, YAMNet mAP **{y['map']:.3f}**.", ""]
-    out += ["| label | AP | YAMNet AP | top-1 (val clips) | train real / synthetic clips | val real / synthetic clips | event F1 @1 s |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+                f"pooling: sed mAP **{y['ours_map']:.3f}**, YAMNet mAP **{y['map']:.3f}**."]
+        wc = y.get("well_covered")
+        if wc and wc.get("labels"):
+            out += ["", f"On the {len(wc['labels'])} of them with at least {WELL_COVERED_VAL_CLIPS} "
+                    f"validation clips (where one clip does not decide a label's AP): sed mAP "
+                    f"**{wc['ours_map']:.3f}**, YAMNet mAP **{wc['map']:.3f}**."]
+        out.append("")
+    dw = (card.get("teacher") or {}).get("distill_weights", {})
+    dcol = " distill weight |" if dw else ""
+    out += ["| label | AP | YAMNet AP | top-1 (val clips) | train real / synthetic clips | val real / synthetic clips | event F1 @1 s |" + dcol,
+            "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if dw else "")]
     ev = card["events"]["collar_1.0"]["per_label"]
     for name in card["labels"]:
         cnt = card["counts"].get(name) or {}
@@ -187,7 +195,7 @@ def render(card: dict[str, Any], head: str) -> str:
             f"| {name} | {_f(card['ap'].get(name))} | {_f((y or {}).get('ap', {}).get(name))} | "
             f"{top1} | "
             f"{tr.get('real_clips', 0)} / {tr.get('synthetic_clips', 0)} | {va.get('real_clips', 0)} / {va.get('synthetic_clips', 0)} | "
-            f"{_f(ev.get(name), 2)} |")
+            f"{_f(ev.get(name), 2)} |" + (f" {_f(dw.get(name), 2)} |" if dw else ""))
     e = card["events"]
     lat = e.get("onset_latency_s", {})
     out += ["", "## Events on validation soundscapes", "",
@@ -270,6 +278,9 @@ def measure(model: Path, corpus: Path, yamnet: Path | None,
     card: dict[str, Any] = {"model": str(model), "model_version": ours.contract.model_version,
                             "labels": names, "val_clips": len(paths),
                             "on_thresholds": list(ours.contract.on_thresholds)}
+    teacher = ours.contract.extra.get("data", {}).get("teacher")
+    if teacher:
+        card["teacher"] = teacher
     ap = _ap(s_ours, labels, names)
     card["ap"] = {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, ap, strict=True)}
     card["map"], card["map_excluded"] = mean_excluding(ap)
@@ -284,7 +295,12 @@ def measure(model: Path, corpus: Path, yamnet: Path | None,
         ap_y = _ap(s_y, labels, shared)
         ap_o = _ap(s_ours[:, [names.index(n) for n in shared]], labels, shared)
         yc = graph_cost(yamnet)
+        n_pos = {n: sum(n in ls for ls in labels) for n in shared}
+        well = [i for i, n in enumerate(shared) if n_pos[n] >= WELL_COVERED_VAL_CLIPS]
         card["yamnet"] = {
+            "well_covered": {"labels": [shared[i] for i in well],
+                             "map": mean_excluding(ap_y[well])[0] if well else None,
+                             "ours_map": mean_excluding(ap_o[well])[0] if well else None},
             "shared_labels": shared,
             "ap": {n: (None if np.isnan(v) else float(v)) for n, v in zip(shared, ap_y, strict=True)},
             "ours_ap": {n: (None if np.isnan(v) else float(v)) for n, v in zip(shared, ap_o, strict=True)},
