@@ -375,7 +375,8 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
     if cfg.teacher and cfg.distill_weight > 0:
         from training.teacher import label_weights, load_teacher
 
-        teacher = load_teacher(cfg.teacher, [lab["mid"] for lab in _label_list(names)])
+        teacher = load_teacher(cfg.teacher, [lab["mid"] for lab in _label_list(names)],
+                               threads=torch.get_num_threads())
         distill_w, teacher_ap = label_weights(teacher, train_ds, cfg.distill_weight,
                                               cfg.distill_per_label)
         summary["teacher"] = {

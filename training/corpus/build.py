@@ -11,9 +11,11 @@ import csv
 import hashlib
 import json
 import logging
+import os
 import shutil
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -384,18 +386,24 @@ def _soundfont_rows(out: Path, deb_cache: Path, cfg: BuildConfig, versions: dict
     versions[pkg] = packages.deb_version(deb)
     sf2 = soundfont.find_sf2(packages.unpack(deb, out / "unpacked" / pkg))
     sr = cfg.features.sample_rate
+    jobs = [(inst, k) for inst in soundfont.INSTRUMENTS for k in range(cfg.soundfont_per_program)]
+
+    def render(job: tuple[soundfont.Instrument, int]) -> np.ndarray:
+        inst, k = job
+        seed = _stable_int(cfg.seed, "soundfont", inst.name, k) % 2**32
+        return soundfont.generate(inst, seed, sf2, sr)
+
     rows: list[dict[str, object]] = []
-    for inst in soundfont.INSTRUMENTS:
-        for k in range(cfg.soundfont_per_program):
-            seed = _stable_int(cfg.seed, "soundfont", inst.name, k) % 2**32
-            w = soundfont.generate(inst, seed, sf2, sr)
+    # fluidsynth runs as a subprocess per clip: one per core; results come back in order
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for (inst, k), w in zip(jobs, pool.map(render, jobs), strict=True):
             name = f"clips/soundfont/{inst.name}/train_{k:03d}.flac"
             _write_flac(out / name, w, sr)
             rows.append({"path": name, "labels": LABEL_SEP.join(complete(inst.labels)),
-                         "onset": "0.000",
-                         "offset": f"{w.size / sr:.3f}",
+                         "onset": "0.000", "offset": f"{w.size / sr:.3f}",
                          "source": f"synthetic:soundfont:{inst.name}", "split": "train"})
-        log.info("soundfont %s: %d clips", inst.name, cfg.soundfont_per_program)
+            if k == cfg.soundfont_per_program - 1:
+                log.info("soundfont %s: %d clips", inst.name, cfg.soundfont_per_program)
     shutil.rmtree(out / "unpacked")
     return rows
 
