@@ -27,16 +27,30 @@ from detector.wire import decode
 RATE = 16000
 REPO = Path(__file__).resolve().parent.parent
 CLIP_SECONDS = 3.0
+LONG_CLIP_SECONDS = 60.0
 RECV_DEADLINE_S = 30.0
+
+
+def _tone(path: Path, seconds: float) -> Path:
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.01 * np.random.default_rng(0).standard_normal(t.size)
+    sf.write(path, x.astype(np.float32), RATE)
+    return path
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    t = np.arange(int(CLIP_SECONDS * RATE)) / RATE
-    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.01 * np.random.default_rng(0).standard_normal(t.size)
-    path = tmp_path_factory.mktemp("hub") / "tone.wav"
-    sf.write(path, x.astype(np.float32), RATE)
-    return path
+    return _tone(tmp_path_factory.mktemp("hub") / "tone.wav", CLIP_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Outlasts a slow start: each daemon keeps publishing until the test has its scores.
+
+    With the 3 s clip, a daemon that came up before the hub had connected to it could
+    finish and exit unheard on a loaded machine (PUB drops what no subscriber asked for).
+    """
+    return _tone(tmp_path_factory.mktemp("hub") / "long_tone.wav", LONG_CLIP_SECONDS)
 
 
 def _collect(sub: zmq.Socket, n: int, deadline_s: float, key: str = "stream") -> dict[str, list[dict]]:
@@ -141,7 +155,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_sed_hub_cli_with_three_sed_listen_daemons(toy_model: Path, clip: Path) -> None:
+def test_sed_hub_cli_with_three_sed_listen_daemons(toy_model: Path, long_clip: Path) -> None:
     """Real processes: three ``sed-listen`` daemons -> ``sed-hub`` -> one subscriber."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     ports = [_free_port() for _ in range(4)]
@@ -159,7 +173,7 @@ def test_sed_hub_cli_with_three_sed_listen_daemons(toy_model: Path, clip: Path) 
         sub.connect(out)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         for ep in ups:
-            cmd = [sys.executable, "-m", "detector.cli_listen", str(clip),
+            cmd = [sys.executable, "-m", "detector.cli_listen", str(long_clip),
                    "--model", str(toy_model), "--publish", ep, "--realtime", "--threads", "1",
                    "--log-level", "WARNING"]
             procs.append(subprocess.Popen(cmd, env=env))
