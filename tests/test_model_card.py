@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 
 from detector.scorer import OnnxScorer
-from training.model_card import _capped, render
+from training.model_card import _capped, _real_val_counts, render
 
 
 def test_capped_scorer_lowers_on_thresholds_and_keeps_off_ratios(toy_model: Path) -> None:
@@ -49,3 +49,17 @@ def test_render_puts_the_shipped_cap_first_in_the_sweep_table() -> None:
     rows = [r for r in table.splitlines() if r.startswith("| **") or r.startswith("| 0.")]
     assert rows[0].startswith("| **0.90 (shipped)** | 0.500 / 0.400 | 8 / 10 | 0.60 s | 20 |")
     assert rows[1].startswith("| 0.60 | 0.550 / 0.450 | 12 / 10 | 0.50 s | 80 |")
+
+
+def test_real_val_counts_leave_out_synthetic_clips(tmp_path: Path) -> None:
+    """"Well-covered" (the YAMNet comparison's subset) counts real recordings only."""
+    for name in ("a.flac", "b.flac", "c.flac"):
+        (tmp_path / name).write_bytes(b"")  # read_manifest checks that files exist
+    (tmp_path / "val.csv").write_text(
+        "path,labels,source\n"
+        "a.flac,Knock|Door,minetest-data:door.ogg\n"
+        "b.flac,Knock,synthetic:knock/7\n"
+        "c.flac,Door,gcompris-qt-data:door.ogg\n",
+        encoding="utf-8",
+    )
+    assert _real_val_counts(tmp_path / "val.csv") == {"Knock": 1, "Door": 2}
