@@ -27,8 +27,9 @@ from detector.wire import decode
 RATE = 16000
 REPO = Path(__file__).resolve().parent.parent
 CLIP_SECONDS = 3.0
-LONG_CLIP_SECONDS = 60.0
 RECV_DEADLINE_S = 30.0
+CLI_DEADLINE_S = 2 * RECV_DEADLINE_S  # three processes to start
+LONG_CLIP_SECONDS = CLI_DEADLINE_S  # the daemons play for as long as the CLI test waits
 
 
 def _tone(path: Path, seconds: float) -> Path:
@@ -177,7 +178,7 @@ def test_sed_hub_cli_with_three_sed_listen_daemons(toy_model: Path, long_clip: P
                    "--model", str(toy_model), "--publish", ep, "--realtime", "--threads", "1",
                    "--log-level", "WARNING"]
             procs.append(subprocess.Popen(cmd, env=env))
-        got = _collect(sub, len(ups), 2 * RECV_DEADLINE_S, key="session")
+        got = _collect(sub, len(ups), CLI_DEADLINE_S, key="session")
         hub.send_signal(signal.SIGTERM)
         assert hub.wait(10) == 0
     finally:
