@@ -11,52 +11,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from training.corpus import synth_voice
+from training.corpus.dsp import band, brown, finish, lowpass, partials, place, seconds_axis
+
 __all__ = ["KINDS", "generate"]
 
 Generator = Callable[[np.random.Generator, int], np.ndarray]
-
-
-def _t(seconds: float, sr: int) -> np.ndarray:
-    return np.arange(round(seconds * sr)) / sr
-
-
-def _partials(f0: float, t: np.ndarray, ratios: list[float], decay: float,
-              rng: np.random.Generator) -> np.ndarray:
-    out = np.zeros_like(t)
-    for k, r in enumerate(ratios):
-        amp = rng.uniform(0.3, 1.0) / (k + 1)
-        out += amp * np.sin(2 * np.pi * f0 * r * t + rng.uniform(0, 2 * np.pi)) * np.exp(
-            -t * decay * (1 + 0.5 * k))
-    return out
-
-
-def _finish(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    peak = float(np.max(np.abs(x))) or 1.0
-    fade = min(64, x.size)
-    x = x.copy()
-    x[:fade] *= np.linspace(0.0, 1.0, fade)
-    x[-fade:] *= np.linspace(1.0, 0.0, fade)
-    return (x / peak * rng.uniform(0.3, 0.9)).astype(np.float32)
-
-
-def _place(total: np.ndarray, part: np.ndarray, start: int) -> None:
-    stop = min(total.size, start + part.size)
-    if start < stop:
-        total[start:stop] += part[: stop - start]
-
-
-def _lowpass(x: np.ndarray, cutoff: float, sr: int, order: int = 4) -> np.ndarray:
-    from scipy.signal import butter, sosfilt
-
-    sos = butter(order, min(cutoff, 0.45 * sr), btype="low", fs=sr, output="sos")
-    return np.asarray(sosfilt(sos, x))
-
-
-def _band(x: np.ndarray, lo: float, hi: float, sr: int, order: int = 2) -> np.ndarray:
-    from scipy.signal import butter, sosfilt
-
-    sos = butter(order, [lo, min(hi, 0.45 * sr)], btype="band", fs=sr, output="sos")
-    return np.asarray(sosfilt(sos, x))
 
 
 def chime(rng: np.random.Generator, sr: int) -> np.ndarray:
@@ -68,9 +28,9 @@ def chime(rng: np.random.Generator, sr: int) -> np.ndarray:
     total = np.zeros(round((gap * len(tones) + 1.8) * sr))
     ratios = [1.0, 2.0, 2.76, 3.0, 5.4]
     for i, f in enumerate(tones):
-        tone_t = _t(rng.uniform(1.2, 1.8), sr)
-        _place(total, _partials(f, tone_t, ratios, rng.uniform(2.0, 4.0), rng), round(i * gap * sr))
-    return _finish(total, rng)
+        tone_t = seconds_axis(rng.uniform(1.2, 1.8), sr)
+        place(total, partials(f, tone_t, ratios, rng.uniform(2.0, 4.0), rng), round(i * gap * sr))
+    return finish(total, rng)
 
 
 def siren_two_tone(rng: np.random.Generator, sr: int) -> np.ndarray:
@@ -78,22 +38,22 @@ def siren_two_tone(rng: np.random.Generator, sr: int) -> np.ndarray:
     lo = rng.uniform(400, 600)
     hi = lo * rng.uniform(1.25, 1.4)
     half = rng.uniform(0.4, 0.7)
-    t = _t(rng.uniform(3.0, 6.0), sr)
+    t = seconds_axis(rng.uniform(3.0, 6.0), sr)
     f = np.where((t // half) % 2 == 0, hi, lo)
     phase = 2 * np.pi * np.cumsum(f) / sr
     x = sum(np.sin(k * phase) / k for k in (1, 3, 5, 7))
-    return _finish(np.asarray(x), rng)
+    return finish(np.asarray(x), rng)
 
 
 def siren_wail(rng: np.random.Generator, sr: int) -> np.ndarray:
     """US wail/yelp: a tone swept up and down between ~600 and ~1500 Hz."""
     period = rng.uniform(0.25, 0.4) if rng.random() < 0.4 else rng.uniform(2.0, 4.0)
-    t = _t(rng.uniform(3.0, 6.0), sr)
+    t = seconds_axis(rng.uniform(3.0, 6.0), sr)
     lo, hi = rng.uniform(500, 750), rng.uniform(1300, 1700)
     f = lo + (hi - lo) * 0.5 * (1 - np.cos(2 * np.pi * t / period))
     phase = 2 * np.pi * np.cumsum(f) / sr
     x = np.sin(phase) + 0.3 * np.sin(2 * phase) + 0.15 * np.sin(3 * phase)
-    return _finish(x, rng)
+    return finish(x, rng)
 
 
 def alarm_beeps(rng: np.random.Generator, sr: int) -> np.ndarray:
@@ -103,30 +63,30 @@ def alarm_beeps(rng: np.random.Generator, sr: int) -> np.ndarray:
     per_burst = int(rng.integers(1, 5))
     pause = rng.uniform(0.3, 1.0)
     total = np.zeros(round(rng.uniform(3.0, 5.0) * sr))
-    tb = _t(beep, sr)
+    tb = seconds_axis(beep, sr)
     tone = np.sign(np.sin(2 * np.pi * f * tb)) * 0.6 + 0.4 * np.sin(2 * np.pi * f * tb)
     pos = 0.0
     while pos * sr < total.size:
         for _ in range(per_burst):
-            _place(total, tone, round(pos * sr))
+            place(total, tone, round(pos * sr))
             pos += beep + gap
         pos += pause
-    return _finish(total, rng)
+    return finish(total, rng)
 
 
 def shatter(rng: np.random.Generator, sr: int) -> np.ndarray:
     """Glass breaking: a noise burst plus many short high resonances (shards) that decay."""
     total = np.zeros(round(rng.uniform(1.2, 2.0) * sr))
-    impact_t = _t(0.08, sr)
-    _place(total, rng.standard_normal(impact_t.size) * np.exp(-impact_t * 60), 0)
+    impact_t = seconds_axis(0.08, sr)
+    place(total, rng.standard_normal(impact_t.size) * np.exp(-impact_t * 60), 0)
     for _ in range(int(rng.integers(20, 60))):
-        t = _t(rng.uniform(0.05, 0.4), sr)
+        t = seconds_axis(rng.uniform(0.05, 0.4), sr)
         f = rng.uniform(2500, 7000)
         ring = np.sin(2 * np.pi * f * t) * np.exp(-t * rng.uniform(15, 60)) * rng.uniform(0.1, 0.6)
-        _place(total, ring, round(abs(rng.exponential(0.15)) * sr))
-    tail_t = _t(total.size / sr, sr)
+        place(total, ring, round(abs(rng.exponential(0.15)) * sr))
+    tail_t = seconds_axis(total.size / sr, sr)
     hiss = rng.standard_normal(total.size) * np.exp(-tail_t * 6) * 0.2
-    return _finish(total + np.diff(hiss, prepend=0.0), rng)
+    return finish(total + np.diff(hiss, prepend=0.0), rng)
 
 
 def knock(rng: np.random.Generator, sr: int) -> np.ndarray:
@@ -137,14 +97,14 @@ def knock(rng: np.random.Generator, sr: int) -> np.ndarray:
     click = rng.uniform(0.3, 1.0)
     pos, pace = rng.uniform(0.05, 0.3), rng.uniform(0.12, 0.3)
     for _ in range(int(rng.integers(2, 7))):
-        t = _t(0.2, sr)
+        t = seconds_axis(0.2, sr)
         ring = sum(np.sin(2 * np.pi * m * t) * np.exp(-t * rng.uniform(30, 100)) for m in modes)
         n = rng.standard_normal(t.size)
-        thud = _band(n, 80, rng.uniform(800, 2500), sr) * np.exp(-t * rng.uniform(40, 90))
+        thud = band(n, 80, rng.uniform(800, 2500), sr) * np.exp(-t * rng.uniform(40, 90))
         hit = np.asarray(ring) / 2 + 3 * thud + click * n * np.exp(-t * 600)
-        _place(total, hit * rng.uniform(0.6, 1.0), round(pos * sr))
+        place(total, hit * rng.uniform(0.6, 1.0), round(pos * sr))
         pos += pace * rng.uniform(0.8, 1.25)
-    return _finish(total, rng)
+    return finish(total, rng)
 
 
 def phone_ring(rng: np.random.Generator, sr: int) -> np.ndarray:
@@ -153,15 +113,15 @@ def phone_ring(rng: np.random.Generator, sr: int) -> np.ndarray:
     f2 = f1 * rng.uniform(1.05, 1.3)
     on, off = rng.uniform(0.8, 2.0), rng.uniform(0.5, 2.0)
     trill = rng.uniform(15, 25)
-    t = _t(on, sr)
+    t = seconds_axis(on, sr)
     burst = (np.sin(2 * np.pi * f1 * t) + np.sin(2 * np.pi * f2 * t)) * (
         0.6 + 0.4 * np.sign(np.sin(2 * np.pi * trill * t)))
     total = np.zeros(round(rng.uniform(3.0, 6.0) * sr))
     pos = 0.0
     while pos * sr < total.size:
-        _place(total, burst, round(pos * sr))
+        place(total, burst, round(pos * sr))
         pos += on + off
-    return _finish(total, rng)
+    return finish(total, rng)
 
 
 def car_horn(rng: np.random.Generator, sr: int) -> np.ndarray:
@@ -173,18 +133,12 @@ def car_horn(rng: np.random.Generator, sr: int) -> np.ndarray:
     pos = rng.uniform(0.05, 0.4)
     for _ in range(int(rng.integers(1, 4))):
         length = rng.uniform(0.3, 1.6)
-        t = _t(length, sr)
+        t = seconds_axis(length, sr)
         saw = sum((f * t + rng.uniform()) % 1.0 - 0.5 for f in (f1, f2))
         env = np.minimum(1.0, np.minimum(t / 0.01, (length - t) / 0.02).clip(0.0))
-        _place(total, _band(np.tanh(4 * np.asarray(saw)) * env, 200, 5000, sr), round(pos * sr))
+        place(total, band(np.tanh(4 * np.asarray(saw)) * env, 200, 5000, sr), round(pos * sr))
         pos += length + rng.uniform(0.08, 0.4)
-    return _finish(total, rng)
-
-
-def _brown(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Brown (1/f^2) noise with its drift (below ~20 Hz at 16 kHz) removed."""
-    x = np.cumsum(rng.standard_normal(n))
-    return x - np.convolve(x, np.ones(801) / 801, mode="same")
+    return finish(total, rng)
 
 
 def thunder(rng: np.random.Generator, sr: int) -> np.ndarray:
@@ -192,15 +146,15 @@ def thunder(rng: np.random.Generator, sr: int) -> np.ndarray:
     swells (20-150 ms) whose times spread out and fade from the first one, over a 2-5 s
     decaying bed; 4-9 s in all."""
     seconds = rng.uniform(4.0, 9.0)
-    t = _t(seconds, sr)
-    rumble = _lowpass(_brown(rng, t.size), rng.uniform(300, 1200), sr)
+    t = seconds_axis(seconds, sr)
+    rumble = lowpass(brown(rng, t.size), rng.uniform(300, 1200), sr)
     onset = rng.uniform(0.0, 1.0)
     env = np.zeros_like(t)
     for _ in range(int(rng.integers(10, 40))):
         c, w = onset + rng.exponential(1.5), rng.uniform(0.02, 0.15)
         env += rng.uniform(0.3, 1.0) * np.exp(-0.5 * ((t - c) / w) ** 2) * np.exp(-(c - onset) / 3)
     env += 0.3 * np.exp(-np.maximum(t - onset, 0.0) / rng.uniform(2.0, 5.0)) * (t > onset)
-    return _finish(rumble / (np.std(rumble) + 1e-9) * env, rng)
+    return finish(rumble / (np.std(rumble) + 1e-9) * env, rng)
 
 
 def fireworks(rng: np.random.Generator, sr: int) -> np.ndarray:
@@ -209,30 +163,30 @@ def fireworks(rng: np.random.Generator, sr: int) -> np.ndarray:
     total = np.zeros(round(rng.uniform(4.0, 8.0) * sr))
     pos = rng.uniform(0.0, 0.5)
     while pos < total.size / sr - 0.5:
-        bt = _t(rng.uniform(1.0, 2.0), sr)
+        bt = seconds_axis(rng.uniform(1.0, 2.0), sr)
         env = 0.8 * np.exp(-bt / rng.uniform(0.02, 0.06)) + 0.2 * np.exp(-bt / rng.uniform(0.3, 0.8))
-        bang = _lowpass(rng.standard_normal(bt.size) * np.minimum(1.0, bt / 0.002) * env,
+        bang = lowpass(rng.standard_normal(bt.size) * np.minimum(1.0, bt / 0.002) * env,
                         rng.uniform(1500, 5000), sr, order=2)
-        _place(total, bang / (np.max(np.abs(bang)) + 1e-9) * rng.uniform(0.4, 1.0), round(pos * sr))
+        place(total, bang / (np.max(np.abs(bang)) + 1e-9) * rng.uniform(0.4, 1.0), round(pos * sr))
         if rng.random() < 0.6:
-            ct = _t(0.01, sr)
+            ct = seconds_axis(0.01, sr)
             for _ in range(int(rng.integers(30, 200))):
                 click = rng.standard_normal(ct.size) * np.exp(-ct * 800) * rng.uniform(0.05, 0.4)
-                _place(total, click, round((pos + 0.1 + rng.exponential(0.5)) * sr))
+                place(total, click, round((pos + 0.1 + rng.exponential(0.5)) * sr))
         pos += rng.uniform(0.15, 1.5)
-    return _finish(total, rng)
+    return finish(total, rng)
 
 
 def firecrackers(rng: np.random.Generator, sr: int) -> np.ndarray:
     """A string of firecrackers: sharp pops (5-20 ms decay) about every 80 ms, 3-6 s."""
     total = np.zeros(round(rng.uniform(3.0, 6.0) * sr))
     pos = 0.1
-    bt = _t(0.15, sr)
+    bt = seconds_axis(0.15, sr)
     while pos < total.size / sr - 0.2:
         pop = rng.standard_normal(bt.size) * np.exp(-bt / rng.uniform(0.005, 0.02))
-        _place(total, pop * rng.uniform(0.3, 1.0), round(pos * sr))
+        place(total, pop * rng.uniform(0.3, 1.0), round(pos * sr))
         pos += rng.exponential(0.08)
-    return _finish(_lowpass(total, 6000, sr), rng)
+    return finish(lowpass(total, 6000, sr), rng)
 
 
 def engine(rng: np.random.Generator, sr: int) -> np.ndarray:
@@ -240,7 +194,7 @@ def engine(rng: np.random.Generator, sr: int) -> np.ndarray:
     revving, with slow speed wander) low-passed at 0.8-4 kHz, plus combustion noise
     gated by the firing cycle and, sometimes, valve ticks."""
     seconds = rng.uniform(3.0, 6.0)
-    t = _t(seconds, sr)
+    t = seconds_axis(seconds, sr)
     base = rng.uniform(25, 90)
     mode = rng.integers(0, 3)  # 0 idle, 1 steady higher, 2 rev up and down
     if mode == 0:
@@ -250,28 +204,28 @@ def engine(rng: np.random.Generator, sr: int) -> np.ndarray:
     else:
         c, w = rng.uniform(0.3, 0.7) * seconds, rng.uniform(0.5, 1.5)
         f = base * (1 + rng.uniform(0.8, 2.0) * np.exp(-0.5 * ((t - c) / w) ** 2))
-    f = f * (1 + 0.3 * _lowpass(rng.standard_normal(t.size), 20, sr))
+    f = f * (1 + 0.3 * lowpass(rng.standard_normal(t.size), 20, sr))
     phase = 2 * np.pi * np.cumsum(f) / sr
     amps = rng.uniform(0.2, 1.0, 40) / np.arange(1, 41) ** rng.uniform(0.3, 0.8)
-    tone = _lowpass(np.asarray(sum(a * np.sin(k * phase + rng.uniform(0, 2 * np.pi))
+    tone = lowpass(np.asarray(sum(a * np.sin(k * phase + rng.uniform(0, 2 * np.pi))
                                    for k, a in enumerate(amps, 1))), rng.uniform(800, 4000), sr)
     gate = np.maximum(0.0, np.cos(phase)) ** 6
-    x = tone / (np.std(tone) + 1e-9) + rng.uniform(1.0, 3.0) * _band(
+    x = tone / (np.std(tone) + 1e-9) + rng.uniform(1.0, 3.0) * band(
         rng.standard_normal(t.size), 100, 3000, sr) * gate
     if rng.random() < 0.5:
         ticks = np.maximum(0.0, np.cos(2 * phase)) ** 40
-        x += 1.5 * _band(rng.standard_normal(t.size), 2000, 6000, sr) * ticks
-    return _finish(x, rng)
+        x += 1.5 * band(rng.standard_normal(t.size), 2000, 6000, sr) * ticks
+    return finish(x, rng)
 
 
 def vacuum_cleaner(rng: np.random.Generator, sr: int) -> np.ndarray:
     """Vacuum cleaner: airflow noise strongest at 2-7.5 kHz, the motor's whine (11
     harmonics of 300-450 Hz, slight wobble), sometimes spinning up or down."""
     seconds = rng.uniform(3.0, 6.0)
-    t = _t(seconds, sr)
+    t = seconds_axis(seconds, sr)
     noise = rng.standard_normal(t.size)
-    air = (_band(noise, 2000, 7500, sr) * rng.uniform(0.6, 1.0)
-           + _band(noise, 500, 2000, sr) * rng.uniform(0.3, 0.6))
+    air = (band(noise, 2000, 7500, sr) * rng.uniform(0.6, 1.0)
+           + band(noise, 500, 2000, sr) * rng.uniform(0.3, 0.6))
     ramp = np.ones_like(t)
     r = rng.random()
     if r < 0.3:
@@ -285,7 +239,8 @@ def vacuum_cleaner(rng: np.random.Generator, sr: int) -> np.ndarray:
                 for k in range(1, 12))
     x = (air / (np.std(air) + 1e-9) + rng.uniform(0.5, 1.5) * np.asarray(whine) / 3) * (
         0.1 + 0.9 * ramp)
-    return _finish(x, rng)
+    return finish(x, rng)
+
 
 KINDS: dict[str, tuple[Generator, tuple[str, ...]]] = {
     "chime": (chime, ("Doorbell", "Ding-dong")),
@@ -301,6 +256,12 @@ KINDS: dict[str, tuple[Generator, tuple[str, ...]]] = {
     "firecrackers": (firecrackers, ("Fireworks", "Explosion")),
     "engine": (engine, ("Engine",)),
     "vacuum_cleaner": (vacuum_cleaner, ("Vacuum cleaner",)),
+    "meow": (synth_voice.meow, ("Cat",)),
+    "scream": (synth_voice.scream, ("Screaming",)),
+    "singing": (synth_voice.singing, ("Singing",)),
+    "sneeze": (synth_voice.sneeze, ("Sneeze",)),
+    "toilet_flush": (synth_voice.toilet_flush, ("Toilet flush",)),
+    "train": (synth_voice.train, ("Train",)),
 }
 
 
