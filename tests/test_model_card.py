@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 
 from detector.scorer import OnnxScorer
-from training.model_card import _capped, _real_val_counts, render
+from training.model_card import _capped, _clip_table, _real_rows, _real_val_counts, render
 
 
 def test_capped_scorer_lowers_on_thresholds_and_keeps_off_ratios(toy_model: Path) -> None:
@@ -51,8 +51,7 @@ def test_render_puts_the_shipped_cap_first_in_the_sweep_table() -> None:
     assert rows[1].startswith("| 0.60 | 0.550 / 0.450 | 12 / 10 | 0.50 s | 80 |")
 
 
-def test_real_val_counts_leave_out_synthetic_clips(tmp_path: Path) -> None:
-    """"Well-covered" (the YAMNet comparison's subset) counts real recordings only."""
+def _val_manifest(tmp_path: Path) -> Path:
     for name in ("a.flac", "b.flac", "c.flac"):
         (tmp_path / name).write_bytes(b"")  # read_manifest checks that files exist
     (tmp_path / "val.csv").write_text(
@@ -62,4 +61,26 @@ def test_real_val_counts_leave_out_synthetic_clips(tmp_path: Path) -> None:
         "c.flac,Door,gcompris-qt-data:door.ogg\n",
         encoding="utf-8",
     )
-    assert _real_val_counts(tmp_path / "val.csv") == {"Knock": 1, "Door": 2}
+    return tmp_path / "val.csv"
+
+
+def test_real_val_counts_leave_out_synthetic_clips(tmp_path: Path) -> None:
+    """"Well-covered" (the YAMNet comparison's subset) counts real recordings only."""
+    assert _real_val_counts(_val_manifest(tmp_path)) == {"Knock": 1, "Door": 2}
+
+
+def test_recordings_only_mask_drops_synthetic_clips(tmp_path: Path) -> None:
+    manifest = _val_manifest(tmp_path)
+    paths, _ = _clip_table(manifest)
+    assert [p.name for p, real in zip(paths, _real_rows(manifest, paths), strict=True) if real] == [
+        "a.flac", "c.flac"]
+
+
+def test_render_states_the_recordings_only_comparison() -> None:
+    card = _card()
+    card["yamnet"] = {"shared_labels": ["Speech"], "ap": {"Speech": 0.8}, "ours_ap": {"Speech": 0.9},
+                      "map": 0.8, "ours_map": 0.9, "macs": 69e6, "params": 3.7e6, "ms_per_patch_b1": 1.2,
+                      "recordings_only": {"clips": 2, "labels": 1, "map": 0.7, "ours_map": 0.6}}
+    md = render(card, "# Card\n")
+    assert "On recordings only (2 clips; synthetic validation events left out, so 1 labels" in md
+    assert "sed mAP **0.600**, YAMNet mAP **0.700**" in md
