@@ -81,6 +81,8 @@ def test_render_states_the_recordings_only_comparison() -> None:
     card["yamnet"] = {"shared_labels": ["Speech"], "ap": {"Speech": 0.8}, "ours_ap": {"Speech": 0.9},
                       "map": 0.8, "ours_map": 0.9, "macs": 69e6, "params": 3.7e6, "ms_per_patch_b1": 1.2,
                       "recordings_only": {"clips": 2, "labels": 1, "map": 0.7, "ours_map": 0.6}}
+    card["ap_recordings"] = {"Speech": 0.85}
     md = render(card, "# Card\n")
     assert "On recordings only (2 clips; synthetic validation events left out, so 1 labels" in md
     assert "sed mAP **0.600**, YAMNet mAP **0.700**" in md
+    assert "| Speech | 0.900 | 0.850 | 0.800 | 1.00 of 3 |" in md  # AP, on recordings, YAMNet's
