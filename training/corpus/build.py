@@ -66,6 +66,7 @@ class BuildConfig:
     silence_peak: float = 1e-4
     synth_train: int = 60  # synthetic events per kind
     synth_val: int = 15
+    synthetic_voices: bool = False  # also synth.VOICE_KINDS (meow, scream, ... train)
     scenes_train: int = 600
     scenes_val: int = 150
     background_val: int = 60
@@ -138,10 +139,11 @@ def complete_labels(labels: Iterable[str], vocabulary: frozenset[str],
     return tuple(out)
 
 
-def _vocabulary(rules: list[Rule], cands: Iterable[Candidate]) -> frozenset[str]:
+def _vocabulary(rules: list[Rule], cands: Iterable[Candidate],
+                kinds: dict[str, tuple[synth.Generator, tuple[str, ...]]]) -> frozenset[str]:
     words = {lab for r in rules for lab in r.labels}
     words.update(lab for c in cands for lab in c.labels)
-    words.update(lab for _, labs in synth.KINDS.values() for lab in labs)
+    words.update(lab for _, labs in kinds.values() for lab in labs)
     words.update(lab for inst in soundfont.INSTRUMENTS for lab in inst.labels)
     return frozenset(words)
 
@@ -268,9 +270,10 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
     if extra_data is not None:
         cands.extend(shared_candidates(extra_data))
     ontology = Ontology.load()
-    vocab = _vocabulary(rules, cands)
+    kinds = synth.kinds(cfg.synthetic_voices)
+    vocab = _vocabulary(rules, cands, kinds)
     cands = [replace(c, labels=complete_labels(c.labels, vocab, ontology)) for c in cands]
-    synth_labels = {k: complete_labels(labs, vocab, ontology) for k, (_, labs) in synth.KINDS.items()}
+    synth_labels = {k: complete_labels(labs, vocab, ontology) for k, (_, labs) in kinds.items()}
 
     waves: list[np.ndarray] = []
     kept: list[Candidate] = []
@@ -345,7 +348,7 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
 
     synth_rows: list[dict[str, object]] = []
     for split, count in (("train", cfg.synth_train), ("val", cfg.synth_val)):
-        for kind in sorted(synth.KINDS):
+        for kind in sorted(kinds):
             for k in range(count):
                 w = synth.generate(kind, _stable_int(cfg.seed, "synth", split, kind, k) % 2**32, sr)
                 name = f"clips/synthetic/{kind}/{split}_{k:03d}.flac"

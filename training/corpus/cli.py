@@ -1,7 +1,7 @@
 """``sed-corpus``: build the training corpus, or re-render its report.
 
     sed-corpus build ~/.cache/sed/corpus [--subset ci] [--shared-data PATH] [--deb-cache DIR]
-                     [--no-soundfont]
+                     [--no-soundfont] [--synthetic-voices]
     sed-corpus report ~/.cache/sed/corpus
     sed-corpus labels ~/.cache/sed/corpus      # the labels it can support (a TOML array)
 
@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-soundfont", action="store_true",
                    help="do not render General MIDI instruments from a soundfont (rendering "
                    f"needs fluidsynth: `{FLUIDSYNTH_INSTALL}`)")
+    b.add_argument("--synthetic-voices", action="store_true",
+                   help="also make the opt-in synthetic meows, screams, singing, sneezes, toilet "
+                   "flushes and trains (training.corpus.synth.VOICE_KINDS; off for the default model)")
     r = sub.add_parser("report", help="rewrite DIR/REPORT.md from DIR/corpus.json and print it")
     r.add_argument("dir", type=Path)
     lab = sub.add_parser("labels", help="print the labels DIR supports as a TOML `labels = [...]` "
@@ -75,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = BuildConfig.for_subset(args.subset, args.seed)
         if args.no_soundfont:
             cfg = replace(cfg, soundfont_per_program=0)
+        if args.synthetic_voices:
+            cfg = replace(cfg, synthetic_voices=True)
         try:
             summary = build(out, shared, (args.deb_cache or out / "debs").expanduser(), cfg,
                             extra_data=args.extra_data)

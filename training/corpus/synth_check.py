@@ -1,7 +1,7 @@
 """Spot check of the synthetic events: does an AudioSet tagger hear what they claim?
 
 ``python -m training.corpus.synth_check [--out training/corpus/synth_check.csv]`` renders
-:data:`CLIPS` events of every :data:`training.corpus.synth.KINDS` kind (seeds the
+:data:`CLIPS` events of every :data:`training.corpus.synth.ALL_KINDS` kind (seeds the
 corpus build does not use), adds a -50 dBFS white-noise floor (a clean render's digital
 silence reads as "Silence" to the tagger), scores each with YAMNet (max over patches,
 hop 0.48 s) and writes, per kind and label, the median rank of the label among
@@ -47,7 +47,7 @@ def check(scorer: object, names: list[str], clips: int = CLIPS) -> list[dict[str
     """One row per (kind, label) the tagger has; see the module docstring."""
     cfg = FeatureConfig()
     rows: list[dict[str, str]] = []
-    for kind in sorted(synth.KINDS):
+    for kind in sorted(synth.ALL_KINDS):
         noise = np.random.default_rng(SEED_BASE - 1)
         scores = np.stack([
             _clip_scores(scorer, _with_floor(synth.generate(kind, SEED_BASE + k, cfg.sample_rate),
@@ -55,7 +55,7 @@ def check(scorer: object, names: list[str], clips: int = CLIPS) -> list[dict[str
             for k in range(clips)])
         top = np.argsort(-scores.mean(axis=0))[:5]
         top5 = "; ".join(f"{names[t]} {scores[:, t].mean():.2f}" for t in top)
-        for label in synth.KINDS[kind][1]:
+        for label in synth.ALL_KINDS[kind][1]:
             if label not in names:
                 continue
             j = names.index(label)

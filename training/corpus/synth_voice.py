@@ -3,7 +3,10 @@
 Sneeze, Screaming and Singing have no real clip in ``../shared/DATA.md``'s sources, and
 Cat, Train and Toilet flush have one or two. These generators follow the same contract
 as :mod:`training.corpus.synth` (a ``numpy.random.Generator`` and a sample rate in, a
-peak-normalised float32 mono waveform out) and are registered in its ``KINDS``.
+peak-normalised float32 mono waveform out) and are its opt-in ``VOICE_KINDS``
+(``sed-corpus build --synthetic-voices``): the model trained with them lost more on real
+audio than it gained (the default model card has the figures), so the default corpus
+leaves them out.
 
 The voices are additive source-filter synthesis (:func:`voice`): the harmonics of a
 time-varying pitch, each weighted by a spectral envelope of time-varying formant
