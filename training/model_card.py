@@ -194,7 +194,7 @@ def render(card: dict[str, Any], head: str) -> str:
                 f"pooling: sed mAP **{y['ours_map']:.3f}**, YAMNet mAP **{y['map']:.3f}**."]
         ro = y.get("recordings_only")
         if ro:
-            out += ["", f"On recordings only ({ro['clips']} clips; synthetic validation events "
+            out += ["", f"On recordings only ({ro['clips']:,} clips; synthetic validation events "
                     f"left out, so {ro['labels']} labels have positives): sed mAP "
                     f"**{ro['ours_map']:.3f}**, YAMNet mAP **{ro['map']:.3f}**."]
         wc = y.get("well_covered")
