@@ -84,6 +84,11 @@ def _ap(scores: np.ndarray, labels: list[set[str]], names: list[str]) -> np.ndar
     return average_precision(scores, targets)
 
 
+def _by_label(names: Sequence[str], values: np.ndarray) -> dict[str, float | None]:
+    """Label -> value for the card's JSON; NaN (no positives) becomes None."""
+    return {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, values, strict=True)}
+
+
 def _top1(scores: np.ndarray, labels: list[set[str]], names: list[str]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     best = np.argmax(scores, axis=1)
@@ -306,12 +311,12 @@ def measure(model: Path, corpus: Path, yamnet: Path | None,
     if teacher:
         card["teacher"] = teacher
     ap = _ap(s_ours, labels, names)
-    card["ap"] = {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, ap, strict=True)}
+    card["ap"] = _by_label(names, ap)
     card["map"], card["map_excluded"] = mean_excluding(ap)
     rec = _real_rows(corpus / "val.csv", paths)
     rec_labels = [ls for ls, r in zip(labels, rec, strict=True) if r]
     ap_rec = _ap(s_ours[rec], rec_labels, names)
-    card["ap_recordings"] = {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, ap_rec, strict=True)}
+    card["ap_recordings"] = _by_label(names, ap_rec)
     card["top1"] = _top1(s_ours, labels, names)
     cost = graph_cost(model)
     card["cost"] = {"macs": cost.macs, "params": cost.params, "ms_per_patch_b1": ms_per_patch(ours.score, 1, PATCH, seconds=3.0)}
@@ -321,23 +326,23 @@ def measure(model: Path, corpus: Path, yamnet: Path | None,
         shared = [n for n in names if n in ynames]
         s_y = _clip_scores(y, paths)[:, [ynames.index(n) for n in shared]]
         ap_y = _ap(s_y, labels, shared)
-        ap_o = _ap(s_ours[:, [names.index(n) for n in shared]], labels, shared)
+        ours_cols = [names.index(n) for n in shared]
+        ap_o = ap[ours_cols]  # AP is per label: ours on the shared labels is a column subset
         yc = graph_cost(yamnet)
         real = _real_val_counts(corpus / "val.csv")
         well = [i for i, n in enumerate(shared) if real.get(n, 0) >= WELL_COVERED_VAL_CLIPS]
         ap_y_rec = _ap(s_y[rec], rec_labels, shared)
-        ap_o_rec = _ap(s_ours[rec][:, [names.index(n) for n in shared]], rec_labels, shared)
+        ap_o_rec = ap_rec[ours_cols]
         card["yamnet"] = {
             "recordings_only": {"clips": int(rec.sum()), "labels": int(np.sum(~np.isnan(ap_o_rec))),
                                 "map": mean_excluding(ap_y_rec)[0], "ours_map": mean_excluding(ap_o_rec)[0],
-                                "ap": {n: (None if np.isnan(v) else float(v))
-                                       for n, v in zip(shared, ap_y_rec, strict=True)}},
+                                "ap": _by_label(shared, ap_y_rec)},
             "well_covered": {"labels": [shared[i] for i in well],
                              "map": mean_excluding(ap_y[well])[0] if well else None,
                              "ours_map": mean_excluding(ap_o[well])[0] if well else None},
             "shared_labels": shared,
-            "ap": {n: (None if np.isnan(v) else float(v)) for n, v in zip(shared, ap_y, strict=True)},
-            "ours_ap": {n: (None if np.isnan(v) else float(v)) for n, v in zip(shared, ap_o, strict=True)},
+            "ap": _by_label(shared, ap_y),
+            "ours_ap": _by_label(shared, ap_o),
             "map": mean_excluding(ap_y)[0], "ours_map": mean_excluding(ap_o)[0],
             "macs": yc.macs, "params": yc.params, "ms_per_patch_b1": ms_per_patch(y.score, 1, PATCH, seconds=3.0),
         }
