@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 
 from detector.scorer import OnnxScorer
-from training.model_card import _capped, _clip_table, _real_rows, _real_val_counts, render
+from training.model_card import _capped, _clip_table, _real_rows, _recording_counts, render
 
 
 def test_capped_scorer_lowers_on_thresholds_and_keeps_off_ratios(toy_model: Path) -> None:
@@ -66,7 +66,9 @@ def _val_manifest(tmp_path: Path) -> Path:
 
 def test_real_val_counts_leave_out_synthetic_clips(tmp_path: Path) -> None:
     """"Well-covered" (the YAMNet comparison's subset) counts real recordings only."""
-    assert _real_val_counts(_val_manifest(tmp_path)) == {"Knock": 1, "Door": 2}
+    manifest = _val_manifest(tmp_path)
+    paths, labels = _clip_table(manifest)
+    assert _recording_counts(labels, _real_rows(manifest, paths)) == {"Knock": 1, "Door": 2}
 
 
 def test_recordings_only_mask_drops_synthetic_clips(tmp_path: Path) -> None:

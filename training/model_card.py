@@ -59,14 +59,15 @@ def _clip_table(manifest: Path) -> tuple[list[Path], list[set[str]]]:
     return paths, [by_path[p] for p in paths]
 
 
-def _real_val_counts(manifest: Path) -> dict[str, int]:
-    """Label -> recordings that are not ``synthetic:*`` (the corpus's source column)."""
-    paths: dict[str, set[Path]] = defaultdict(set)
-    for clip in read_manifest(manifest):
-        if not clip.source.startswith("synthetic:"):
-            for lab in clip.labels:
-                paths[lab].add(clip.path)
-    return {lab: len(ps) for lab, ps in paths.items()}
+def _recording_counts(labels: list[set[str]], recording: np.ndarray) -> dict[str, int]:
+    """Label -> how many of the clips (``_clip_table``'s rows) masked by ``recording``
+    (``_real_rows``) carry it: the real recordings per label, synthetic events left out."""
+    counts: dict[str, int] = defaultdict(int)
+    for ls, real in zip(labels, recording, strict=True):
+        if real:
+            for lab in ls:
+                counts[lab] += 1
+    return dict(counts)
 
 
 def _real_rows(manifest: Path, paths: list[Path]) -> np.ndarray:
@@ -329,7 +330,7 @@ def measure(model: Path, corpus: Path, yamnet: Path | None,
         ours_cols = [names.index(n) for n in shared]
         ap_o = ap[ours_cols]  # AP is per label: ours on the shared labels is a column subset
         yc = graph_cost(yamnet)
-        real = _real_val_counts(corpus / "val.csv")
+        real = _recording_counts(labels, rec)
         well = [i for i, n in enumerate(shared) if real.get(n, 0) >= WELL_COVERED_VAL_CLIPS]
         ap_y_rec = _ap(s_y[rec], rec_labels, shared)
         ap_o_rec = ap_rec[ours_cols]
