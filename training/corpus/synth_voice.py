@@ -146,9 +146,10 @@ _MAJOR = (0, 2, 4, 5, 7, 9, 11, 12)
 
 
 def singing(rng: np.random.Generator, sr: int) -> np.ndarray:
-    """A sung phrase: 4-12 notes of a major scale (root 100-330 Hz) of 0.25-0.9 s, legato
-    with 40 ms glides, vibrato (4.5-6.5 Hz, 1-3 %) that sets in after each note's onset,
-    a vowel per note, consonant noise at some note changes and a breath between phrases."""
+    """A sung phrase: 4-9 notes of a major scale (root 100-330 Hz, the lowest note sung)
+    of 0.35-1.2 s, legato with 40 ms glides, vibrato (4.5-6.5 Hz, 2-4.5 %) that sets in
+    after each note's onset, a vowel per note, consonant noise at some note changes and
+    0.2-0.8 s of silence around the phrase."""
     root = rng.uniform(100, 330)
     lengths = rng.uniform(0.35, 1.2, int(rng.integers(4, 10)))
     n = round(lengths.sum() * sr)
