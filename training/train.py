@@ -5,7 +5,8 @@ waveform augmentation), are mixed in the batch (optional), turned into log-mel o
 training device by :class:`training.frontend.LogMel` and masked by SpecAugment
 (optional). Loss: multi-label BCE or focal loss on logits, optionally blended with
 BCE against a teacher's scores (``teacher``, ``distill_weight``, ``distill_per_label``;
-:mod:`training.teacher`).
+:mod:`training.teacher`). ``init_from`` starts from a trained checkpoint, and
+``freeze_known`` then trains only the labels it lacks (:mod:`training.extend`).
 AdamW with linear warmup then cosine decay (``schedule="cosine"``) or a one-cycle
 shape; mixed precision on GPU. Each epoch writes ``last.pt`` (and ``best.pt`` on a new best validation mAP) to
 ``out_dir``; ``--resume`` continues from a checkpoint with identical state.
@@ -51,6 +52,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from detector.features import FeatureConfig
 from training.augment import AugmentConfig, SpecAugment, WaveAugment, mix_batch
 from training.data import BalancedSampler
+from training.extend import HeadOnly, init_from
 from training.frontend import LogMel
 from training.model import PRESETS, ModelConfig, SedNet
 
@@ -102,6 +104,10 @@ class TrainConfig:
     teacher: str = ""
     distill_weight: float = 0.5  # loss = (1 - w) * BCE(labels) + w * BCE(teacher scores)
     distill_per_label: bool = True  # w_l = distill_weight * teacher's AP on the training clips
+    # Start from a trained checkpoint (training.extend): its weights, and its head rows for
+    # the labels both have; freeze_known trains only the rows of the labels it lacks.
+    init_from: str = ""
+    freeze_known: bool = False
     grad_clip: float = 5.0
     amp: bool = True
     seed: int = 0
@@ -124,6 +130,9 @@ class TrainConfig:
             )
         if not 0.0 <= self.distill_weight <= 1.0:
             problems.append(f"distill_weight={self.distill_weight} (accepted: 0 <= w <= 1)")
+        if self.freeze_known and not self.init_from:
+            problems.append("freeze_known=true without init_from (it freezes what that "
+                            "checkpoint knew)")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -323,9 +332,13 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
     log.info("labels %d, train clips %d, val clips %d", len(names), summary["train_clips"],
              summary["val_clips"])
 
-    model = SedNet(run.model, len(names), features).to(device)
+    model = SedNet(run.model, len(names), features)
+    known = init_from(model, cfg.init_from, names) if cfg.init_from else None
+    model = model.to(device)
+    head_only = HeadOnly(model, known) if cfg.freeze_known and known is not None else None
     frontend = LogMel(features).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = head_only.trainable() if head_only is not None else list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -402,6 +415,8 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
         gen = torch.Generator().manual_seed(cfg.seed + epoch * 31 + rank)
         sampler.set_epoch(epoch)
         net.train()
+        if head_only is not None:
+            head_only.modes()
         t0, seen, loss_sum = time.monotonic(), 0, 0.0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=rank != 0,
                    leave=False, dynamic_ncols=True, mininterval=1.0)
@@ -432,11 +447,15 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
                 loss = hard.mean()
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if head_only is not None:
+                head_only.mask_grads()
             if cfg.grad_clip > 0:
                 scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
+            if head_only is not None:
+                head_only.restore()
             step += 1
             seen += wave.shape[0]
             loss_sum += loss.item() * wave.shape[0]
@@ -508,13 +527,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--num-workers", type=int)
-    for name in ("balanced", "wave_augment", "mix", "spec_augment", "amp", "distill_per_label"):
+    for name in ("balanced", "wave_augment", "mix", "spec_augment", "amp", "distill_per_label",
+                 "freeze_known"):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name,
                        action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--background", dest="background_manifest",
                    help="manifest of background recordings for WaveAugment")
     p.add_argument("--teacher", help='distil from this tagger: "yamnet" or a model.onnx path')
     p.add_argument("--distill-weight", type=float, help="weight of the teacher's targets (0-1)")
+    p.add_argument("--init-from", help="start from this trained checkpoint's weights "
+                   "(labels matched by name; --freeze-known: train only the new labels)")
     p.add_argument("--resume", type=Path, help="checkpoint to continue from")
     p.add_argument("--stop-epoch", type=int, help="stop after this epoch (resume later)")
     p.add_argument("-v", "--verbose", action="store_true")
