@@ -25,7 +25,7 @@ from training.export import (  # noqa: E402
     onnx_scores,
     thresholds_from_report,
 )
-from training.model import PRESETS, ModelConfig, SedNet  # noqa: E402
+from training.model import PRESETS, ModelConfig, SedNet, load_checkpoint  # noqa: E402
 from training.toy import TOY_LABELS, make_toy_scene  # noqa: E402
 
 FEATURES = FeatureConfig()
@@ -176,9 +176,14 @@ def test_cli_with_report_and_variants(toy_model: Path, tmp_path: Path, capsys: p
     assert contract.names == names
     assert contract.on_thresholds[0] == 0.65
     assert contract.extra["training"]["model"]["widths"] == [8, 16, 24, 32]
+    slim, slim_ckpt = load_checkpoint(out / "model.pt")  # the weights, for --init-from
+    assert "optimizer" not in slim_ckpt and [d["name"] for d in slim_ckpt["labels"]] == names
     x = np.random.default_rng(0).normal(-3, 2, (4, FEATURES.patch_frames, FEATURES.n_mels))
     ref = onnx_scores(out / "model.onnx", x.astype(np.float32))
     for kind, tol in (("fp16", 5e-3), ("int8", 0.1)):
         got = onnx_scores(out / f"model.{kind}.onnx", x.astype(np.float32))
         assert got.shape == ref.shape
         assert np.max(np.abs(got - ref)) < tol, kind
+    with torch.no_grad():
+        torch_scores = slim.scores(torch.from_numpy(x.astype(np.float32))).numpy()
+    np.testing.assert_allclose(torch_scores, ref, atol=1e-5)

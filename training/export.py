@@ -6,7 +6,9 @@ BatchNorm folded into the convolution before it, and the metadata key
 ``sed.contract`` holding :class:`detector.contract.ModelContract` JSON (labels, mids,
 front end, per-label on/off thresholds, training config, data summary, git
 revision). Two sidecars are written beside it: ``labels.csv``
-(``index,mid,display_name``) and ``thresholds.json``.
+(``index,mid,display_name``) and ``thresholds.json``. The command line also writes
+``model.pt``, the weights as a slim checkpoint (:func:`write_weights`), so an exported
+model can be fine-tuned or given new labels (``sed-train --init-from``).
 
 Every export is checked: onnxruntime and torch must agree within
 :data:`PARITY_TOLERANCE` on random and (when given) real patches, or it raises.
@@ -59,6 +61,7 @@ __all__ = [
     "onnx_scores",
     "quantize_variant",
     "thresholds_from_report",
+    "write_weights",
 ]
 
 log = logging.getLogger(__name__)
@@ -214,6 +217,19 @@ def _write_sidecars(contract: ModelContract, out_dir: Path) -> None:
             indent=1,
         )
     )
+
+
+#: Checkpoint keys kept in the exported ``.pt`` (no optimizer state, no history).
+WEIGHT_KEYS = ("model", "model_config", "labels", "features", "train_config", "augment_config",
+               "data_summary", "git_revision", "epoch")
+
+
+def write_weights(ckpt: dict[str, Any], path: str | Path) -> Path:
+    """The PyTorch weights beside the ONNX: a slim checkpoint that ``load_checkpoint`` and
+    ``sed-train --init-from`` read (fine-tune the model, or add labels to it)."""
+    path = Path(path)
+    torch.save({k: ckpt[k] for k in WEIGHT_KEYS if k in ckpt}, path)
+    return path
 
 
 def export_onnx(
@@ -405,8 +421,9 @@ def main(argv: list[str] | None = None) -> int:
                                     args.val_limit)
     path = args.out / f"{args.name}.onnx"
     check = export_onnx(model, contract, path, check_patches=val_x)
+    weights = write_weights(ckpt, args.out / f"{args.name}.pt")
     print(f"wrote {path} ({len(names)} labels), parity max |diff| {check.max_abs_diff:.2g} "
-          f"on {check.n_patches} patches")
+          f"on {check.n_patches} patches; weights for sed-train --init-from: {weights}")
     for kind in [k for k, on_ in (("fp16", args.fp16), ("int8", args.int8)) if on_]:
         dst = quantize_variant(path, kind, calibration=val_x)
         ref_x = val_x if val_x is not None else np.random.default_rng(0).uniform(
