@@ -1,7 +1,7 @@
 """The shipped default model (exports/default) on the bundled demo clip (validation audio).
 
 A regression guard for what a new user sees first: the README's first command runs
-exactly this. The expected labels are those the v1 model gets right today (see
+exactly this. The expected labels are those the v1.1 model gets right today (see
 exports/default/MODEL_CARD.md for what it misses: here the baby cry, the door and
 the clapping).
 """
@@ -18,7 +18,7 @@ from detector.models import DEFAULT_MODEL
 from detector.pipeline import detect_file
 
 DEMO = Path(__file__).resolve().parents[1] / "detector" / "data" / "demo.flac"
-HEARD = ("Speech", "Dog", "Bird", "Typing", "Horse")  # labels v1 detects in the demo
+HEARD = ("Speech", "Dog", "Bird", "Typing", "Horse")  # labels v1.1 detects in the demo
 TOLERANCE_S = 1.0
 
 
@@ -41,3 +41,30 @@ def test_default_model_hears_the_demo(label: str) -> None:
     start, end = _truth()[label]
     assert events, f"no {label} onset"
     assert any(start - TOLERANCE_S <= e["start"] <= end for e in events), [e["start"] for e in events]
+
+
+def test_default_weights_match_the_onnx_model() -> None:
+    """exports/default/model.pt (for ``sed-train --init-from``) is the network the ONNX holds."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    import soundfile as sf
+
+    from detector.features import log_mel
+    from training.export import onnx_scores
+    from training.model import load_checkpoint
+
+    model, ckpt = load_checkpoint(DEFAULT_MODEL.with_suffix(".pt"))
+    contract = ModelContract.read(DEFAULT_MODEL)
+    assert [d["name"] for d in ckpt["labels"]] == contract.names
+    f = contract.features
+    wave, rate = sf.read(DEMO, dtype="float32")
+    assert rate == f.sample_rate and wave.ndim == 1
+    mel = log_mel(wave, f)
+    step = f.patch_frames // 2
+    patches = np.stack([mel[i : i + f.patch_frames]
+                        for i in range(0, len(mel) - f.patch_frames + 1, step)]).astype(np.float32)
+    with torch.no_grad():
+        ours = model.scores(torch.from_numpy(patches)).numpy()
+    np.testing.assert_allclose(ours, onnx_scores(DEFAULT_MODEL, patches), atol=1e-4)
+    assert ours.max() > 0.5  # real sound in the demo, not an all-quiet comparison
+
