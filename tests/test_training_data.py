@@ -339,6 +339,19 @@ def test_balanced_sampler_draws_rare_labels_as_often() -> None:
     assert list(s) == list(draws)
 
 
+@pytest.mark.parametrize(("power", "rare_share"), [(0.5, 10**0.5 / (10**0.5 + 990**0.5)),
+                                                   (1.0, 10 / 1000)])
+def test_balanced_sampler_power_draws_labels_by_count(power: float, rare_share: float) -> None:
+    targets = np.zeros((1000, 2))
+    targets[:990, 0] = 1
+    targets[990:, 1] = 1
+    draws = np.array(list(BalancedSampler(targets, 20000, seed=1, include_negatives=False,
+                                          power=power)))
+    assert (draws >= 990).mean() == pytest.approx(rare_share, rel=0.15)
+    with pytest.raises(ValueError, match=r"power=1.5; accepted: 0 <= power <= 1"):
+        BalancedSampler(targets, 10, power=1.5)
+
+
 def test_balanced_sampler_ranks_take_disjoint_slices() -> None:
     targets = np.eye(4)[np.arange(40) % 4]
     full = list(BalancedSampler(targets, 40, seed=5, rank=0, world_size=1))

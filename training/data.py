@@ -370,9 +370,13 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
 
 class BalancedSampler(Sampler[int]):
-    """Draws a label uniformly, then a uniform example carrying it (with replacement).
+    """Draws a label, then a uniform example carrying it (with replacement).
 
-    Rows with no positive label form one extra "background" class when
+    ``power`` sets how often each label is drawn: with probability proportional to
+    its example count to that power, so 0 (the default) draws every label equally
+    and 1 draws labels as often as their examples occur (a uniform draw of rows,
+    counted once per label they carry); 0.5 is the usual compromise. Rows with no
+    positive label form one extra "background" class when
     ``include_negatives``. Each ``__iter__`` advances the epoch (or call
     :meth:`set_epoch`); with ``world_size > 1`` every rank takes the disjoint slice
     ``rank::world_size`` of the same ``num_samples * world_size`` draws.
@@ -386,12 +390,15 @@ class BalancedSampler(Sampler[int]):
         rank: int = 0,
         world_size: int = 1,
         include_negatives: bool = True,
+        power: float = 0.0,
     ) -> None:
         t = np.asarray(targets)
         if t.ndim != 2 or t.shape[0] == 0:
             raise ValueError(f"targets must be a non-empty (N, L) array; got shape {t.shape}")
         if num_samples <= 0:
             raise ValueError(f"num_samples={num_samples}; accepted: > 0")
+        if not 0.0 <= power <= 1.0:
+            raise ValueError(f"power={power}; accepted: 0 <= power <= 1")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank}, world_size={world_size}; need 0 <= rank < world_size")
         pos = t > 0
@@ -404,6 +411,9 @@ class BalancedSampler(Sampler[int]):
         self.counts = np.array([m.size for m in members], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
         self.flat = np.concatenate(members)
+        self.power = power
+        self.probs = self.counts.astype(np.float64) ** power
+        self.probs /= self.probs.sum()
         self.num_samples, self.seed = num_samples, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
@@ -418,6 +428,9 @@ class BalancedSampler(Sampler[int]):
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         total = self.num_samples * self.world_size
-        cls = rng.integers(0, self.counts.size, total)
+        if self.power == 0.0:  # the original draw, kept bit-for-bit so old runs reproduce
+            cls = rng.integers(0, self.counts.size, total)
+        else:
+            cls = rng.choice(self.counts.size, total, p=self.probs)
         pick = self.offsets[cls] + (rng.random(total) * self.counts[cls]).astype(np.int64)
         return iter(self.flat[pick][self.rank::self.world_size].tolist())

@@ -95,6 +95,7 @@ class TrainConfig:
     loss: str = "bce"
     focal_gamma: float = 2.0
     balanced: bool = True
+    balance_power: float = 0.0  # BalancedSampler.power: 0 = every label equally often
     # Master switches; the details (and per-effect switches) are the [augment] table.
     wave_augment: bool = True
     mix: bool = True
@@ -130,6 +131,8 @@ class TrainConfig:
             )
         if not 0.0 <= self.distill_weight <= 1.0:
             problems.append(f"distill_weight={self.distill_weight} (accepted: 0 <= w <= 1)")
+        if not 0.0 <= self.balance_power <= 1.0:
+            problems.append(f"balance_power={self.balance_power} (accepted: 0 <= p <= 1)")
         if self.freeze_known and not self.init_from:
             problems.append("freeze_known=true without init_from (it freezes what that "
                             "checkpoint knew)")
@@ -365,7 +368,8 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
     if cfg.balanced:
         per_epoch = cfg.samples_per_epoch or len(train_ds)
         per_rank = max(cfg.batch_size, -(-per_epoch // world))
-        sampler = BalancedSampler(train_ds.targets, per_rank, cfg.seed, rank, world)
+        sampler = BalancedSampler(train_ds.targets, per_rank, cfg.seed, rank, world,
+                                  power=cfg.balance_power)
     else:
         sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
                                      seed=cfg.seed, drop_last=False)
@@ -525,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--loss", choices=LOSSES)
     p.add_argument("--seed", type=int)
+    p.add_argument("--balance-power", type=float,
+                   help="draw labels with probability ~ clip count^p (0: all equally, 1: as often as their clips)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--num-workers", type=int)
     for name in ("balanced", "wave_augment", "mix", "spec_augment", "amp", "distill_per_label",
