@@ -82,9 +82,9 @@ class HeadOnly:
         self.known = torch.as_tensor(list(known), dtype=torch.long)
         self.heads = _head_params(model)
         head_ids = {id(p) for _, lin in self.heads for p in lin.parameters()}
-        self.frozen = [p for p in model.parameters() if id(p) not in head_ids]
-        for p in self.frozen:
-            p.requires_grad_(False)
+        for p in model.parameters():
+            if id(p) not in head_ids:
+                p.requires_grad_(False)
         self.saved = {(n, w): getattr(lin, w).detach()[self.known].clone()
                       for n, lin in self.heads for w in ("weight", "bias")}
 
