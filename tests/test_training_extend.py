@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 from detector.features import FeatureConfig  # noqa: E402
 from training.extend import HeadOnly, init_from  # noqa: E402
-from training.model import PRESETS, SedNet  # noqa: E402
+from training.model import PRESETS, SedNet, load_checkpoint  # noqa: E402
 from training.toy import TOY_LABELS, make_toy_clips  # noqa: E402
 from training.train import load_config, main  # noqa: E402
 
@@ -38,15 +38,6 @@ def _train(manifest: Path, out: Path, labels: list[str], *extra: str) -> dict:
     return torch.load(out / "last.pt", weights_only=True)
 
 
-def _net(ckpt: dict) -> SedNet:
-    from training.model import ModelConfig
-
-    net = SedNet(ModelConfig.from_dict(ckpt["model_config"]), len(ckpt["labels"]),
-                 FeatureConfig.from_dict(ckpt["features"]))
-    net.load_state_dict(ckpt["model"])
-    return net.eval()
-
-
 def test_freeze_known_leaves_old_labels_bit_identical(toy_manifest: Path, tmp_path: Path) -> None:
     old = _train(toy_manifest, tmp_path / "old", KNOWN)
     new = _train(toy_manifest, tmp_path / "new", NAMES, "--init-from", str(tmp_path / "old" / "last.pt"),
@@ -61,7 +52,8 @@ def test_freeze_known_leaves_old_labels_bit_identical(toy_manifest: Path, tmp_pa
             torch.testing.assert_close(new["model"][key], value, rtol=0, atol=0, msg=key)
     patches = torch.randn(5, 96, 64)
     with torch.no_grad():
-        before, after = _net(old).scores(patches), _net(new).scores(patches)
+        before = load_checkpoint(tmp_path / "old" / "last.pt")[0].scores(patches)
+        after = load_checkpoint(tmp_path / "new" / "last.pt")[0].scores(patches)
     torch.testing.assert_close(after[:, rows], before, rtol=0, atol=0)
     assert new["train_config"]["freeze_known"] and new["train_config"]["init_from"]
 
