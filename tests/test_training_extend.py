@@ -89,6 +89,9 @@ def test_init_from_copies_rows_by_name_and_rejects_a_different_model(tmp_path: P
         init_from(SedNet(PRESETS["small"], 3, features), path, ["a"])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         init_from(dst, tmp_path / "nope.pt", ["a"])
+    torch.save({"model": src.state_dict()}, tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match=r"checkpoint lacks \['model_config', 'labels', 'features'\]"):
+        init_from(dst, tmp_path / "bare.pt", ["a"])
     with pytest.raises(ValueError, match="nothing would train"):
         HeadOnly(dst, [0, 1, 2])
 

@@ -18,12 +18,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from training.model import SedNet
+from training.model import SedNet, read_checkpoint
 
 __all__ = ["HeadOnly", "init_from"]
 
@@ -43,10 +42,7 @@ def init_from(model: SedNet, path: str | Path, names: Sequence[str]) -> list[int
     The checkpoint must have the same model config and front end: a different width
     or patch shape is an error that names both.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"init_from: checkpoint {path} does not exist")
-    ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path)
     for key, ours in (("model_config", model.cfg.to_dict()), ("features", model.features.to_dict())):
         if ckpt.get(key) != ours:
             raise ValueError(f"init_from {path}: its {key} is {ckpt.get(key)}; this run's is {ours}")

@@ -45,6 +45,7 @@ __all__ = [
     "count_macs",
     "load_checkpoint",
     "main",
+    "read_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -271,12 +272,10 @@ def count_macs(model: SedNet, cfg: FeatureConfig | None = None) -> tuple[int, in
     return total, params
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[SedNet, dict[str, Any]]:
-    """Load a ``sed-train`` checkpoint (``weights_only=True``) and rebuild its model in eval mode.
-
-    Needs the keys ``model`` (state dict), ``model_config``, ``labels`` (list of
-    ``{"name", "mid"}``) and ``features`` (FeatureConfig dict).
-    """
+def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    """A ``sed-train`` checkpoint's dict (``weights_only=True``), checked for the keys
+    ``model`` (state dict), ``model_config``, ``labels`` (list of ``{"name", "mid"}``)
+    and ``features`` (FeatureConfig dict)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -286,6 +285,12 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[SedNet
     missing = [k for k in ("model", "model_config", "labels", "features") if k not in ckpt]
     if missing:
         raise ValueError(f"{path}: checkpoint lacks {missing} (has {sorted(ckpt)})")
+    return ckpt
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[SedNet, dict[str, Any]]:
+    """Load a ``sed-train`` checkpoint (:func:`read_checkpoint`) and rebuild its model in eval mode."""
+    ckpt = read_checkpoint(path, map_location)
     model = SedNet(
         ModelConfig.from_dict(ckpt["model_config"]),
         len(ckpt["labels"]),
