@@ -298,7 +298,7 @@ def _cap_sweep(scorer: OnnxScorer, corpus: Path, names: list[str], ontology: Ont
 
 
 def measure(model: Path, corpus: Path, yamnet: Path | None,
-            caps: Sequence[float] = ()) -> dict[str, Any]:
+            caps: Sequence[float] = (), debs: Path | None = None) -> dict[str, Any]:
     ontology = Ontology.load()
     ours = OnnxScorer(model, threads=1)
     names = ours.contract.names
@@ -357,8 +357,11 @@ def measure(model: Path, corpus: Path, yamnet: Path | None,
     card["counts"] = {n: summary["labels"].get(n) for n in names}
     card["corpus"] = {k: summary[k] for k in ("real_seconds", "package_versions", "exact_duplicates_dropped",
                                               "near_duplicates_dropped") if k in summary}
-    if (corpus / "debs").is_dir():
-        card["licenses"] = _licenses(corpus / "debs")
+    debs = debs or corpus / "debs"
+    if debs.is_dir():
+        card["licenses"] = _licenses(debs)
+    else:
+        log.warning("no .deb folder at %s: the card has no license table (pass --debs DIR)", debs)
     return card
 
 
@@ -372,13 +375,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--caps", type=float, nargs="*", default=list(DEFAULT_CAPS),
                    help="also measure events and false alarms with on-thresholds capped at these "
                         f"(default {' '.join(map(str, DEFAULT_CAPS))}; none: no sweep)")
+    p.add_argument("--debs", type=Path, help="the corpus build's .debs, for the license table "
+                   "(default CORPUS/debs; the --deb-cache DIR that sed-corpus build was given, if any)")
     p.add_argument("--render-only", action="store_true", help="re-render from an existing --out card.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.render_only:
         card = json.loads(args.out.read_text())
     else:
-        card = measure(args.model, args.corpus, args.yamnet or find_yamnet(), args.caps)
+        card = measure(args.model, args.corpus, args.yamnet or find_yamnet(), args.caps, args.debs)
         args.out.write_text(json.dumps(card, indent=1))
         print(f"wrote {args.out}")
     if args.head:
