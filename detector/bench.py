@@ -33,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ import numpy as np
 import soundfile as sf
 import zmq
 
+from detector.bench_procs import memory, serve
+from detector.bench_report import table
+from detector.bench_scale import scale
 from detector.config import Config, ListenConfig
 from detector.modelcost import graph_cost, ms_per_patch, peak_flops
 from detector.models import resolve_model
@@ -57,8 +60,6 @@ __all__ = [
     "main",
     "model_cost",
     "onset_latency",
-    "scale",
-    "scale_step",
 ]
 
 log = logging.getLogger("sed-bench")
@@ -66,8 +67,6 @@ log = logging.getLogger("sed-bench")
 REPO = Path(__file__).resolve().parent.parent
 RATE = 16000
 Scorer = Any  # OnnxScorer or detector.yamnet.YamnetScorer (same duck type)
-SCALE_MONITOR_S = 0.1  # how often the scale monitor samples each stream's lag
-SCALE_TRIES = 2  # tries per scale step before it counts as failed
 PEAK_SECONDS = 3.0  # sgemm repeats per peak FLOP/s measurement
 
 
@@ -278,168 +277,6 @@ def onset_latency(
     }
 
 
-# ---------------------------------------------------------------------------- scale
-
-
-def scale_step(
-    scorer: Scorer, path: Path, n: int, seconds: float, config: Config, max_lag_s: float
-) -> dict[str, float]:
-    """``n`` streams paced from ``path`` in one Listener for ``seconds``; lag and drops.
-
-    A stream's lag is how far the audio it has consumed is behind the wall clock
-    (``now - wall_origin - samples / rate``), sampled every :data:`SCALE_MONITOR_S`.
-    A live source would drop samples once that lag outgrows its buffer; here a stream
-    whose lag ever exceeds ``max_lag_s`` counts as dropped.
-    """
-    rate = scorer.contract.features.sample_rate
-    ctx = zmq.Context()
-    pub = ZmqPublisher("tcp://127.0.0.1:*", context=ctx)
-    sources: list[Source] = [FileSource(path, rate, realtime=True, stream_id=f"s{i}") for i in range(n)]
-    listener = Listener(sources, [pub], config, scorer=scorer)
-    stop = threading.Event()
-    th = threading.Thread(target=listener.run, args=(stop,))
-    max_lag = np.zeros(n)
-    c0 = time.process_time()
-    w0 = time.perf_counter()
-    th.start()
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and th.is_alive():
-        stop.wait(SCALE_MONITOR_S)
-        now = time.time()
-        for i, st in enumerate(listener.streams):
-            if st.wall_origin is not None:
-                max_lag[i] = max(max_lag[i], now - st.wall_origin - st.samples / rate)
-    stop.set()
-    th.join()
-    cpu = time.process_time() - c0
-    wall = time.perf_counter() - w0
-    pub.close()
-    ctx.term()
-    started = sum(st.wall_origin is not None for st in listener.streams)
-    lat = np.concatenate([np.array(st._latency) for st in listener.streams if st._latency] or [np.full(1, np.nan)])
-    batches = np.array(listener.batch_sizes) if listener.batch_sizes else np.zeros(1)
-    dropped = int(np.sum(max_lag > max_lag_s)) + (n - started)
-    return {
-        "streams": float(n),
-        "dropped_streams": float(dropped),
-        "max_lag_s": float(max_lag.max()),
-        "latency_p99_ms": float(1000.0 * np.nanpercentile(lat, 99)),
-        "mean_batch": float(batches.mean()),
-        "cpu_percent_of_one_core": 100.0 * cpu / wall,
-        "patches_per_s": float(sum(st.patches for st in listener.streams)) / wall,
-    }
-
-
-def scale(
-    scorer: Scorer, path: Path, config: Config, bc: BenchConfig, log_step: Callable[[dict[str, float]], None]
-) -> dict[str, Any]:
-    """Double N from ``scale_start`` until a step drops, then bisect once between the last two.
-
-    A step that drops is tried again once (:data:`SCALE_TRIES`): other processes on a
-    shared machine can only make a step fail, never pass.
-    """
-    steps: list[dict[str, float]] = []
-    good, bad = 0, 0
-    n = bc.scale_start
-
-    def passes(n: int) -> bool:
-        for _try in range(SCALE_TRIES):
-            r = scale_step(scorer, path, n, bc.scale_seconds, config, bc.max_lag_s)
-            steps.append(r)
-            log_step(r)
-            if not r["dropped_streams"]:
-                return True
-        return False
-
-    while n <= bc.scale_max:
-        if not passes(n):
-            bad = n
-            break
-        good = n
-        n *= 2
-    if bad and good and bad - good > good // 4:
-        mid = (good + bad) // 2
-        if passes(mid):
-            good = mid
-    return {"max_streams": float(good), "steps": steps}
-
-
-# ---------------------------------------------------------------------------- memory
-
-
-def _rss_mb(pid: int) -> dict[str, float]:
-    text = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(ln.split(":", 1) for ln in text.splitlines() if ":" in ln)
-    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024}
-
-
-def _free_endpoint() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
-@contextlib.contextmanager
-def _process(cmd: list[str], env_extra: dict[str, str] | None = None, **kw: Any) -> Iterator[Any]:
-    import subprocess
-
-    env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
-    proc = subprocess.Popen(cmd, env=env, **kw)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def memory(model: Path | None, yamnet: Path | None, audio: Path, settle_s: float = 4.0) -> dict[str, Any]:
-    """RSS of a real ``sed-listen`` (paced file, publishing) and of ``sed-monitor`` watching it.
-
-    With ``yamnet``, the same listener process is started on YAMNet instead
-    (``python -m detector.bench serve --yamnet``) and only its RSS is reported.
-    """
-    import pty
-    import subprocess
-
-    endpoint = _free_endpoint()
-    if yamnet is None:
-        cmd = [sys.executable, "-m", "detector.cli_listen", str(audio), "--model", str(model),
-               "--publish", endpoint, "--realtime", "--log-level", "WARNING"]
-    else:
-        cmd = [sys.executable, "-m", "detector.bench", "serve", "--yamnet", str(yamnet), str(audio),
-               "--publish", endpoint]
-    out: dict[str, Any] = {}
-    with _process(cmd, stdout=subprocess.DEVNULL) as listen:
-        if yamnet is not None:
-            time.sleep(settle_s)
-            out["listen"] = _rss_mb(listen.pid)
-            return out
-        master, slave = pty.openpty()
-        mon_cmd = [sys.executable, "-m", "detector.monitor.app", "--connect", endpoint]
-        term = {"TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
-        with _process(mon_cmd, term, stdin=slave, stdout=slave, stderr=slave) as mon:
-            drain = threading.Thread(target=_drain_fd, args=(master,), daemon=True)
-            drain.start()
-            time.sleep(settle_s)
-            out["listen"] = _rss_mb(listen.pid)
-            out["monitor"] = _rss_mb(mon.pid)
-        os.close(slave)
-        os.close(master)
-    return out
-
-
-def _drain_fd(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        while os.read(fd, 65536):
-            pass
-
-
 # ---------------------------------------------------------------------------- the run
 
 
@@ -534,7 +371,8 @@ def run_bench(
         )
     for name, (sc, _) in scorers.items():
         log.info("%s: scale", name)
-        out[name]["scale"] = scale(sc, scale_file, config, bc, _step_logger(name))
+        out[name]["scale"] = scale(sc, scale_file, config, start=bc.scale_start, limit=bc.scale_max,
+                                   seconds=bc.scale_seconds, max_lag_s=bc.max_lag_s, log_step=_step_logger(name))
     log.info("memory")
     out["ours"]["memory"] = memory(model, None, live)
     if yamnet is not None:
@@ -544,115 +382,7 @@ def run_bench(
     return res
 
 
-# ---------------------------------------------------------------------------- report
-
-#: (section, figure, key path, higher is better, target)
-Row = tuple[str, str, tuple[str, ...], bool, str]
-
-
-def rows(config: dict[str, Any]) -> list[Row]:
-    """The table's rows for a run made with ``config`` (:class:`BenchConfig` as a dict)."""
-    batches = config["batches"]
-    long_min = config.get("long_seconds", BenchConfig.long_seconds) / 60
-    n_short = config.get("short_files", BenchConfig.short_files)
-    out: list[Row] = [
-        ("cost", "MACs per patch (M)", ("cost", "macs_per_patch"), False, ""),
-        ("cost", "parameters (k)", ("cost", "params"), False, ""),
-    ]
-    for b in batches:
-        out.append(("cost", f"ms per patch, batch {b}", ("cost", f"ms_per_patch_b{b}"), False,
-                    ">= 2x YAMNet" if b == 1 else ""))
-    for b in batches:
-        out.append(("cost", f"% of fp32 sgemm peak, batch {b}", ("cost", f"peak_fraction_b{b}"), True, ""))
-    out += [
-        ("file", f"one {long_min:.3g}-min file, x real time", ("file", "long", "x_realtime"), True, ">= 2000"),
-        ("file", f"{n_short} short files, x real time", ("file", "short", "x_realtime"), True, ""),
-        ("live", "hop latency p50 (ms)", ("live", "latency_p50_ms"), False, ""),
-        ("live", "hop latency p99 (ms)", ("live", "latency_p99_ms"), False, ""),
-        ("live", "hop latency max (ms)", ("live", "latency_max_ms"), False, ""),
-        ("live", "CPU, one stream (% of a core)", ("live", "cpu_percent_of_one_core"), False, "<= 3"),
-        ("live", "onset latency p50 (ms)", ("onset", "onset_p50_ms"), False, "<= 300"),
-        ("live", "onset latency p95 (ms)", ("onset", "onset_p95_ms"), False, ""),
-        ("live", "onsets detected / events", ("onset", "detected"), True, ""),
-        ("scale", "streams sustained, no drops", ("scale", "max_streams"), True, ">= 200"),
-        ("memory", "sed-listen RSS (MB)", ("memory", "listen", "rss_mb"), False, ""),
-        ("memory", "sed-monitor RSS (MB)", ("memory", "monitor", "rss_mb"), False, ""),
-    ]
-    return out
-
-
-_SCALE = {"macs_per_patch": 1e-6, "params": 1e-3}
-_PERCENT_PREFIX = "peak_fraction"
-
-
-def _get(d: dict[str, Any] | None, path: tuple[str, ...]) -> float | None:
-    cur: Any = d
-    for k in path:
-        if not isinstance(cur, dict) or k not in cur:
-            return None
-        cur = cur[k]
-    scale = 100.0 if path[-1].startswith(_PERCENT_PREFIX) else _SCALE.get(path[-1], 1.0)
-    return float(cur) * scale
-
-
-def ratio(ours: float | None, theirs: float | None, higher_better: bool) -> float | None:
-    """How many times better ours is (> 1 = ours better); None when either is missing."""
-    if ours is None or theirs is None or not np.isfinite(ours) or not np.isfinite(theirs):
-        return None
-    num, den = (ours, theirs) if higher_better else (theirs, ours)
-    return num / den if den > 0 else None
-
-
-def _fmt(v: float | None) -> str:
-    if v is None or not np.isfinite(v):
-        return "n/a"
-    return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
-
-
-def table(res: dict[str, Any], markdown: bool = False) -> str:
-    """The results as a text (or Markdown) table, with the ratio to YAMNet per figure."""
-    head = ["section", "figure", "ours", "YAMNet", "x better", "target"]
-    body = []
-    for sec, fig, path, hb, target in rows(res["config"]):
-        o, y = _get(res.get("ours"), path), _get(res.get("yamnet"), path)
-        if fig.startswith("onsets detected"):
-            o_ev, y_ev = _get(res.get("ours"), ("onset", "events")), _get(res.get("yamnet"), ("onset", "events"))
-            body.append([sec, fig, f"{_fmt(o)}/{_fmt(o_ev)}", f"{_fmt(y)}/{_fmt(y_ev)}" if y is not None else "n/a", "", target])
-            continue
-        # YAMNet's share of the fp32 peak counts int8 MACs: not comparable, no ratio.
-        r = None if path[-1].startswith(_PERCENT_PREFIX) else ratio(o, y, hb)
-        body.append([sec, fig, _fmt(o), _fmt(y), f"{r:.2f}" if r is not None else "", target])
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(r) + " |" for r in body]
-        return "\n".join(lines)
-    widths = [max(len(str(r[i])) for r in [head, *body]) for i in range(len(head))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *body])
-
-
 # ---------------------------------------------------------------------------- commands
-
-
-def _serve(argv: Sequence[str]) -> int:
-    """``serve --yamnet PATH FILE --publish EP``: a sed-listen-like process on YAMNet (for RSS)."""
-    import signal
-
-    from detector.yamnet import YamnetScorer
-
-    p = argparse.ArgumentParser(prog="python -m detector.bench serve")
-    p.add_argument("file", type=Path)
-    p.add_argument("--yamnet", type=Path, required=True)
-    p.add_argument("--publish", required=True)
-    a = p.parse_args(argv)
-    scorer = YamnetScorer(a.yamnet)
-    pub = ZmqPublisher(a.publish)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    config = Config(listen=ListenConfig(realtime=True))
-    sc: Any = scorer  # duck-typed OnnxScorer
-    Listener([FileSource(a.file, RATE, realtime=True)], [pub], config, scorer=sc).run(stop)
-    pub.close()
-    return 0
 
 
 def _fetch(argv: Sequence[str]) -> int:
@@ -709,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_cli("sed-bench fetch-yamnet", lambda: _fetch(args_list[1:]))
     if args_list[:1] == ["serve"]:
         setup_logging("WARNING")
-        return run_cli("sed-bench serve", lambda: _serve(args_list[1:]))
+        return run_cli("sed-bench serve", lambda: serve(args_list[1:]))
     args = build_parser().parse_args(args_list)
     setup_logging(args.log_level)
 

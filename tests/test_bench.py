@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -15,12 +16,11 @@ from detector.bench import (
     live_mode,
     onset_latency,
     onset_scene,
-    ratio,
     run_files,
-    scale_step,
     synth_audio,
-    table,
 )
+from detector.bench_report import ratio, table
+from detector.bench_scale import scale_step
 from detector.config import Config, ListenConfig
 from detector.modelcost import graph_cost, ms_per_patch, peak_flops
 from detector.scorer import OnnxScorer
@@ -144,14 +144,15 @@ def test_ratio_direction_and_table() -> None:
     assert ratio(1.0, 3.0, higher_better=False) == 3.0
     assert ratio(None, 3.0, True) is None
     assert ratio(float("nan"), 3.0, True) is None
+    config = dataclasses.asdict(BenchConfig(batches=(1,)))
     res = {
-        "config": {"batches": [1]},
+        "config": config,
         "ours": {"cost": {"macs_per_patch": 6e6, "ms_per_patch_b1": 0.1}, "file": {"long": {"x_realtime": 3000.0}}},
         "yamnet": {"cost": {"macs_per_patch": 69e6, "ms_per_patch_b1": 0.3}, "file": {"long": {"x_realtime": 300.0}}},
     }
     text = table(res)
     assert "3.00" in text and "10.00" in text  # ms ratio, x-real-time ratio
-    md = table({"config": {"batches": [1]}, "ours": res["ours"]}, markdown=True)
+    md = table({"config": config, "ours": res["ours"]}, markdown=True)
     assert md.startswith("| section") and "n/a" in md
 
 
