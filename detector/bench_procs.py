@@ -27,7 +27,6 @@ from detector.sources import FileSource
 __all__ = ["memory", "serve"]
 
 REPO = Path(__file__).resolve().parent.parent
-RATE = 16000
 
 
 def _rss_mb(pid: int) -> dict[str, float]:
@@ -117,6 +116,7 @@ def serve(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     config = Config(listen=ListenConfig(realtime=True))
     sc: Any = scorer  # duck-typed OnnxScorer
-    Listener([FileSource(a.file, RATE, realtime=True)], [pub], config, scorer=sc).run(stop)
+    rate = scorer.contract.features.sample_rate
+    Listener([FileSource(a.file, rate, realtime=True)], [pub], config, scorer=sc).run(stop)
     pub.close()
     return 0
