@@ -41,9 +41,9 @@ import numpy as np
 import soundfile as sf
 import zmq
 
-from detector.bench_procs import memory, serve
+from detector.bench_procs import REPO, memory, serve
 from detector.bench_report import table
-from detector.bench_scale import scale
+from detector.bench_scale import Scorer, scale
 from detector.config import Config, ListenConfig
 from detector.modelcost import graph_cost, ms_per_patch, peak_flops
 from detector.models import resolve_model
@@ -64,9 +64,7 @@ __all__ = [
 
 log = logging.getLogger("sed-bench")
 
-REPO = Path(__file__).resolve().parent.parent
 RATE = 16000
-Scorer = Any  # OnnxScorer or detector.yamnet.YamnetScorer (same duck type)
 PEAK_SECONDS = 3.0  # sgemm repeats per peak FLOP/s measurement
 
 
