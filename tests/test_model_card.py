@@ -88,3 +88,13 @@ def test_render_states_the_recordings_only_comparison() -> None:
     assert "On recordings only (2 clips; synthetic validation events left out, so 1 labels" in md
     assert "sed mAP **0.600**, YAMNet mAP **0.700**" in md
     assert "| Speech | 0.900 | 0.850 | 0.800 | 1.00 of 3 |" in md  # AP, on recordings, YAMNet's
+
+
+def test_render_gives_top1_on_all_clips_and_on_recordings_alone() -> None:
+    """The acceptance measure is top-1 on recordings: its own column, beside all clips'."""
+    card = _card()
+    card["top1_recordings"] = {"Speech": {"top1": 0.5, "clips": 2}}
+    row = next(r for r in render(card, "# Card\n").splitlines() if r.startswith("| Speech |"))
+    assert "| 1.00 of 3 | 0.50 of 2 |" in row
+    older = next(r for r in render(_card(), "# Card\n").splitlines() if r.startswith("| Speech |"))
+    assert "| 1.00 of 3 | n/a |" in older  # a card.json written before the column still renders

@@ -90,6 +90,11 @@ def _by_label(names: Sequence[str], values: np.ndarray) -> dict[str, float | Non
     return {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, values, strict=True)}
 
 
+def _of(t1: dict[str, float] | None) -> str:
+    """A ``_top1`` entry as the card writes it: "0.80 of 5" ("n/a" without clips)."""
+    return "n/a" if not t1 else f"{t1['top1']:.2f} of {t1['clips']}"
+
+
 def _top1(scores: np.ndarray, labels: list[set[str]], names: list[str]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     best = np.argmax(scores, axis=1)
@@ -212,18 +217,17 @@ def render(card: dict[str, Any], head: str) -> str:
         out.append("")
     dw = (card.get("teacher") or {}).get("distill_weights", {})
     dcol = " distill weight |" if dw else ""
-    out += ["| label | AP | AP, recordings only | YAMNet AP | top-1 (val clips) | train real / synthetic clips | val real / synthetic clips | event F1 @1 s |" + dcol,
-            "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if dw else "")]
+    out += ["| label | AP | AP, recordings only | YAMNet AP | top-1 (val clips) | top-1, recordings only | train real / synthetic clips | val real / synthetic clips | event F1 @1 s |" + dcol,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if dw else "")]
     ev = card["events"]["collar_1.0"]["per_label"]
     for name in card["labels"]:
         cnt = card["counts"].get(name) or {}
         tr, va = cnt.get("train", {}), cnt.get("val", {})
-        t1 = card["top1"].get(name)
-        top1 = "n/a" if not t1 else f"{t1['top1']:.2f} of {t1['clips']}"
+        top1, top1_rec = (_of(card.get(key, {}).get(name)) for key in ("top1", "top1_recordings"))
         out.append(
             f"| {name} | {_f(card['ap'].get(name))} | {_f(card.get('ap_recordings', {}).get(name))} | "
             f"{_f((y or {}).get('ap', {}).get(name))} | "
-            f"{top1} | "
+            f"{top1} | {top1_rec} | "
             f"{tr.get('real_clips', 0)} / {tr.get('synthetic_clips', 0)} | {va.get('real_clips', 0)} / {va.get('synthetic_clips', 0)} | "
             f"{_f(ev.get(name), 2)} |" + (f" {_f(dw.get(name), 2)} |" if dw else ""))
     e = card["events"]
@@ -319,6 +323,7 @@ def measure(model: Path, corpus: Path, yamnet: Path | None,
     ap_rec = _ap(s_ours[rec], rec_labels, names)
     card["ap_recordings"] = _by_label(names, ap_rec)
     card["top1"] = _top1(s_ours, labels, names)
+    card["top1_recordings"] = _top1(s_ours[rec], rec_labels, names)
     cost = graph_cost(model)
     card["cost"] = {"macs": cost.macs, "params": cost.params, "ms_per_patch_b1": ms_per_patch(ours.score, 1, PATCH, seconds=3.0)}
     if yamnet is not None:
