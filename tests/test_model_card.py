@@ -98,3 +98,28 @@ def test_render_gives_top1_on_all_clips_and_on_recordings_alone() -> None:
     assert "| 1.00 of 3 | 0.50 of 2 |" in row
     older = next(r for r in render(_card(), "# Card\n").splitlines() if r.startswith("| Speech |"))
     assert "| 1.00 of 3 | n/a |" in older  # a card.json written before the column still renders
+
+
+def test_render_sets_yamnet_top1_beside_ours_and_counts_the_majority_labels() -> None:
+    """Each well-covered label's recordings: is the right label ranked first for most, by each model."""
+    card = _card()
+    card["labels"] = ["Speech", "Walk, footsteps"]
+    card["ap"]["Walk, footsteps"] = 0.4
+    card["top1_recordings"] = {"Speech": {"top1": 0.9, "clips": 10}, "Walk, footsteps": {"top1": 0.5, "clips": 6}}
+    card["yamnet"] = {"shared_labels": card["labels"], "ap": {}, "map": 0.8, "ours_map": 0.9,
+                      "macs": 69e6, "params": 3.7e6, "ms_per_patch_b1": 1.2,
+                      "recordings_only": {"clips": 16, "labels": 2, "map": 0.7, "ours_map": 0.6,
+                                          "top1": {"Speech": {"top1": 0.8, "clips": 10},
+                                                   "Walk, footsteps": {"top1": 2 / 3, "clips": 6}}},
+                      "well_covered": {"labels": card["labels"], "map": 0.5, "ours_map": 0.6}}
+    md = render(card, "# Card\n")
+    assert "| top-1, recordings only | YAMNet top-1, recordings only |" in md
+    walk = next(r for r in md.splitlines() if r.startswith("| Walk, footsteps |"))
+    assert "| 0.50 of 6 | 0.67 of 6 |" in walk
+    assert ("is right for most clips (> 0.5) of 1 of the 2 (YAMNet, among the shared labels: 2); "
+            "not for Walk, footsteps.") in md
+    header = next(r for r in md.splitlines() if r.startswith("| label |"))
+    rule = md.splitlines()[md.splitlines().index(header) + 1]
+    assert header.count("|") == rule.count("|")  # the column rule matches the header
+    del card["yamnet"]["recordings_only"]["top1"]  # a card.json from before the column
+    assert "YAMNet top-1" not in render(card, "# Card\n")

@@ -187,6 +187,24 @@ def _f(v: Any, nd: int = 3) -> str:
     return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{nd}f}"
 
 
+def _majority_line(labels: Sequence[str], ours: dict[str, Any] | None,
+                   yamnet: dict[str, Any] | None) -> list[str]:
+    """How many of ``labels`` have their recordings mostly ranked right (top-1 > 0.5), by each model."""
+    if not ours:
+        return []
+
+    def short(t1: dict[str, Any]) -> list[str]:
+        return [n for n in labels if (t1.get(n) or {}).get("top1", 0.0) <= 0.5]
+
+    mine = short(ours)
+    line = (f"Top-1 on their recordings is right for most clips (> 0.5) of {len(labels) - len(mine)} "
+            f"of the {len(labels)}")
+    if yamnet:
+        line += f" (YAMNet, among the shared labels: {len(labels) - len(short(yamnet))})"
+    line += "; not for " + (", ".join(mine) if mine else "none") + "."
+    return ["", line]
+
+
 def render(card: dict[str, Any], head: str) -> str:
     """Markdown tables for the card's measured sections; ``head`` is the hand-written part."""
     out = [head.rstrip(), ""]
@@ -214,11 +232,16 @@ def render(card: dict[str, Any], head: str) -> str:
                     "real validation clips (where one clip does not decide a label's AP, and "
                     "synthetic events do not count): sed mAP "
                     f"**{wc['ours_map']:.3f}**, YAMNet mAP **{wc['map']:.3f}**."]
+            out += _majority_line(wc["labels"], card.get("top1_recordings"),
+                                  (y.get("recordings_only") or {}).get("top1"))
         out.append("")
     dw = (card.get("teacher") or {}).get("distill_weights", {})
     dcol = " distill weight |" if dw else ""
-    out += ["| label | AP | AP, recordings only | YAMNet AP | top-1 (val clips) | top-1, recordings only | train real / synthetic clips | val real / synthetic clips | event F1 @1 s |" + dcol,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if dw else "")]
+    y_top1 = ((y or {}).get("recordings_only") or {}).get("top1")
+    ycol = " YAMNet top-1, recordings only |" if y_top1 is not None else ""
+    out += ["| label | AP | AP, recordings only | YAMNet AP | top-1 (val clips) | top-1, recordings only |" + ycol
+            + " train real / synthetic clips | val real / synthetic clips | event F1 @1 s |" + dcol,
+            "|---|---:|---:|---:|---:|---:|" + ("---:|" if ycol else "") + "---:|---:|---:|" + ("---:|" if dw else "")]
     ev = card["events"]["collar_1.0"]["per_label"]
     for name in card["labels"]:
         cnt = card["counts"].get(name) or {}
@@ -227,7 +250,7 @@ def render(card: dict[str, Any], head: str) -> str:
         out.append(
             f"| {name} | {_f(card['ap'].get(name))} | {_f(card.get('ap_recordings', {}).get(name))} | "
             f"{_f((y or {}).get('ap', {}).get(name))} | "
-            f"{top1} | {top1_rec} | "
+            f"{top1} | {top1_rec} | " + (f"{_of(y_top1.get(name))} | " if ycol else "") +
             f"{tr.get('real_clips', 0)} / {tr.get('synthetic_clips', 0)} | {va.get('real_clips', 0)} / {va.get('synthetic_clips', 0)} | "
             f"{_f(ev.get(name), 2)} |" + (f" {_f(dw.get(name), 2)} |" if dw else ""))
     e = card["events"]
@@ -342,7 +365,9 @@ def measure(model: Path, corpus: Path, yamnet: Path | None,
         card["yamnet"] = {
             "recordings_only": {"clips": int(rec.sum()), "labels": int(np.sum(~np.isnan(ap_o_rec))),
                                 "map": mean_excluding(ap_y_rec)[0], "ours_map": mean_excluding(ap_o_rec)[0],
-                                "ap": _by_label(shared, ap_y_rec)},
+                                "ap": _by_label(shared, ap_y_rec),
+                                # its top label among the shared ones (a non-shared class cannot win)
+                                "top1": _top1(s_y[rec], rec_labels, shared)},
             "well_covered": {"labels": [shared[i] for i in well],
                              "map": mean_excluding(ap_y[well])[0] if well else None,
                              "ours_map": mean_excluding(ap_o[well])[0] if well else None},
