@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from detector.features import FeatureConfig  # noqa: E402
-from training.extend import HeadOnly, init_from  # noqa: E402
+from training.extend import HeadOnly, init_from, retrain_rows  # noqa: E402
 from training.model import PRESETS, SedNet, load_checkpoint  # noqa: E402
 from training.toy import TOY_LABELS, make_toy_clips  # noqa: E402
 from training.train import load_config, main  # noqa: E402
@@ -99,3 +99,29 @@ def test_init_from_copies_rows_by_name_and_rejects_a_different_model(tmp_path: P
 def test_freeze_known_needs_init_from() -> None:
     with pytest.raises(ValueError, match="freeze_known=true without init_from"):
         load_config(None, {"freeze_known": True})
+
+
+def test_retrain_trains_a_known_row_again_and_freezes_the_rest(toy_manifest: Path, tmp_path: Path) -> None:
+    old = _train(toy_manifest, tmp_path / "old", KNOWN)
+    new = _train(toy_manifest, tmp_path / "re", NAMES, "--init-from", str(tmp_path / "old" / "last.pt"),
+                 "--freeze-known", "--retrain", KNOWN[0])
+    kept, again = NAMES.index(KNOWN[1]), NAMES.index(KNOWN[0])
+    for key, value in old["model"].items():
+        if key.startswith("head."):
+            torch.testing.assert_close(new["model"][key][kept], value[1], rtol=0, atol=0, msg=key)
+            assert not torch.equal(new["model"][key][again], value[0]), key
+        else:
+            torch.testing.assert_close(new["model"][key], value, rtol=0, atol=0, msg=key)
+    assert new["train_config"]["retrain"] == [KNOWN[0]]
+
+
+def test_retrain_rejects_names_it_cannot_retrain() -> None:
+    assert retrain_rows([0, 2], ["a", "new", "c"], ["c"]) == [0]
+    with pytest.raises(ValueError, match=r"\['zzz'\] are not labels of this run"):
+        retrain_rows([0, 2], ["a", "new", "c"], ["zzz"])
+    with pytest.raises(ValueError, match=r"\['new'\] are new to this run"):
+        retrain_rows([0, 2], ["a", "new", "c"], ["new"])
+    with pytest.raises(ValueError, match="without freeze_known=true"):
+        load_config(None, {"retrain": ["a"], "init_from": "x.pt"})
+    with pytest.raises(ValueError, match=r"retrain names \['b'\], which are not in labels"):
+        load_config(None, {"retrain": ["b"], "labels": ["a"], "init_from": "x.pt", "freeze_known": True})

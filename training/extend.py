@@ -7,6 +7,8 @@ backbone (BatchNorm statistics included) and the known labels' rows stay exactly
 they were, so a model extended with new labels scores the old ones bit for bit as
 before. This is how the default model got its synthetic-only labels without the
 regressions a full retrain with them caused (see exports/default/MODEL_CARD.md).
+``retrain`` names known labels whose rows train again too (:func:`retrain_rows`), for a
+corpus that brings new data for labels the checkpoint already had.
 
 :class:`HeadOnly` holds that freeze as explicit state: which rows are known, their
 saved values, and the three calls the training loop makes (``modes`` after
@@ -24,7 +26,7 @@ from torch import nn
 
 from training.model import SedNet, read_checkpoint
 
-__all__ = ["HeadOnly", "init_from"]
+__all__ = ["HeadOnly", "init_from", "retrain_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,26 @@ def init_from(model: SedNet, path: str | Path, names: Sequence[str]) -> list[int
     log.info("init_from %s: %d of %d labels known, %d new%s", path, len(known), len(names),
              len(names) - len(known), f", {len(dropped)} dropped: {dropped}" if dropped else "")
     return known
+
+
+def retrain_rows(known: Sequence[int], names: Sequence[str], retrain: Sequence[str]) -> list[int]:
+    """``known`` (from :func:`init_from`) less the labels named in ``retrain``: their rows
+    start from the checkpoint's values but train again, as new rows do.
+
+    A name not among ``names``, or one the checkpoint did not know (it trains as a new row
+    anyway), is an error that names it.
+    """
+    where = {name: i for i, name in enumerate(names)}
+    missing = sorted(set(retrain) - set(where))
+    if missing:
+        raise ValueError(f"retrain: {missing} are not labels of this run")
+    unknown = sorted(name for name in retrain if where[name] not in set(known))
+    if unknown:
+        raise ValueError(f"retrain: {unknown} are new to this run (the init checkpoint has no "
+                         "row for them), so they train anyway; list only labels it knows")
+    drop = {where[name] for name in retrain}
+    log.info("retrain: %d known rows train again: %s", len(drop), sorted(retrain))
+    return [i for i in known if i not in drop]
 
 
 class HeadOnly:

@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from detector.features import FeatureConfig
 from training.augment import AugmentConfig, SpecAugment, WaveAugment, mix_batch
 from training.data import BalancedSampler
-from training.extend import HeadOnly, init_from
+from training.extend import HeadOnly, init_from, retrain_rows
 from training.frontend import LogMel
 from training.model import PRESETS, ModelConfig, SedNet
 
@@ -109,6 +109,9 @@ class TrainConfig:
     # the labels both have; freeze_known trains only the rows of the labels it lacks.
     init_from: str = ""
     freeze_known: bool = False
+    # With freeze_known: labels the checkpoint knows whose head rows train again anyway (on a
+    # corpus with new data for them); every other known row stays frozen.
+    retrain: tuple[str, ...] = ()
     grad_clip: float = 5.0
     amp: bool = True
     seed: int = 0
@@ -118,6 +121,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
+        object.__setattr__(self, "retrain", tuple(self.retrain))
         problems = []
         if self.preset not in PRESETS:
             problems.append(f"preset={self.preset!r} (accepted: {sorted(PRESETS)})")
@@ -136,12 +140,19 @@ class TrainConfig:
         if self.freeze_known and not self.init_from:
             problems.append("freeze_known=true without init_from (it freezes what that "
                             "checkpoint knew)")
+        if self.retrain and not self.freeze_known:
+            problems.append(f"retrain={list(self.retrain)} without freeze_known=true (without "
+                            "the freeze every row trains already)")
+        if self.retrain and self.labels and set(self.retrain) - set(self.labels):
+            problems.append(f"retrain names {sorted(set(self.retrain) - set(self.labels))}, "
+                            "which are not in labels")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["labels"] = list(self.labels)
+        d["retrain"] = list(self.retrain)
         return d
 
 
@@ -337,6 +348,8 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
 
     model = SedNet(run.model, len(names), features)
     known = init_from(model, cfg.init_from, names) if cfg.init_from else None
+    if known is not None and cfg.retrain:
+        known = retrain_rows(known, names, cfg.retrain)
     model = model.to(device)
     head_only = HeadOnly(model, known) if cfg.freeze_known and known is not None else None
     frontend = LogMel(features).to(device)
@@ -541,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="manifest of background recordings for WaveAugment")
     p.add_argument("--teacher", help='distil from this tagger: "yamnet" or a model.onnx path')
     p.add_argument("--distill-weight", type=float, help="weight of the teacher's targets (0-1)")
+    p.add_argument("--retrain", action="append", metavar="LABEL",
+                   help="with --freeze-known: this known label's head row trains again too (repeatable)")
     p.add_argument("--init-from", help="start from this trained checkpoint's weights "
                    "(labels matched by name; --freeze-known: train only the new labels)")
     p.add_argument("--resume", type=Path, help="checkpoint to continue from")
