@@ -80,7 +80,8 @@ def retrain_rows(known: Sequence[int], names: Sequence[str], retrain: Sequence[s
     missing = sorted(set(retrain) - set(where))
     if missing:
         raise ValueError(f"retrain: {missing} are not labels of this run")
-    unknown = sorted(name for name in retrain if where[name] not in set(known))
+    have = set(known)
+    unknown = sorted(name for name in retrain if where[name] not in have)
     if unknown:
         raise ValueError(f"retrain: {unknown} are new to this run (the init checkpoint has no "
                          "row for them), so they train anyway; list only labels it knows")

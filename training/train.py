@@ -143,9 +143,6 @@ class TrainConfig:
         if self.retrain and not self.freeze_known:
             problems.append(f"retrain={list(self.retrain)} without freeze_known=true (without "
                             "the freeze every row trains already)")
-        if self.retrain and self.labels and set(self.retrain) - set(self.labels):
-            problems.append(f"retrain names {sorted(set(self.retrain) - set(self.labels))}, "
-                            "which are not in labels")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
