@@ -250,7 +250,7 @@ def render(card: dict[str, Any], head: str) -> str:
         out.append(
             f"| {name} | {_f(card['ap'].get(name))} | {_f(card.get('ap_recordings', {}).get(name))} | "
             f"{_f((y or {}).get('ap', {}).get(name))} | "
-            f"{top1} | {top1_rec} | " + (f"{_of(y_top1.get(name))} | " if ycol else "") +
+            f"{top1} | {top1_rec} | " + (f"{_of(y_top1.get(name))} | " if y_top1 is not None else "") +
             f"{tr.get('real_clips', 0)} / {tr.get('synthetic_clips', 0)} | {va.get('real_clips', 0)} / {va.get('synthetic_clips', 0)} | "
             f"{_f(ev.get(name), 2)} |" + (f" {_f(dw.get(name), 2)} |" if dw else ""))
     e = card["events"]
