@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from training.corpus import synth_voice
+from training.corpus import synth_body, synth_voice
 from training.corpus.dsp import band, brown, finish, lowpass, partials, place, seconds_axis
 
 __all__ = ["ALL_KINDS", "KINDS", "VOICE_KINDS", "generate", "kinds"]
@@ -257,6 +257,8 @@ KINDS: dict[str, tuple[Generator, tuple[str, ...]]] = {
     "firecrackers": (firecrackers, ("Fireworks", "Explosion")),
     "engine": (engine, ("Engine",)),
     "vacuum_cleaner": (vacuum_cleaner, ("Vacuum cleaner",)),
+    "applause": (synth_body.applause, ("Applause", "Clapping", "Crowd", "Hands")),
+    "footsteps": (synth_body.footsteps, ("Walk, footsteps",)),
 }
 
 #: Opt-in kinds (``sed-corpus build --synthetic-voices``) for labels no source here has
