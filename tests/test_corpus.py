@@ -324,3 +324,33 @@ def test_synth_check_ranks_labels_with_yamnet() -> None:
     # the checked-in spot check says these are heard as labelled; the test holds it to that
     assert int(rows[("firecrackers", "Fireworks")]["median_rank"]) <= 5
     assert int(rows[("siren_wail", "Siren")]["median_rank"]) <= 5
+
+
+def test_labels_heard_in_part_are_for_validation_only(tmp_path: Path) -> None:
+    """`Bird?` in mapping.csv: a validation clip carries Bird (and Animal), a training clip neither."""
+    from dataclasses import replace
+
+    from training.corpus.build import _package_candidates, clip_labels, complete_labels
+    from training.corpus.mapping import MappingError
+    from training.ontology import Ontology
+
+    head = "package,pattern,labels,group,role,checked,notes\n"
+    table = tmp_path / "mapping.csv"
+    table.write_text(head + 'pkg,a/amb\\.ogg,"Outside, rural or natural|Bird?",file,background,'
+                     "YAMNet: Bird in 30 % of patches,\n", encoding="utf-8")
+    (rule,) = load_mapping(table)
+    assert rule.labels == ("Outside, rural or natural", "Bird") and rule.partial == ("Bird",)
+    (tmp_path / "root" / "a").mkdir(parents=True)
+    (tmp_path / "root" / "a" / "amb.ogg").write_bytes(b"")
+    (cand,) = _package_candidates([rule], "pkg", tmp_path / "root")
+    vocab, onto = frozenset({"Outside, rural or natural", "Bird", "Animal"}), Ontology.load()
+    cand = replace(cand, labels=complete_labels(cand.labels, vocab, onto),
+                   train_labels=complete_labels(cand.train_labels, vocab, onto))
+    assert clip_labels(cand, "val") == ("Outside, rural or natural", "Bird", "Animal")
+    assert clip_labels(cand, "train") == ("Outside, rural or natural",)
+    whole = replace(cand, train_labels=None)  # a rule without `?`
+    assert clip_labels(whole, "train") == clip_labels(whole, "val")
+
+    table.write_text(head + "pkg,a/amb\\.ogg,Bird?,file,background,checked,\n", encoding="utf-8")
+    with pytest.raises(MappingError, match="every label is partial"):
+        load_mapping(table)

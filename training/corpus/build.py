@@ -101,6 +101,15 @@ class Candidate:
     group: str
     role: str
     source: str
+    # the labels of its training clip when some are heard only in part (mapping.PARTIAL);
+    # None: the same as ``labels``
+    train_labels: tuple[str, ...] | None = None
+
+
+def clip_labels(c: Candidate, split: str) -> tuple[str, ...]:
+    """The labels ``c``'s clip carries in ``split``: a training clip leaves out the labels
+    heard only in part of it (``mapping.PARTIAL``), and the ancestors only they implied."""
+    return c.train_labels if split == "train" and c.train_labels is not None else c.labels
 
 
 def _stable_int(*parts: object) -> int:
@@ -164,8 +173,9 @@ def _package_candidates(rules: list[Rule], package: str, root: Path) -> list[Can
         rule = match(rules, package, rel)
         if rule is None or rule.excluded:
             continue
+        whole = tuple(lab for lab in rule.labels if lab not in rule.partial) if rule.partial else None
         out.append(Candidate(package, rel, f, rule.labels, group_key(rule, rel), rule.role,
-                             f"{package}:{rel}"))
+                             f"{package}:{rel}", whole))
     return out
 
 
@@ -272,7 +282,9 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
     ontology = Ontology.load()
     kinds = synth.kinds(cfg.synthetic_voices)
     vocab = _vocabulary(rules, cands, kinds)
-    cands = [replace(c, labels=complete_labels(c.labels, vocab, ontology)) for c in cands]
+    cands = [replace(c, labels=complete_labels(c.labels, vocab, ontology),
+                     train_labels=None if c.train_labels is None
+                     else complete_labels(c.train_labels, vocab, ontology)) for c in cands]
     synth_labels = {k: complete_labels(labs, vocab, ontology) for k, (_, labs) in kinds.items()}
 
     waves: list[np.ndarray] = []
@@ -340,8 +352,8 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
         name = _clip_name(c)
         _write_flac(out / name, waves[i], sr)
         g = uf.find(c.group)
-        row: dict[str, object] = {
-            "path": name, "labels": LABEL_SEP.join(c.labels), "onset": "0.000",
+        row: dict[str, object] = {  # the split was drawn on the full labels
+            "path": name, "labels": LABEL_SEP.join(clip_labels(c, split_of[g])), "onset": "0.000",
             "offset": f"{waves[i].size / sr:.3f}", "source": c.source, "split": split_of[g]}
         clip_rows.append(row)
         index_rows.append({**row, "group": g, "role": c.role, "sha256": hashes[i]})

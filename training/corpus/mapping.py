@@ -7,7 +7,12 @@
               file's path relative to the unpacked package root (``usr/share/...``;
               audio inside Qt ``.rcc`` bundles appears under ``<bundle>.rcc.d/``).
 ``labels``    AudioSet display names separated by ``|``; ``-`` excludes the files
-              (a deliberate "not useful" decision, e.g. UI blips).
+              (a deliberate "not useful" decision, e.g. UI blips). A name ending in
+              ``?`` is *heard in part* of the file (birds in some stretches of a long
+              ambience): it counts for validation (a detection of it there is not a false
+              alarm; the clip is a positive for AP) but is not a training target, because
+              as a weak label over the whole file it teaches that the rest of the file, wind
+              or rain, is that sound.
 ``group``     how files are grouped for the train/validation split: ``file``,
               ``stem`` (file name without a trailing take number such as ``.2`` or
               ``_03``), ``dir`` (the containing folder, e.g. one speaker), ``package``,
@@ -45,6 +50,7 @@ GROUP_MODES = ("file", "stem", "dir", "package", "match")
 ROLES = ("event", "background", "both")
 EXCLUDE = "-"
 LABEL_SEP = "|"
+PARTIAL = "?"
 _COLUMNS = ("package", "pattern", "labels", "group", "role", "checked", "notes")
 _TAKE_SUFFIX = re.compile(r"[._\- ]?\d+$")
 
@@ -60,11 +66,12 @@ class Rule:
     line: int
     package: str
     pattern: re.Pattern[str]
-    labels: tuple[str, ...]  # empty: excluded
+    labels: tuple[str, ...]  # empty: excluded; includes the partial ones
     group: str
     role: str
     checked: str
     notes: str
+    partial: tuple[str, ...] = ()  # labels heard in part of the file: validation only
 
     @property
     def excluded(self) -> bool:
@@ -95,7 +102,12 @@ def load_mapping(path: Path = DEFAULT_MAPPING, ontology: Path = DEFAULT_ONTOLOGY
                 problems.append(f"{where}: bad regex {row['pattern']!r}: {e}")
                 continue
             raw = row["labels"].strip()
-            labels = () if raw == EXCLUDE else tuple(s.strip() for s in raw.split(LABEL_SEP))
+            marked = () if raw == EXCLUDE else tuple(s.strip() for s in raw.split(LABEL_SEP))
+            labels = tuple(s.removesuffix(PARTIAL).strip() for s in marked)
+            partial = tuple(s for s, m in zip(labels, marked, strict=True) if m.endswith(PARTIAL))
+            if labels and len(partial) == len(labels):
+                problems.append(f"{where}: every label is partial ({raw!r}); at least one "
+                                "must hold for the whole file")
             unknown = [s for s in labels if s not in names]
             if unknown or (raw != EXCLUDE and not labels):
                 problems.append(f"{where}: labels {unknown or raw!r} not AudioSet display names")
@@ -109,7 +121,7 @@ def load_mapping(path: Path = DEFAULT_MAPPING, ontology: Path = DEFAULT_ONTOLOGY
                 problems.append(f"{where}: `checked` is empty; record the spot-check")
             rules.append(
                 Rule(i, row["package"], pattern, labels, row["group"], row["role"],
-                     row["checked"], row["notes"])
+                     row["checked"], row["notes"], partial)
             )
     if problems:
         raise MappingError(f"{len(problems)} problem(s) in {path}:\n" + "\n".join(problems))
