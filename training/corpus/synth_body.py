@@ -56,7 +56,7 @@ def _hands(rng: np.random.Generator) -> tuple[float, float, float]:
 
 
 def applause(rng: np.random.Generator, sr: int) -> np.ndarray:
-    """An audience: 4-60 clappers, each with their own hands, rate and jitter, over 2-5 s,
+    """An audience: 10-120 clappers, each with their own hands, rate and jitter, over 2-5 s,
     swelling in and dying away."""
     seconds = rng.uniform(2.0, 5.0)
     total = np.zeros(round(seconds * sr))
@@ -79,8 +79,8 @@ def _step(rng: np.random.Generator, sr: int) -> np.ndarray:
     and the crunch of 15-60 small grain impacts (1-7 kHz)."""
     out = np.zeros(round(0.35 * sr))
     toe = rng.uniform(0.04, 0.12)
+    t = seconds_axis(0.2, sr)
     for at, level in ((0.0, 1.0), (toe, rng.uniform(0.3, 0.7))):
-        t = seconds_axis(0.2, sr)
         thud = lowpass(rng.standard_normal(t.size), rng.uniform(60, 250), sr) * np.exp(-t / rng.uniform(0.01, 0.03))
         crunch = np.zeros(t.size)
         for _ in range(int(rng.integers(15, 60))):
