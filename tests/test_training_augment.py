@@ -131,12 +131,39 @@ def test_mix_batch_unions_labels_and_sums_waves() -> None:
 def test_spec_augment_train_only_and_each_part_changes() -> None:
     torch.manual_seed(0)
     x = torch.randn(3, 96, 64)
-    for kwargs in ({"time_masks": 2}, {"freq_masks": 2}, {"time_warp": 8}):
+    for kwargs in ({"time_masks": 2}, {"freq_masks": 2}, {"time_warp": 8}, {"filter_db": 6.0}):
         spec = SpecAugment(**{"time_masks": 0, "freq_masks": 0, "time_warp": 0, **kwargs})
         assert not torch.equal(spec.train()(x), x), kwargs
         assert torch.equal(spec.eval()(x), x)
     off = SpecAugment(time_masks=0, freq_masks=0, time_warp=0).train()
     assert torch.equal(off(x), x)
+
+
+def test_spec_augment_filter_is_a_smooth_eq_on_the_magnitude() -> None:
+    torch.manual_seed(2)
+    off, max_db, points = 1e-3, 6.0, 4
+    x = torch.log(torch.rand(4, 96, 64) * 2 + 0.05 + off)
+    x[:, :, 10] = np.log(off)  # a silent band
+    spec = SpecAugment(time_masks=0, freq_masks=0, time_warp=0, filter_db=max_db,
+                       filter_points=points, log_offset=off)
+    assert torch.equal(spec.eval()(x), x)
+    y = spec.train()(x).double()
+    assert torch.allclose(y[:, :, 10], x[:, :, 10].double())  # silence stays silence
+    keep = [m for m in range(64) if m != 10]
+    mag_x, mag_y = torch.exp(x.double()) - off, torch.exp(y) - off
+    db = 20 * torch.log10(mag_y[:, :, keep] / mag_x[:, :, keep])  # (B, frames, mels)
+    assert torch.allclose(db, db[:, :1].expand_as(db), atol=1e-3)  # one gain per mel bin
+    assert float(db.abs().max()) <= max_db + 1e-3
+    assert float(db.abs().max()) > 0.5  # it did filter
+    resp = db[:, 0]  # (B, 63): linear between at most points - 2 interior kinks
+    kinks = (resp[:, 2:] - 2 * resp[:, 1:-1] + resp[:, :-2]).abs() > 1e-3
+    # the bin dropped at 10 joins two steps, so count kinks away from it
+    kinks[:, 7:10] = False
+    assert int(kinks.sum(dim=1).max()) <= points - 2
+    with pytest.raises(ValueError, match="filter_points=1"):
+        SpecAugment(filter_points=1)
+    with pytest.raises(ValueError, match="filter_db=-1"):
+        AugmentConfig(filter_db=-1)
 
 
 def test_spec_augment_masks_fill_with_mean_within_width() -> None:

@@ -14,8 +14,11 @@
    missing high frequencies never identify a class; cutoffs at or above Nyquist do nothing;
 5. gain: a random gain in ``gain_db``.
 
-:func:`mix_batch` sums pairs of examples (labels: union); :class:`SpecAugment` masks and
-warps ``(B, frames, mels)`` log-mel, in ``.train()`` mode only.
+:func:`mix_batch` sums pairs of examples (labels: union); :class:`SpecAugment` filters,
+masks and warps ``(B, frames, mels)`` log-mel, in ``.train()`` mode only. The filter is
+FilterAugment's linear type (Nam et al., ICASSP 2022): a random smooth equaliser per
+example, gains in dB at 2-``filter_points`` random mel positions, linear between them, so
+that a microphone's or a room's colouring never identifies a class.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class AugmentConfig:
     freq_masks: int = 2
     freq_width: int = 8
     time_warp: int = 0
+    filter_db: float = 0.0  # max |gain| of a filter point, dB of amplitude; 0 = no filter
+    filter_points: int = 4
 
     def __post_init__(self) -> None:
         for name in (*_RANGES, "band_limit_hz"):
@@ -91,8 +96,10 @@ class AugmentConfig:
             problems.append(f"shift_max_s={self.shift_max_s} (need >= 0)")
         if not self.band_limit_hz or min(self.band_limit_hz) <= 0:
             problems.append(f"band_limit_hz={list(self.band_limit_hz)} (need cutoffs > 0)")
-        counts = ("time_masks", "time_width", "freq_masks", "freq_width", "time_warp")
+        counts = ("time_masks", "time_width", "freq_masks", "freq_width", "time_warp", "filter_db")
         problems += [f"{n}={getattr(self, n)} (need >= 0)" for n in counts if getattr(self, n) < 0]
+        if self.filter_points < 2:
+            problems.append(f"filter_points={self.filter_points} (need >= 2)")
         if problems:
             raise ValueError("invalid AugmentConfig: " + "; ".join(problems))
 
@@ -270,31 +277,42 @@ def mix_batch(
 class SpecAugment(nn.Module):
     """SpecAugment on log-mel ``(B, frames, mels)``; identity in ``.eval()`` mode.
 
-    Per example: a time warp moving a random centre frame by up to ``time_warp`` frames
-    (linear interpolation), ``time_masks`` time masks of up to ``time_width`` frames and
-    ``freq_masks`` frequency masks of up to ``freq_width`` mel bins, filled with the
-    example's mean. Counts or widths of 0 switch a part off. Uses torch's global RNG.
+    Per example: a random filter (gains up to ±``filter_db`` dB at 2 to ``filter_points``
+    mel positions, the two edge bins among them, linear in between), applied to the
+    magnitude under the log (``log(mel + log_offset)``, :class:`training.frontend.LogMel`),
+    so silence stays silence; a time warp moving a random centre frame by up to
+    ``time_warp`` frames (linear interpolation); ``time_masks`` time masks of up to
+    ``time_width`` frames and ``freq_masks`` frequency masks of up to ``freq_width`` mel
+    bins, filled with the example's mean. Counts, widths or ``filter_db`` of 0 switch a
+    part off. Uses torch's global RNG.
     """
 
     def __init__(
         self, time_masks: int = 2, time_width: int = 12, freq_masks: int = 2, freq_width: int = 8,
-        time_warp: int = 0,
+        time_warp: int = 0, filter_db: float = 0.0, filter_points: int = 4,
+        log_offset: float = 1e-3,
     ) -> None:
         super().__init__()
         for name, v in (("time_masks", time_masks), ("time_width", time_width),
                         ("freq_masks", freq_masks), ("freq_width", freq_width),
-                        ("time_warp", time_warp)):
+                        ("time_warp", time_warp), ("filter_db", filter_db)):
             if v < 0:
                 raise ValueError(f"{name}={v}; accepted: >= 0")
+        if filter_points < 2:
+            raise ValueError(f"filter_points={filter_points}; accepted: >= 2")
+        if log_offset <= 0:
+            raise ValueError(f"log_offset={log_offset}; accepted: > 0")
         self.time_masks, self.time_width = time_masks, time_width
         self.freq_masks, self.freq_width = freq_masks, freq_width
         self.time_warp = time_warp
+        self.filter_db, self.filter_points, self.log_offset = filter_db, filter_points, log_offset
 
     @classmethod
-    def from_config(cls, cfg: AugmentConfig) -> SpecAugment:
+    def from_config(cls, cfg: AugmentConfig, log_offset: float = 1e-3) -> SpecAugment:
         w = cfg.spec_augment
         return cls(cfg.time_masks if w else 0, cfg.time_width, cfg.freq_masks if w else 0,
-                   cfg.freq_width, cfg.time_warp if w else 0)
+                   cfg.freq_width, cfg.time_warp if w else 0, cfg.filter_db if w else 0.0,
+                   cfg.filter_points, log_offset)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
@@ -303,6 +321,8 @@ class SpecAugment(nn.Module):
             raise ValueError(f"SpecAugment expects (B, frames, mels); got {tuple(x.shape)}")
         out = x.clone()
         b, frames, mels = x.shape
+        if self.filter_db > 0:
+            out = self.filter(out)
         if self.time_warp > 0:
             out = torch.stack([self._warp(out[i]) for i in range(b)])
         fill = out.mean(dim=(1, 2))
@@ -318,6 +338,28 @@ class SpecAugment(nn.Module):
             mask = hit[:, :, None] if axis == 1 else hit[:, None, :]
             out = torch.where(mask, fill[:, None, None], out)
         return out
+
+    def filter_gains_db(self, b: int, mels: int, device: torch.device | None = None) -> torch.Tensor:
+        """``(b, mels)`` random filter responses in dB (see the class docstring)."""
+        gains = torch.empty(b, mels, device=device)
+        for i in range(b):
+            n = int(torch.randint(2, self.filter_points + 1, (1,)))
+            inner = torch.randperm(mels - 2)[: n - 2] + 1 if n > 2 else torch.empty(0)
+            at = torch.cat([torch.tensor([0.0]), inner.float().sort().values,
+                            torch.tensor([mels - 1.0])])
+            db = (torch.rand(len(at)) * 2 - 1) * self.filter_db
+            bins = torch.arange(mels, dtype=torch.float32)
+            seg = torch.searchsorted(at, bins, right=True).clamp(1, len(at) - 1)
+            lo, hi = at[seg - 1], at[seg]
+            frac = (bins - lo) / (hi - lo)
+            gains[i] = (db[seg - 1] + frac * (db[seg] - db[seg - 1])).to(gains.device)
+        return gains
+
+    def filter(self, x: torch.Tensor) -> torch.Tensor:
+        """Each example of log-mel ``x`` through its own random filter."""
+        gain = 10.0 ** (self.filter_gains_db(x.shape[0], x.shape[2], x.device) / 20.0)
+        mag = (torch.exp(x) - self.log_offset).clamp_min(0.0)
+        return torch.log(mag * gain[:, None, :] + self.log_offset)
 
     def _warp(self, spec: torch.Tensor) -> torch.Tensor:
         """Move a random centre frame by ±1..time_warp frames, stretching both sides."""

@@ -395,8 +395,7 @@ def train(run: _Run, resume: str | Path | None = None, stop_epoch: int | None = 
     aug = run.augment
     spec = None
     if cfg.spec_augment and aug.spec_augment:
-        spec = SpecAugment(aug.time_masks, aug.time_width, aug.freq_masks, aug.freq_width,
-                           aug.time_warp).to(device)
+        spec = SpecAugment.from_config(aug, features.log_offset).to(device)
     mix_prob = aug.mix_prob if cfg.mix and aug.mix else 0.0
     teacher, distill_w = None, None
     if cfg.teacher and cfg.distill_weight > 0:
