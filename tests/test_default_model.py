@@ -1,9 +1,9 @@
 """The shipped default model (exports/default) on the bundled demo clip (validation audio).
 
 A regression guard for what a new user sees first: the README's first command runs
-exactly this. The expected labels are those the v1.3 model gets right today (see
-exports/default/MODEL_CARD.md for what it misses: here the baby cry, the door and
-the clapping).
+exactly this. The expected labels are those the v1.4 model gets right today (see
+exports/default/MODEL_CARD.md for what it misses: here the baby cry and the clapping,
+both heard as Water, and the door).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from detector.models import DEFAULT_MODEL
 from detector.pipeline import detect_file
 
 DEMO = Path(__file__).resolve().parents[1] / "detector" / "data" / "demo.flac"
-HEARD = ("Speech", "Dog", "Bird", "Typing", "Horse")  # labels v1.3 detects in the demo
+HEARD = ("Speech", "Dog", "Bird", "Typing", "Horse")  # labels v1.4 detects in the demo
 TOLERANCE_S = 1.0
 
 
