@@ -18,7 +18,7 @@
 masks and warps ``(B, frames, mels)`` log-mel, in ``.train()`` mode only. The filter is
 FilterAugment's linear type (Nam et al., ICASSP 2022): a random smooth equaliser per
 example, gains in dB at 2-``filter_points`` random mel positions, linear between them, so
-that a microphone's or a room's colouring never identifies a class.
+that a microphone's or a room's colouring is not a class cue.
 """
 
 from __future__ import annotations
