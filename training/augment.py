@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from detector.features import FeatureConfig
+
 __all__ = ["AugmentConfig", "SpecAugment", "WaveAugment", "load_impulse_responses", "mix_batch"]
 
 log = logging.getLogger(__name__)
@@ -290,7 +292,7 @@ class SpecAugment(nn.Module):
     def __init__(
         self, time_masks: int = 2, time_width: int = 12, freq_masks: int = 2, freq_width: int = 8,
         time_warp: int = 0, filter_db: float = 0.0, filter_points: int = 4,
-        log_offset: float = 1e-3,
+        log_offset: float = FeatureConfig.log_offset,
     ) -> None:
         super().__init__()
         for name, v in (("time_masks", time_masks), ("time_width", time_width),
@@ -308,7 +310,8 @@ class SpecAugment(nn.Module):
         self.filter_db, self.filter_points, self.log_offset = filter_db, filter_points, log_offset
 
     @classmethod
-    def from_config(cls, cfg: AugmentConfig, log_offset: float = 1e-3) -> SpecAugment:
+    def from_config(cls, cfg: AugmentConfig,
+                    log_offset: float = FeatureConfig.log_offset) -> SpecAugment:
         w = cfg.spec_augment
         return cls(cfg.time_masks if w else 0, cfg.time_width, cfg.freq_masks if w else 0,
                    cfg.freq_width, cfg.time_warp if w else 0, cfg.filter_db if w else 0.0,
