@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from detector.contract import ModelContract
+from detector.modelcost import graph_cost
 from detector.models import DEFAULT_MODEL
 from detector.pipeline import detect_file
 
@@ -33,6 +34,12 @@ def test_default_model_carries_its_contract() -> None:
     assert all(lab.mid.startswith("/m/") or lab.mid.startswith("/t/") for lab in c.labels)
     assert all(0.2 <= on <= 0.9 for on in c.on_thresholds)
     assert "git_revision" in c.extra and "training" in c.extra
+
+
+def test_default_model_fits_the_cost_budget() -> None:
+    """Issue 4's ceiling: at most 17 M multiply-adds per patch, a quarter of YAMNet's 69 M."""
+    cost = graph_cost(DEFAULT_MODEL)
+    assert 1e6 < cost.macs <= 17e6, cost.macs
 
 
 @pytest.mark.parametrize("label", HEARD)
