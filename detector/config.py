@@ -7,7 +7,7 @@ Example ``sed.toml``::
     endpoint = "tcp://127.0.0.1:5557"
     top_k = 5
 
-    [smoother]                # defaults for every label (detector.smoother.LabelPolicy)
+    [smoother]                # defaults for every label (detector.decide.smoother.LabelPolicy)
     method = "ema"
     ema_tau_s = 0.25
     hold_s = 0.5
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detector.smoother import LabelPolicy, SmootherConfig
+from detector.decide.smoother import LabelPolicy, SmootherConfig
 
 __all__ = ["Config", "ListenConfig", "SecurityConfig", "load_config"]
 

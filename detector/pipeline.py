@@ -16,8 +16,8 @@ Reliability (``docs/reliability.md``):
 * A device gap (microphone lost and reopened) closes open events
   (``reason: "gap"``) and advances stream time over the gap; nothing is invented.
 * One failing stream is reported on ``status.<stream>`` and closed; the others go on.
-* A :class:`~detector.control.ControlServer` is polled from the loop (pause, resume,
-  thresholds, reload, snapshot); a :class:`~detector.control.SeqStore` keeps ``seq``
+* A :class:`~detector.io.control.ControlServer` is polled from the loop (pause, resume,
+  thresholds, reload, snapshot); a :class:`~detector.io.control.SeqStore` keeps ``seq``
   increasing across restarts.
 """
 
@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 
 from detector.config import Config
-from detector.control import Commands, ControlServer, SeqStore
-from detector.models import resolve_model
-from detector.patcher import Patch
-from detector.publisher import ListSink, Sink
-from detector.scorer import OnnxScorer
-from detector.sources import FileSource, Source, StdinSource
+from detector.frontend.patcher import Patch
+from detector.io.control import Commands, ControlServer, SeqStore
+from detector.io.publisher import ListSink, Sink
+from detector.model.resolve import resolve_model
+from detector.model.scorer import OnnxScorer
+from detector.sources.parse import FileSource, Source, StdinSource
 from detector.stream import LATENCY_WINDOW, StreamState, hop_frames_for
 
 __all__ = ["FailedSource", "Listener", "StreamState", "detect_file", "hop_frames_for"]
@@ -91,8 +91,8 @@ class Listener:
         sources, sinks: the streams and where their messages go.
         config: runtime settings; ``config_path`` is re-read by the ``reload`` command.
         model / scorer: the ONNX model (path) or a ready scorer.
-        control_endpoint: local REQ/REP endpoint for :mod:`detector.control` commands.
-        state_dir: directory for :class:`~detector.control.SeqStore` (``seq`` across restarts).
+        control_endpoint: local REQ/REP endpoint for :mod:`detector.io.control` commands.
+        state_dir: directory for :class:`~detector.io.control.SeqStore` (``seq`` across restarts).
     """
 
     def __init__(
@@ -256,7 +256,7 @@ class Listener:
             st.add_latency(done - item.ready_at)
 
     def handle(self, req: dict[str, Any]) -> Any:
-        """Carry out one validated control request (see :class:`detector.control.Commands`)."""
+        """Carry out one validated control request (see :class:`detector.io.control.Commands`)."""
         return self.commands(req)
 
     # -- the loop --------------------------------------------------------------------

@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 
 from detector.config import Config
-from detector.control import ControlError, SeqStore
-from detector.events import EventBuilder
-from detector.logmel import LogMelStage
-from detector.patcher import Patch, Patcher
-from detector.scorer import OnnxScorer
-from detector.smoother import Smoother
-from detector.sources import Source
-from detector.wire import envelope
+from detector.decide.events import EventBuilder
+from detector.decide.smoother import Smoother
+from detector.frontend.logmel import LogMelStage
+from detector.frontend.patcher import Patch, Patcher
+from detector.io.control import ControlError, SeqStore
+from detector.io.wire import envelope
+from detector.model.scorer import OnnxScorer
+from detector.sources.parse import Source
 
 __all__ = ["LATENCY_WINDOW", "StreamState", "hop_frames_for"]
 

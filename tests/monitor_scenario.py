@@ -2,7 +2,7 @@
 
 :func:`scripted_stream` builds a deterministic, self-consistent message sequence
 for one stream (scores that rise and fall, onsets/offsets from thresholds with
-hysteresis, a status about once a second) with :mod:`detector.wire`;
+hysteresis, a status about once a second) with :mod:`detector.io.wire`;
 :class:`ScriptedPublisher` sends such messages on a real ZeroMQ PUB socket.
 
 Run it by hand to feed a monitor::
@@ -24,7 +24,7 @@ from typing import Any
 
 import zmq
 
-from detector.wire import encode, envelope
+from detector.io.wire import encode, envelope
 
 __all__ = ["LABELS", "ScriptedPublisher", "free_endpoint", "publish_load", "scripted_stream"]
 

@@ -197,8 +197,8 @@ def capture_main(argv: list[str]) -> None:
 
     import numpy as np
 
-    from detector.features import FeatureConfig
-    from detector.sources import MicSource
+    from detector.frontend.features import FeatureConfig
+    from detector.sources.parse import MicSource
 
     p = argparse.ArgumentParser(prog="python tests/pulse.py capture")
     p.add_argument("seconds", type=float)

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from detector import cli_listen, cli_tag
+from detector.cli import listen as cli_listen
+from detector.cli import tag as cli_tag
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, PYTHONPATH=str(REPO))
@@ -183,9 +184,9 @@ def test_audio_case_through_sed_tag(
 def test_nan_samples_are_counted_and_logged(
     inputs: dict[str, Path], toy_model: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from detector.io.publisher import ListSink
     from detector.pipeline import Listener
-    from detector.publisher import ListSink
-    from detector.sources import FileSource
+    from detector.sources.parse import FileSource
 
     sink = ListSink()
     with caplog.at_level(logging.WARNING):
@@ -209,7 +210,7 @@ def _setpriv() -> list[str]:
     return [tool, "--bounding-set=-dac_override,-dac_read_search"]
 
 
-@pytest.mark.parametrize("prog", ["detector.cli_listen", "detector.cli_tag"])
+@pytest.mark.parametrize("prog", ["detector.cli.listen", "detector.cli.tag"])
 def test_file_without_read_permission(prog: str, tmp_path: Path, toy_model: Path) -> None:
     path = _write(tmp_path / "locked.wav", _tone())
     path.chmod(0)
@@ -392,9 +393,9 @@ def test_ten_hour_file_streams_in_constant_memory(tmp_path: Path, toy_model: Pat
     """10 h (1.15 GB) of audio: opening and streaming it holds a few blocks, not the file."""
     import threading
 
+    from detector.io.publisher import Sink
     from detector.pipeline import Listener
-    from detector.publisher import Sink
-    from detector.sources import FileSource
+    from detector.sources.parse import FileSource
 
     path = _sparse_long_wav(tmp_path / "ten_hours.wav", TEN_HOURS_S)
     src = FileSource(path, RATE)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from detector.bench import (
+from detector.bench.modelcost import graph_cost, ms_per_patch, peak_flops
+from detector.bench.report import ratio, table
+from detector.bench.run import (
     BenchConfig,
     live_mode,
     onset_latency,
@@ -19,12 +21,10 @@ from detector.bench import (
     run_files,
     synth_audio,
 )
-from detector.bench_report import ratio, table
-from detector.bench_scale import scale_step
+from detector.bench.scale import scale_step
 from detector.config import Config, ListenConfig
-from detector.modelcost import graph_cost, ms_per_patch, peak_flops
-from detector.scorer import OnnxScorer
-from detector.yamnet import YamnetScorer, fetch_yamnet, find_yamnet
+from detector.model.scorer import OnnxScorer
+from detector.model.yamnet import YamnetScorer, fetch_yamnet, find_yamnet
 
 RATE = 16000
 
@@ -78,7 +78,7 @@ def test_graph_cost_counts_a_hand_built_graph(tmp_path: Path) -> None:
 
 def test_graph_cost_matches_torch_hook_count(toy_model: Path) -> None:
     pytest.importorskip("torch")
-    from detector.features import FeatureConfig
+    from detector.frontend.features import FeatureConfig
     from training.model import SedNet, count_macs
     from training.toy import TOY_LABELS, TOY_MODEL_CONFIG
 
@@ -162,7 +162,7 @@ def test_bench_config_defaults_follow_listen_config() -> None:
 
 @pytest.mark.skipif(find_yamnet() is None, reason="YAMNet not fetched (python -m detector.bench fetch-yamnet)")
 def test_yamnet_scorer_batched_equals_batch_one(real_clip: np.ndarray) -> None:
-    from detector.features import log_mel
+    from detector.frontend.features import log_mel
 
     path = find_yamnet()
     assert path is not None

@@ -24,7 +24,7 @@ def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 def test_listen_json_on_a_file(toy_model: Path, toy_scene: Path) -> None:
-    r = _run("detector.cli_listen", str(toy_scene), "--model", str(toy_model), "--json", "--no-publish")
+    r = _run("detector.cli.listen", str(toy_scene), "--model", str(toy_model), "--json", "--no-publish")
     assert r.returncode == 0, r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert lines and all(m["type"] == "event" for m in lines)
@@ -36,7 +36,7 @@ def test_listen_json_on_a_file(toy_model: Path, toy_scene: Path) -> None:
 
 def test_listen_does_not_import_torch(toy_model: Path, toy_scene: Path) -> None:
     code = (
-        "import sys, detector.cli_listen as c; "
+        "import sys, detector.cli.listen as c; "
         f"c.main([{str(toy_scene)!r}, '--model', {str(toy_model)!r}, '--no-publish']); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchaudio', 'training')))"
     )
@@ -47,7 +47,7 @@ def test_listen_does_not_import_torch(toy_model: Path, toy_scene: Path) -> None:
 
 def test_sigterm_closes_open_events_and_exits_zero(toy_model: Path, toy_scene: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "detector.cli_listen", str(toy_scene), "--model", str(toy_model),
+        [sys.executable, "-m", "detector.cli.listen", str(toy_scene), "--model", str(toy_model),
          "--json", "--no-publish", "--realtime"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )
@@ -75,7 +75,7 @@ def test_sigterm_closes_open_events_and_exits_zero(toy_model: Path, toy_scene: P
 def test_listen_bad_input_is_one_clear_line(toy_model: Path, args: list[str], message: str) -> None:
     if "--model" not in args:
         args = [*args, "--model", str(toy_model)]
-    r = _run("detector.cli_listen", "--no-publish", *args, timeout=30)
+    r = _run("detector.cli.listen", "--no-publish", *args, timeout=30)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
@@ -85,13 +85,13 @@ def test_listen_bad_input_is_one_clear_line(toy_model: Path, args: list[str], me
 def test_corrupt_model_is_reported(tmp_path: Path, toy_scene: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07 this is not a protobuf" * 10)
-    r = _run("detector.cli_listen", str(toy_scene), "--model", str(bad), "--no-publish")
+    r = _run("detector.cli.listen", str(toy_scene), "--model", str(bad), "--no-publish")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "cannot load it" in r.stderr
 
 
 def test_tag_prints_one_json_line_per_file(toy_model: Path, toy_scene: Path, speech_clip_path: Path) -> None:
-    r = _run("detector.cli_tag", str(toy_scene), str(speech_clip_path), "--model", str(toy_model), "--mids")
+    r = _run("detector.cli.tag", str(toy_scene), str(speech_clip_path), "--model", str(toy_model), "--mids")
     assert r.returncode == 0, r.stderr
     docs = [json.loads(line) for line in r.stdout.splitlines()]
     assert [d["path"] for d in docs] == [str(toy_scene), str(speech_clip_path)]
@@ -106,7 +106,7 @@ def test_tag_prints_one_json_line_per_file(toy_model: Path, toy_scene: Path, spe
 def test_tag_reports_bad_files_and_continues(toy_model: Path, toy_scene: Path, tmp_path: Path) -> None:
     junk = tmp_path / "junk.wav"
     junk.write_bytes(os.urandom(300))
-    r = _run("detector.cli_tag", str(junk), str(toy_scene), "--model", str(toy_model))
+    r = _run("detector.cli.tag", str(junk), str(toy_scene), "--model", str(toy_model))
     assert r.returncode == 1
     assert len(r.stdout.splitlines()) == 1 and "junk.wav" in r.stderr and "Traceback" not in r.stderr
 
@@ -118,7 +118,7 @@ def test_cuda_provider_gives_cpu_scores(toy_model: Path) -> None:
         pytest.skip("no CUDA execution provider (needs onnxruntime-gpu and an NVIDIA GPU)")
     import numpy as np
 
-    from detector.scorer import OnnxScorer
+    from detector.model.scorer import OnnxScorer
 
     x = np.random.default_rng(0).standard_normal((64, 96, 64)).astype(np.float32) - 4
     cpu = OnnxScorer(toy_model, "cpu").score(x)
@@ -133,8 +133,8 @@ def test_truncated_wav_is_refused_then_read_with_allow_truncated(
     cut = tmp_path / "cut.wav"
     data = toy_scene.read_bytes()
     cut.write_bytes(data[: len(data) // 2])  # header still declares the full length
-    r = _run("detector.cli_tag", str(cut), "--model", str(toy_model))
+    r = _run("detector.cli.tag", str(cut), "--model", str(toy_model))
     assert r.returncode == 1 and "--allow-truncated" in r.stderr and "Traceback" not in r.stderr
-    r = _run("detector.cli_tag", str(cut), "--model", str(toy_model), "--allow-truncated")
+    r = _run("detector.cli.tag", str(cut), "--model", str(toy_model), "--allow-truncated")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["scores"]["Sine wave"] > 0.8  # the first half holds the tone

@@ -307,7 +307,7 @@ def test_train_all_and_labels_subcommand(ci_builds: tuple[Path, Path, tuple[str,
 
 
 def test_synth_check_ranks_labels_with_yamnet() -> None:
-    from detector.yamnet import YamnetScorer, find_yamnet
+    from detector.model.yamnet import YamnetScorer, find_yamnet
     from training.corpus.synth_check import check
 
     path = find_yamnet()

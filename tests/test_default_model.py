@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from detector.contract import ModelContract
-from detector.modelcost import graph_cost
-from detector.models import DEFAULT_MODEL
+from detector.bench.modelcost import graph_cost
+from detector.model.contract import ModelContract
+from detector.model.resolve import DEFAULT_MODEL
 from detector.pipeline import detect_file
 
 DEMO = Path(__file__).resolve().parents[1] / "detector" / "data" / "demo.flac"
@@ -56,7 +56,7 @@ def test_default_weights_match_the_onnx_model() -> None:
     import numpy as np
     import soundfile as sf
 
-    from detector.features import log_mel
+    from detector.frontend.features import log_mel
     from training.export import onnx_scores
     from training.model import load_checkpoint
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector.features import FeatureConfig, frame_count, log_mel, mel_filterbank
-from detector.logmel import LogMelStage
+from detector.frontend.features import FeatureConfig, frame_count, log_mel, mel_filterbank
+from detector.frontend.logmel import LogMelStage
 
 CFG = FeatureConfig()
 

@@ -17,12 +17,12 @@ import soundfile as sf
 import zmq
 
 from detector.config import Config, ListenConfig
-from detector.hub import Hub, HubConfig
+from detector.io.hub import Hub, HubConfig
+from detector.io.publisher import ZmqPublisher
+from detector.io.wire import decode
+from detector.model.scorer import OnnxScorer
 from detector.pipeline import Listener
-from detector.publisher import ZmqPublisher
-from detector.scorer import OnnxScorer
-from detector.sources import FileSource
-from detector.wire import decode
+from detector.sources.parse import FileSource
 
 RATE = 16000
 REPO = Path(__file__).resolve().parent.parent
@@ -162,7 +162,7 @@ def test_sed_hub_cli_with_three_sed_listen_daemons(toy_model: Path, long_clip: P
     ports = [_free_port() for _ in range(4)]
     ups = [f"tcp://127.0.0.1:{p}" for p in ports[:3]]
     out = f"tcp://127.0.0.1:{ports[3]}"
-    hub_cmd = [sys.executable, "-m", "detector.hub", "--publish", out, "--log-level", "WARNING"]
+    hub_cmd = [sys.executable, "-m", "detector.io.hub", "--publish", out, "--log-level", "WARNING"]
     for ep in ups:
         hub_cmd += ["--connect", ep]
     procs: list[subprocess.Popen[bytes]] = []
@@ -174,7 +174,7 @@ def test_sed_hub_cli_with_three_sed_listen_daemons(toy_model: Path, long_clip: P
         sub.connect(out)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         for ep in ups:
-            cmd = [sys.executable, "-m", "detector.cli_listen", str(long_clip),
+            cmd = [sys.executable, "-m", "detector.cli.listen", str(long_clip),
                    "--model", str(toy_model), "--publish", ep, "--realtime", "--threads", "1",
                    "--log-level", "WARNING"]
             procs.append(subprocess.Popen(cmd, env=env))

@@ -18,7 +18,7 @@ import zmq
 from conftest import SCENE_EVENTS
 from pulse import PulseServer, pulse_mic  # noqa: F401  (pulse_mic is a fixture)
 
-from detector.wire import decode
+from detector.io.wire import decode
 
 pytestmark = [pytest.mark.live]
 
@@ -40,7 +40,7 @@ def test_sed_listen_hears_the_default_microphone(
     sub.connect(endpoint)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "detector.cli_listen", "--model", str(toy_model),
+        [sys.executable, "-m", "detector.cli.listen", "--model", str(toy_model),
          "--publish", endpoint, "--log-level", "WARNING"],
         env={**pulse_mic.env, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True,
     )

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from detector.scorer import OnnxScorer
+from detector.model.scorer import OnnxScorer
 from training.model_card import _capped, _clip_table, _real_rows, _recording_counts, render
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from detector.io.wire import envelope
 from detector.monitor.app import MonitorApp
 from detector.monitor.state import (
     Batch,
@@ -34,7 +35,6 @@ from detector.monitor.widgets import (
     level_meter,
     sparkline,
 )
-from detector.wire import envelope
 
 sys.path.insert(0, str(Path(__file__).parent))
 from monitor_scenario import ScriptedPublisher, free_endpoint
@@ -230,7 +230,10 @@ def test_monitor_imports_no_inference_code() -> None:
     detector_modules = {m for m in modules if m.startswith("detector.")}
     # control (the snapshot client), publisher (its endpoint check) and security (CURVE
     # keys) need only pyzmq; the heavy set above shows they pull in no numpy.
-    client = {"detector.wire", "detector.control", "detector.publisher", "detector.security"}
+    client = {
+        "detector.io", "detector.io.wire", "detector.io.control", "detector.io.publisher",
+        "detector.io.security",
+    }
     assert detector_modules <= client | {
         m for m in detector_modules if m.startswith("detector.monitor")
     }, detector_modules
@@ -486,7 +489,7 @@ def test_demo_command_line_and_missing_clip(tmp_path: Path) -> None:
     from detector.monitor.demo import DemoDaemon, listen_command
 
     cmd = listen_command(Path("clip.flac"), "tcp://127.0.0.1:1", Path("m.onnx"))
-    assert cmd[1:] == ["-m", "detector.cli_listen", "clip.flac", "--realtime", "--publish",
+    assert cmd[1:] == ["-m", "detector.cli.listen", "clip.flac", "--realtime", "--publish",
                        "tcp://127.0.0.1:1", "--log-level", "WARNING", "--model", "m.onnx"]
     with pytest.raises(FileNotFoundError, match=r"demo clip .*nope\.flac not found"):
         DemoDaemon(tmp_path / "nope.flac", "tcp://127.0.0.1:1")

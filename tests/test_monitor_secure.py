@@ -1,8 +1,8 @@
 """sed-monitor against a secured daemon (CURVE) and with the control socket's snapshot on join.
 
-Real sockets throughout: a CURVE PUB made by :class:`detector.publisher.ZmqPublisher`
-with keys from :func:`detector.security.keygen` (as ``tests/test_security.py``), a
-:class:`detector.control.ControlServer` with a scripted snapshot, and an in-process
+Real sockets throughout: a CURVE PUB made by :class:`detector.io.publisher.ZmqPublisher`
+with keys from :func:`detector.io.security.keygen` (as ``tests/test_security.py``), a
+:class:`detector.io.control.ControlServer` with a scripted snapshot, and an in-process
 ``sed-listen`` (:class:`detector.pipeline.Listener` with ``control_endpoint``).
 """
 
@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
-from detector import security
-from detector.control import ControlServer
+from detector.io import security
+from detector.io.control import ControlServer
+from detector.io.publisher import ZmqPublisher
+from detector.io.security import CurveServerConfig
+from detector.io.wire import envelope
 from detector.monitor.app import MonitorApp, main
 from detector.monitor.state import Batch, ConnState, MonitorState
 from detector.monitor.subscriber import Subscriber, SubscriberConfig
-from detector.publisher import ZmqPublisher
-from detector.security import CurveServerConfig
-from detector.wire import envelope
 
 sys.path.insert(0, str(Path(__file__).parent))
 from monitor_scenario import ScriptedPublisher, free_endpoint
@@ -304,9 +304,9 @@ def test_late_monitor_shows_the_open_event_of_a_real_listener_at_once(
     30 s, so a monitor joining while it is open can learn of it before its offset only from
     the snapshot; it must be in the state within moments of the connection."""
     from detector.config import Config
+    from detector.model.scorer import OnnxScorer
     from detector.pipeline import Listener
-    from detector.scorer import OnnxScorer
-    from detector.sources import FileSource
+    from detector.sources.parse import FileSource
 
     cfg = Config()
     cfg = replace(cfg, listen=replace(cfg.listen, update_interval_s=30.0))

@@ -15,11 +15,11 @@ import zmq
 from conftest import SCENE_EVENTS, SCENE_SECONDS
 
 from detector.config import Config, ListenConfig
+from detector.io.publisher import ListSink, ZmqPublisher
+from detector.io.wire import decode
+from detector.model.scorer import OnnxScorer
 from detector.pipeline import Listener, detect_file
-from detector.publisher import ListSink, ZmqPublisher
-from detector.scorer import OnnxScorer
-from detector.sources import FileSource
-from detector.wire import decode
+from detector.sources.parse import FileSource
 
 STABLE = ("event", "label", "mid", "event_id", "start", "end", "duration", "peak", "mean", "score", "reason")
 

@@ -22,12 +22,12 @@ import pytest
 import zmq
 
 from detector.config import Config
-from detector.control import SEQ_BLOCK, request
+from detector.io.control import SEQ_BLOCK, request
+from detector.io.publisher import ListSink, ZmqPublisher
+from detector.io.wire import decode
+from detector.model.scorer import OnnxScorer
 from detector.pipeline import Listener
-from detector.publisher import ListSink, ZmqPublisher
-from detector.scorer import OnnxScorer
-from detector.sources import FileSource
-from detector.wire import decode
+from detector.sources.parse import FileSource
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, PYTHONPATH=str(REPO))
@@ -215,7 +215,7 @@ def test_pause_and_resume_over_the_control_socket(toy_model: Path, toy_scene: Pa
 
 
 def test_thresholds_and_reload_change_decisions(toy_model: Path, toy_scene: Path, tmp_path: Path) -> None:
-    from detector.control import ControlError
+    from detector.io.control import ControlError
 
     scorer = OnnxScorer(toy_model, threads=1)
     cfg_path = tmp_path / "sed.toml"
@@ -249,7 +249,7 @@ def test_thresholds_and_reload_change_decisions(toy_model: Path, toy_scene: Path
 
 def _listen(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "detector.cli_listen", *args],
+        [sys.executable, "-m", "detector.cli.listen", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO,
     )
 
@@ -286,7 +286,7 @@ def test_sigkill_then_restart_resumes_and_seq_shows_the_gap(
     assert not json.loads((state / "seq.json").read_text())["clean"]
     last = seen[-1]["seq"]
 
-    second = subprocess.run([sys.executable, "-m", "detector.cli_listen", str(toy_scene), *common],
+    second = subprocess.run([sys.executable, "-m", "detector.cli.listen", str(toy_scene), *common],
                             capture_output=True, text=True, env=ENV, cwd=REPO, timeout=60)
     assert second.returncode == 0, second.stderr
     msgs = [json.loads(line) for line in second.stdout.splitlines()]
@@ -296,7 +296,7 @@ def test_sigkill_then_restart_resumes_and_seq_shows_the_gap(
     assert "did not stop cleanly" in second.stderr
     assert sum(m["type"] == "event" and m["event"] == "onset" for m in msgs) == 3  # resumed cleanly
 
-    third = subprocess.run([sys.executable, "-m", "detector.cli_listen", str(toy_scene), *common],
+    third = subprocess.run([sys.executable, "-m", "detector.cli.listen", str(toy_scene), *common],
                            capture_output=True, text=True, env=ENV, cwd=REPO, timeout=60)
     msgs3 = [json.loads(line) for line in third.stdout.splitlines()]
     assert msgs3[0]["seq"] == msgs[-1]["seq"] + 1  # after a clean stop: no gap
@@ -311,7 +311,7 @@ def test_sigterm_within_1s_with_a_stuck_subscriber(toy_model: Path) -> None:
     ctx = zmq.Context()
     with open("/dev/zero", "rb") as zeros:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "detector.cli_listen", "-", "--model", str(toy_model),
+            [sys.executable, "-m", "detector.cli.listen", "-", "--model", str(toy_model),
              "--publish", endpoint, "--hop", "0.01", "--log-level", "WARNING"],
             stdin=zeros, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO,
         )

@@ -35,7 +35,7 @@ class Listen:
 
     def __init__(self, server: PulseServer, model: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "detector.cli_listen", "--model", str(model), "--no-publish",
+            [sys.executable, "-m", "detector.cli.listen", "--model", str(model), "--no-publish",
              "--json-all", "--log-level", "WARNING"],
             env={**server.env, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True,

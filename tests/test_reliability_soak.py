@@ -1,6 +1,6 @@
 """The soak harness itself, briefly: 30 min of replayed audio with flat RSS and FDs.
 
-The real runs (24 h replay, 30 min live) are ``python -m detector.soak``; their numbers
+The real runs (24 h replay, 30 min live) are ``python -m detector.bench.soak``; their numbers
 are in ``docs/reliability.md``.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detector import soak
-from detector.sources import FileSource, Source
+from detector.bench import soak
+from detector.sources.parse import FileSource, Source
 
 
 def _all(src: Source) -> np.ndarray:

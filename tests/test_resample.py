@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from detector.resample import PASSBAND_EDGE, StreamResampler
+from detector.sources.resample import PASSBAND_EDGE, StreamResampler
 
 OUT = 16000
 IN_RATES = [8000, 22050, 44100, 48000]

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from detector.ring import RingBuffer
+from detector.sources.ring import RingBuffer
 
 
 def test_fifo_and_wraparound() -> None:

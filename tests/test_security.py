@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import zmq
 
-from detector import security
 from detector.config import ListenConfig
-from detector.control import ControlServer, parse_request, request
-from detector.publisher import ZmqPublisher
-from detector.wire import decode
+from detector.io import security
+from detector.io.control import ControlServer, parse_request, request
+from detector.io.publisher import ZmqPublisher
+from detector.io.wire import decode
 
 REPO = Path(__file__).resolve().parent.parent
 MESSAGE = {"schema": 1, "type": "status", "stream": "s", "seq": 0, "session": "x",
@@ -29,12 +29,12 @@ def test_default_endpoint_is_loopback() -> None:
 
 
 def test_binding_beyond_loopback_warns_without_curve(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="detector.publisher"):
+    with caplog.at_level(logging.WARNING, logger="detector.io.publisher"):
         pub = ZmqPublisher("tcp://0.0.0.0:*")
         pub.close()
     assert "reachable beyond this machine" in caplog.text and "--curve-secret-key" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="detector.publisher"):
+    with caplog.at_level(logging.WARNING, logger="detector.io.publisher"):
         ZmqPublisher("tcp://127.0.0.1:*").close()
     assert caplog.text == ""
 
@@ -66,7 +66,7 @@ def test_curve_allows_the_listed_subscriber_and_refuses_others(
     keys: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     curve = security.CurveServerConfig(keys["server_sec"], keys["allow"])
-    with caplog.at_level(logging.WARNING, logger="detector.publisher"):
+    with caplog.at_level(logging.WARNING, logger="detector.io.publisher"):
         pub = ZmqPublisher("tcp://0.0.0.0:*", curve=curve)
     assert "reachable beyond" not in caplog.text  # CURVE on: no warning
     assert pub.encrypted
@@ -115,7 +115,7 @@ def test_keygen_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 def test_cli_refuses_half_a_curve_setup(toy_model: Path, toy_scene: Path, keys: dict[str, Path],
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from detector import cli_listen
+    from detector.cli import listen as cli_listen
 
     rc = cli_listen.main([str(toy_scene), "--model", str(toy_model),
                           "--curve-secret-key", str(keys["server_sec"])])
@@ -163,12 +163,12 @@ def test_training_loads_checkpoints_weights_only() -> None:
 def test_wire_refuses_anything_but_json() -> None:
     import pickle
 
-    from detector.wire import WireError
+    from detector.io.wire import WireError
 
     with pytest.raises(WireError):
         decode([b"status.s", pickle.dumps(MESSAGE)])
     with pytest.raises(ValueError):  # NaN is not JSON
-        from detector.wire import encode
+        from detector.io.wire import encode
 
         encode(dict(MESSAGE, wall_time=float("nan")))
 
@@ -198,7 +198,7 @@ def test_control_socket_is_local_only(endpoint: str) -> None:
     ],
 )
 def test_control_requests_are_validated(raw: bytes, says: str) -> None:
-    from detector.control import ControlError
+    from detector.io.control import ControlError
 
     with pytest.raises(ControlError) as e:
         parse_request([raw])
@@ -248,7 +248,7 @@ def test_sed_listen_with_curve_end_to_end(keys: dict[str, Path], toy_model: Path
     ctx = zmq.Context()
     sub = _subscriber(ctx, f"tcp://127.0.0.1:{port}", keys["good"], keys["server_pub"])
     r = subprocess.run(
-        [sys.executable, "-m", "detector.cli_listen", str(toy_scene), "--model", str(toy_model),
+        [sys.executable, "-m", "detector.cli.listen", str(toy_scene), "--model", str(toy_model),
          "--publish", f"tcp://0.0.0.0:{port}", "--curve-secret-key", str(keys["server_sec"]),
          "--curve-allow-dir", str(keys["allow"]), "--realtime", "--log-level", "INFO"],
         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO, timeout=60,
@@ -265,7 +265,7 @@ def test_sed_listen_with_curve_end_to_end(keys: dict[str, Path], toy_model: Path
 def test_control_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import threading
 
-    from detector import control
+    from detector.io import control
 
     endpoint = f"ipc://{tmp_path}/c"
     server = ControlServer(endpoint, lambda req: {k: v for k, v in req.items() if k != "cmd"})
@@ -287,7 +287,7 @@ def test_control_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_security_section_of_the_config(keys: dict[str, Path], toy_model: Path, toy_scene: Path,
                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from detector import cli_listen
+    from detector.cli import listen as cli_listen
     from detector.config import load_config
 
     cfg = tmp_path / "sed.toml"

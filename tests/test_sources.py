@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from detector.features import FeatureConfig
-from detector.sources import (
+from detector.frontend.features import FeatureConfig
+from detector.sources.parse import (
     FileSource,
     MicSource,
     Source,
@@ -104,7 +104,7 @@ def test_chunking_does_not_change_output(tmp_path: Path) -> None:
 def test_info_log_says_what_it_got(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "cd.wav"
     sf.write(path, np.zeros((4410, 2), np.float32), 44100)
-    with caplog.at_level(logging.INFO, logger="detector.file_source"):
+    with caplog.at_level(logging.INFO, logger="detector.sources.file"):
         FileSource(path, RATE).close()
     assert "got 44.1 kHz stereo; resampling to 16 kHz mono" in caplog.text
     assert describe_format(16000, 2, 16000) == "got 16 kHz stereo; downmixing to mono"
@@ -189,7 +189,7 @@ def test_no_permission_as_unprivileged_user(tmp_path: Path) -> None:
     path.chmod(0o600)
     code = (
         "import os, sys\n"
-        "from detector.sources import FileSource, SourceError\n"
+        "from detector.sources.parse import FileSource, SourceError\n"
         "os.setgid(65534); os.setuid(65534)\n"
         "try:\n FileSource(sys.argv[1], 16000)\n"
         "except SourceError as e:\n print('ERR', e)\n"

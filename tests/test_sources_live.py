@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 from pulse import PulseServer, pulse_mic  # noqa: F401  (pulse_mic is a fixture)
 
-from detector.features import FeatureConfig
+from detector.frontend.features import FeatureConfig
 
 pytestmark = [pytest.mark.live]
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from detector.config import load_config
-from detector.contract import Label
-from detector.events import EventBuilder
-from detector.features import FeatureConfig
-from detector.patcher import Patcher
-from detector.smoother import LabelPolicy, Smoother, SmootherConfig
+from detector.decide.events import EventBuilder
+from detector.decide.smoother import LabelPolicy, Smoother, SmootherConfig
+from detector.frontend.features import FeatureConfig
+from detector.frontend.patcher import Patcher
+from detector.model.contract import Label
 
 CFG = FeatureConfig()
 HOP = 0.5

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from detector.features import FeatureConfig
+from detector.frontend.features import FeatureConfig
 from training.data import (
     BalancedSampler,
     Clip,

@@ -17,8 +17,8 @@ import soundfile as sf
 
 torch = pytest.importorskip("torch")
 
-from detector.contract import ModelContract  # noqa: E402
-from detector.features import FeatureConfig, log_mel  # noqa: E402
+from detector.frontend.features import FeatureConfig, log_mel  # noqa: E402
+from detector.model.contract import ModelContract  # noqa: E402
 from detector.pipeline import detect_file  # noqa: E402
 from training import export, train  # noqa: E402
 from training.toy import TOY_LABELS, make_toy_clips, make_toy_scene  # noqa: E402

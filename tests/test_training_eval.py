@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from detector.features import FeatureConfig  # noqa: E402
+from detector.frontend.features import FeatureConfig  # noqa: E402
 from training.clips import read_manifest, write_manifest  # noqa: E402
 from training.data import PatchDataset, WaveformStore  # noqa: E402
 from training.evaluate import evaluate, format_table, main, pool_clips  # noqa: E402

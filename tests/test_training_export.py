@@ -13,8 +13,8 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from detector.contract import ModelContract  # noqa: E402
-from detector.features import FeatureConfig, log_mel  # noqa: E402
+from detector.frontend.features import FeatureConfig, log_mel  # noqa: E402
+from detector.model.contract import ModelContract  # noqa: E402
 from training.export import (  # noqa: E402
     DEFAULT_OFF_THRESHOLD,
     DEFAULT_ON_THRESHOLD,

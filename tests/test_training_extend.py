@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from detector.features import FeatureConfig  # noqa: E402
+from detector.frontend.features import FeatureConfig  # noqa: E402
 from training.extend import HeadOnly, init_from, retrain_rows  # noqa: E402
 from training.model import PRESETS, SedNet, load_checkpoint  # noqa: E402
 from training.toy import TOY_LABELS, make_toy_clips  # noqa: E402

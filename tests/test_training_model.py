@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from detector.features import FeatureConfig  # noqa: E402
+from detector.frontend.features import FeatureConfig  # noqa: E402
 from training.model import (  # noqa: E402
     PRESETS,
     ModelConfig,

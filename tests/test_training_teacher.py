@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from detector.features import FeatureConfig, log_mel  # noqa: E402
-from detector.yamnet import find_yamnet  # noqa: E402
+from detector.frontend.features import FeatureConfig, log_mel  # noqa: E402
+from detector.model.yamnet import find_yamnet  # noqa: E402
 from training.teacher import Teacher, blend, label_weights, load_teacher  # noqa: E402
 from training.toy import make_toy_clips  # noqa: E402
 from training.train import load_config, main  # noqa: E402

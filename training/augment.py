@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from detector.features import FeatureConfig
+from detector.frontend.features import FeatureConfig
 
 __all__ = ["AugmentConfig", "SpecAugment", "WaveAugment", "load_impulse_responses", "mix_batch"]
 

@@ -26,7 +26,7 @@ import torch
 import torchaudio
 from torch.utils.data import Dataset, Sampler
 
-from detector.features import FeatureConfig
+from detector.frontend.features import FeatureConfig
 from training.clips import (
     LABEL_SEPARATOR,
     MANIFEST_COLUMNS,

@@ -7,7 +7,7 @@ Usage::
 
 ``MODEL`` is a ``sed-train`` checkpoint (``.pt``, read by
 :func:`training.model.load_checkpoint`) or an exported ONNX file (labels, front end
-and pooling from its :class:`detector.contract.ModelContract`).
+and pooling from its :class:`detector.model.contract.ModelContract`).
 
 Each recording is cut into ``cfg.patch_samples``-sample patches every ``hop_s``, the
 first centred on the recording's start and the last on its end (zeros outside, so
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from detector.features import FeatureConfig
+from detector.frontend.features import FeatureConfig
 from training.metrics import (
     DEFAULT_OFF_FRACTION,
     DEFAULT_PERCENTAGE_OF_LENGTH,
@@ -101,8 +101,8 @@ def load_model(path: str | Path, threads: int = 1) -> LoadedModel:
     if not path.is_file():
         raise FileNotFoundError(f"model {path} does not exist; expected a .pt checkpoint or .onnx")
     if path.suffix.lower() == ".onnx":
-        from detector.contract import ModelContract
-        from detector.scorer import open_session
+        from detector.model.contract import ModelContract
+        from detector.model.scorer import open_session
 
         sess = open_session(path, "cpu", threads)
         contract = ModelContract.from_metadata(sess.get_modelmeta().custom_metadata_map, str(path))

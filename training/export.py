@@ -3,7 +3,7 @@
 The ONNX file has input ``patches`` ``(batch, patch_frames, n_mels)`` float32 log-mel,
 output ``scores`` ``(batch, n_labels)`` sigmoid probabilities, a dynamic batch axis,
 BatchNorm folded into the convolution before it, and the metadata key
-``sed.contract`` holding :class:`detector.contract.ModelContract` JSON (labels, mids,
+``sed.contract`` holding :class:`detector.model.contract.ModelContract` JSON (labels, mids,
 front end, per-label on/off thresholds, training config, data summary, git
 revision). Two sidecars are written beside it: ``labels.csv``
 (``index,mid,display_name``) and ``thresholds.json``. The command line also writes
@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from detector.contract import CONTRACT_KEY, Label, ModelContract
-from detector.features import FeatureConfig
+from detector.frontend.features import FeatureConfig
+from detector.model.contract import CONTRACT_KEY, Label, ModelContract
 from training.model import PreActBlock, SedNet, load_checkpoint
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Training's front end: the :class:`detector.features.FeatureConfig` log-mel in torch.
+"""Training's front end: the :class:`detector.frontend.features.FeatureConfig` log-mel in torch.
 
 Framing, window, FFT size, mel filters and log offset all come from the one
 FeatureConfig; ``tests/test_features.py`` holds this equal to the detector's
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torchaudio
 
-from detector.features import FeatureConfig
+from detector.frontend.features import FeatureConfig
 
 __all__ = ["LogMel"]
 

@@ -1,7 +1,7 @@
 """The tagger: a compact pre-activation ResNet on log-mel patches.
 
 Input ``(batch, patch_frames, n_mels)`` log-mel (96 x 64 by default, see
-:class:`detector.features.FeatureConfig`), output ``(batch, n_labels)``.
+:class:`detector.frontend.features.FeatureConfig`), output ``(batch, n_labels)``.
 :meth:`SedNet.forward` returns **logits** (for ``BCEWithLogits`` and mixed
 precision); :meth:`SedNet.scores` and the exported ONNX graph return sigmoid
 probabilities.
@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from detector.features import FeatureConfig
+from detector.frontend.features import FeatureConfig
 
 __all__ = [
     "POOLINGS",

@@ -1,7 +1,7 @@
 """``python -m training.model_card``: measure an exported model and write its MODEL_CARD.md.
 
 Everything in the card is measured here, through the detector's own streaming
-path (``detector.cli_tag.tag_file`` for clip scores, ``detector.pipeline.detect_file``
+path (``detector.cli.tag.tag_file`` for clip scores, ``detector.pipeline.detect_file``
 for events), on data the model never trained on:
 
 - clip-level per-label AP (max-pooled patch scores) and top-1 rank on the corpus
@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from detector.cli_tag import tag_file
-from detector.modelcost import graph_cost, ms_per_patch
+from detector.bench.modelcost import graph_cost, ms_per_patch
+from detector.cli.tag import tag_file
+from detector.model.scorer import OnnxScorer
+from detector.model.yamnet import YamnetScorer, find_yamnet
 from detector.pipeline import detect_file
-from detector.scorer import OnnxScorer
-from detector.yamnet import YamnetScorer, find_yamnet
 from training.clips import read_manifest
 from training.metrics import average_precision, event_f1, mean_excluding
 from training.ontology import Ontology

@@ -40,7 +40,7 @@ class Teacher:
     """
 
     def __init__(self, path: str | Path, mids: Sequence[str], threads: int = 0) -> None:
-        from detector.yamnet import YamnetScorer
+        from detector.model.yamnet import YamnetScorer
 
         self.scorer = YamnetScorer(path, threads=threads)
         theirs = {lab.mid: i for i, lab in enumerate(self.scorer.contract.labels)}
@@ -68,7 +68,7 @@ class Teacher:
 
     def clip_scores(self, dataset: PatchDataset, hop_frames: int | None = None) -> np.ndarray:
         """``(recordings, L)``: max over each recording's patches (hop half a patch)."""
-        from detector.features import log_mel
+        from detector.frontend.features import log_mel
 
         cfg = dataset.cfg
         hop = hop_frames or cfg.patch_frames // 2
@@ -114,9 +114,9 @@ def blend(hard: torch.Tensor, logits: torch.Tensor, soft: torch.Tensor,
 
 
 def load_teacher(spec: str, mids: Sequence[str], threads: int = 0) -> Teacher:
-    """``spec``: ``"yamnet"`` (the cached YAMNet, see :func:`detector.yamnet.find_yamnet`)
+    """``spec``: ``"yamnet"`` (the cached YAMNet, see :func:`detector.model.yamnet.find_yamnet`)
     or a path to YAMNet's ``model.onnx`` (or its folder)."""
-    from detector.yamnet import find_yamnet, how_to_fetch
+    from detector.model.yamnet import find_yamnet, how_to_fetch
 
     path = find_yamnet(None if spec == "yamnet" else spec)
     if path is None:

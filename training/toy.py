@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector.features import FeatureConfig
+from detector.frontend.features import FeatureConfig
 from training.model import ModelConfig, SedNet
 
 __all__ = [

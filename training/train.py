@@ -49,7 +49,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from detector.features import FeatureConfig
+from detector.frontend.features import FeatureConfig
 from training.augment import AugmentConfig, SpecAugment, WaveAugment, mix_batch
 from training.data import BalancedSampler
 from training.extend import HeadOnly, init_from, retrain_rows

@@ -1,6 +1,6 @@
 """sed-monitor: a Textual dashboard for the ``sed-listen`` ZeroMQ stream.
 
-The monitor only reads the wire format (:mod:`detector.wire`, standard library
+The monitor only reads the wire format (:mod:`detector.io.wire`, standard library
 only); it never imports inference code (numpy, onnxruntime, torch), so it starts
 fast and can run on a machine that has no model.
 

@@ -30,8 +30,8 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Footer, Input
 
-from detector.control import DEFAULT_CONTROL_ENDPOINT
-from detector.wire import DEFAULT_ENDPOINT
+from detector.io.control import DEFAULT_CONTROL_ENDPOINT
+from detector.io.wire import DEFAULT_ENDPOINT
 
 from .state import Batch, MonitorState, StreamView
 from .subscriber import Subscriber, SubscriberConfig

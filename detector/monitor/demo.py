@@ -1,7 +1,7 @@
 """``sed-monitor --demo``: watch ``sed-listen`` play a bundled clip, no microphone needed.
 
 The detector runs in a **subprocess**
-(``python -m detector.cli_listen <clip> --realtime --publish <endpoint>``), so the
+(``python -m detector.cli.listen <clip> --realtime --publish <endpoint>``), so the
 monitor process still imports no inference code. When the clip ends the daemon
 is started again, which also shows how the monitor follows a restart (new
 session). The daemon's log goes to a temporary file; if it fails, the monitor
@@ -49,9 +49,9 @@ def listen_command(
 ) -> list[str]:
     """The ``sed-listen`` command line the demo runs (current interpreter).
 
-    ``python -m detector.cli_listen CLIP --realtime --publish ENDPOINT [--model M]``
+    ``python -m detector.cli.listen CLIP --realtime --publish ENDPOINT [--model M]``
     """
-    cmd = [sys.executable, "-m", "detector.cli_listen", str(clip)]
+    cmd = [sys.executable, "-m", "detector.cli.listen", str(clip)]
     if realtime:
         cmd.append("--realtime")
     cmd += ["--publish", endpoint, "--log-level", "WARNING"]

@@ -1,7 +1,7 @@
 """Pure-Python model of what the monitor shows, fed by decoded wire messages.
 
 Nothing here imports Textual or ZeroMQ, so the whole model is unit-testable:
-build messages with :func:`detector.wire.envelope`, feed them to
+build messages with :func:`detector.io.wire.envelope`, feed them to
 :class:`SeqTracker` (every message, in the subscriber thread) and
 :class:`MonitorState` (the coalesced :class:`Batch`, in the UI thread), and read
 the streams, labels, events and status back.

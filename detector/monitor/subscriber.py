@@ -2,7 +2,7 @@
 
 :class:`Subscriber` runs in a thread (a Textual thread worker in the app). It
 connects a SUB socket to ``sed-listen``'s PUB endpoint, decodes every message with
-:func:`detector.wire.decode`, counts seq gaps and restarts (:class:`SeqTracker`)
+:func:`detector.io.wire.decode`, counts seq gaps and restarts (:class:`SeqTracker`)
 and keeps only the latest ``scores`` message per stream (:class:`Coalescer`).
 At most once per ``post_interval_s`` it hands a :class:`~detector.monitor.state.Batch`
 to ``deliver`` — so 8 streams at 50 scores/s cost the UI ``1 / post_interval_s``
@@ -15,7 +15,7 @@ handshake (a CURVE key the publisher does not allow, CURVE on one side only, the
 wrong server key) is :attr:`ConnState.REFUSED` until a handshake succeeds.
 
 With ``curve_secret_key``/``curve_server_key`` the SUB socket is a CURVE client
-(:func:`detector.security.configure_client`). With ``control`` every successful
+(:func:`detector.io.security.configure_client`). With ``control`` every successful
 handshake is followed by a ``snapshot`` request to ``sed-listen``'s control
 socket, whose open events enter the batch like live ones but bypass the
 :class:`SeqTracker`: they repeat the stream's last sent seq (``docs/wire.md``).
@@ -35,10 +35,10 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from detector.control import request
-from detector.publisher import is_loopback_endpoint
-from detector.security import PUBLIC_SUFFIX, configure_client, load_keypair, load_public
-from detector.wire import DEFAULT_ENDPOINT, WireError, decode
+from detector.io.control import request
+from detector.io.publisher import is_loopback_endpoint
+from detector.io.security import PUBLIC_SUFFIX, configure_client, load_keypair, load_public
+from detector.io.wire import DEFAULT_ENDPOINT, WireError, decode
 
 from .state import Batch, Connection, ConnState, SeqTracker
 

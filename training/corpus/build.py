@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from detector.features import FeatureConfig
+from detector.frontend.features import FeatureConfig
 from training.corpus import dedup, packages, scenes, soundfont, synth
 from training.corpus.mapping import DEFAULT_MAPPING, Rule, group_key, load_mapping, match
 from training.ontology import Ontology

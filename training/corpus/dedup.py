@@ -3,7 +3,7 @@
 Exact duplicates share the SHA-256 of their decoded 16 kHz PCM (the same sound shipped
 in several packages, whatever the container). Near duplicates (re-encodes, resamples,
 gain changes) are found with a gain-invariant fingerprint: the per-band mean and
-standard deviation of :func:`detector.features.log_mel` over the clip, with the
+standard deviation of :func:`detector.frontend.features.log_mel` over the clip, with the
 overall mean level subtracted, compared by RMS difference, plus a duration check.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.features import FeatureConfig, log_mel
+from detector.frontend.features import FeatureConfig, log_mel
 
 __all__ = [
     "NearDupConfig",

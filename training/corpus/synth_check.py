@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.features import FeatureConfig, log_mel
+from detector.frontend.features import FeatureConfig, log_mel
 from training.corpus import synth
 
 __all__ = ["CLIPS", "check", "main"]
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=CLIPS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    from detector.yamnet import YamnetScorer, find_yamnet, how_to_fetch
+    from detector.model.yamnet import YamnetScorer, find_yamnet, how_to_fetch
 
     path = find_yamnet(args.yamnet)
     if path is None:

@@ -5,7 +5,7 @@ detector: a slow or dead subscriber only loses its own messages once the
 high-water mark fills (ZeroMQ PUB semantics).
 
 Binding beyond loopback logs a warning unless CURVE is on
-(:class:`detector.security.CurveServerConfig`): then traffic is encrypted and only
+(:class:`detector.io.security.CurveServerConfig`): then traffic is encrypted and only
 subscribers whose public key is allowed can connect.
 """
 
@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import zmq
 
-from detector.wire import encode
+from detector.io.wire import encode
 
 if TYPE_CHECKING:
-    from detector.security import CurveServerConfig
+    from detector.io.security import CurveServerConfig
 
 __all__ = ["JsonLinesSink", "ListSink", "Sink", "ZmqPublisher", "is_loopback_endpoint"]
 
@@ -90,7 +90,7 @@ class ZmqPublisher:
         self._sock.setsockopt(zmq.LINGER, linger_ms)
         self._auth: Any = None  # zmq.auth.thread.ThreadAuthenticator when CURVE is on
         if curve is not None:
-            from detector.security import start_server
+            from detector.io.security import start_server
 
             self._auth = start_server(self._sock, self._ctx, curve)
         try:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from detector.publisher import is_loopback_endpoint
+from detector.io.publisher import is_loopback_endpoint
 
 if TYPE_CHECKING:
     from detector.pipeline import Listener, StreamState
@@ -257,7 +257,7 @@ class Commands:
         if lst.config_path is None:
             raise ControlError("reload: sed-listen was started without --config; nothing to reload")
         # Imported here: the client half of this module (request) is used by sed-monitor,
-        # which must not import numpy (detector.config -> detector.smoother).
+        # which must not import numpy (detector.config -> detector.decide.smoother).
         from detector.config import load_config
 
         new = load_config(lst.config_path)
@@ -367,7 +367,7 @@ class SeqStore:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m detector.control [--endpoint E] CMD [name=value ...]``: one request, reply on stdout."""
+    """``python -m detector.io.control [--endpoint E] CMD [name=value ...]``: one request, reply on stdout."""
     p = argparse.ArgumentParser(prog="sed-control", description="Send one command to sed-listen --control.")
     p.add_argument("--endpoint", default=DEFAULT_CONTROL_ENDPOINT)
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the reply")

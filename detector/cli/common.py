@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from detector.contract import ContractError
+from detector.model.contract import ContractError
 
 __all__ = ["EXPECTED_ERRORS", "run_cli", "setup_logging"]
 

@@ -1,6 +1,6 @@
 """``sed-bench``'s report: the figures of a run as a table, with the ratio to YAMNet.
 
-A run's results (``sed-bench --json``) carry the :class:`detector.bench.BenchConfig`
+A run's results (``sed-bench --json``) carry the :class:`detector.bench.run.BenchConfig`
 they were measured with as ``config``; :func:`rows` names the figures it implies.
 """
 

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.cli_common import run_cli, setup_logging
-from detector.logmel import LogMelStage
-from detector.models import resolve_model
-from detector.patcher import Patcher
+from detector.cli.common import run_cli, setup_logging
+from detector.frontend.logmel import LogMelStage
+from detector.frontend.patcher import Patcher
+from detector.model.resolve import resolve_model
+from detector.model.scorer import DEVICES, OnnxScorer
 from detector.pipeline import hop_frames_for
-from detector.scorer import DEVICES, OnnxScorer
-from detector.sources import FileSource, SourceError
+from detector.sources.parse import FileSource, SourceError
 
 __all__ = ["main", "pool_scores", "tag_file"]
 

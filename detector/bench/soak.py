@@ -1,7 +1,7 @@
 """Soak test: hours of audio through the real daemon loop, recording RSS and open files.
 
-    nice -n 19 python -m detector.soak --model toy.onnx --clip scene.wav --hours 24 --out soak.json
-    python -m detector.soak --model toy.onnx --mic --minutes 30 --out live.json   # live capture
+    nice -n 19 python -m detector.bench.soak --model toy.onnx --clip scene.wav --hours 24 --out soak.json
+    python -m detector.bench.soak --model toy.onnx --mic --minutes 30 --out live.json   # live capture
 
 File mode replays ``--clip`` end to end, again and again, as **one** continuous
 stream (:class:`LoopSource`) through :class:`~detector.pipeline.Listener` at full
@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import zmq
 
-from detector.cli_common import run_cli, setup_logging
+from detector.cli.common import run_cli, setup_logging
 from detector.config import Config
+from detector.io.publisher import ZmqPublisher
+from detector.model.scorer import OnnxScorer
 from detector.pipeline import Listener
-from detector.publisher import ZmqPublisher
-from detector.scorer import OnnxScorer
-from detector.sources import FileSource, MicSource, Source
+from detector.sources.parse import FileSource, MicSource, Source
 
 __all__ = ["LoopSource", "Meter", "main", "open_fds", "rss_kb"]
 

@@ -5,7 +5,7 @@
 
 Every figure is measured for our model and, in the same harness (the unchanged
 :class:`detector.pipeline.Listener`, same features, same hop), for YAMNet
-(:mod:`detector.yamnet`); the table gives the ratio "times better than YAMNet".
+(:mod:`detector.model.yamnet`); the table gives the ratio "times better than YAMNet".
 Shared machines are noisy, so the ratios from one run are the figures to quote.
 
 Sections (see ``docs/benchmarks.md`` for definitions and results):
@@ -41,17 +41,17 @@ import numpy as np
 import soundfile as sf
 import zmq
 
-from detector.bench_procs import REPO, memory, serve
-from detector.bench_report import table
-from detector.bench_scale import Scorer, scale
+from detector.bench.modelcost import graph_cost, ms_per_patch, peak_flops
+from detector.bench.procs import REPO, memory, serve
+from detector.bench.report import table
+from detector.bench.scale import Scorer, scale
 from detector.config import Config, ListenConfig
-from detector.modelcost import graph_cost, ms_per_patch, peak_flops
-from detector.models import resolve_model
+from detector.io.publisher import ListSink, ZmqPublisher
+from detector.io.wire import decode
+from detector.model.resolve import resolve_model
+from detector.model.scorer import OnnxScorer
 from detector.pipeline import Listener
-from detector.publisher import ListSink, ZmqPublisher
-from detector.scorer import OnnxScorer
-from detector.sources import FileSource, Source
-from detector.wire import decode
+from detector.sources.parse import FileSource, Source
 
 __all__ = [
     "BenchConfig",
@@ -327,7 +327,7 @@ def run_bench(
     model: Path, yamnet: Path | None, bc: BenchConfig, tmp: Path, onset_clip: Path | None = None
 ) -> dict[str, Any]:
     """Every section for our model and (when ``yamnet``) the baseline, interleaved."""
-    from detector.yamnet import YamnetScorer
+    from detector.model.yamnet import YamnetScorer
 
     config = Config(listen=ListenConfig(patch_hop_s=bc.hop_s, threads=bc.threads, device=bc.device))
     ours = OnnxScorer(model, bc.device, bc.threads, config.listen.max_batch)
@@ -384,7 +384,7 @@ def run_bench(
 
 
 def _fetch(argv: Sequence[str]) -> int:
-    from detector.yamnet import CACHE_DIR, fetch_yamnet
+    from detector.model.yamnet import CACHE_DIR, fetch_yamnet
 
     p = argparse.ArgumentParser(
         prog="python -m detector.bench fetch-yamnet",
@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from detector.cli_common import run_cli, setup_logging
+    from detector.cli.common import run_cli, setup_logging
 
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["fetch-yamnet"]:
@@ -442,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
 
     def run() -> int:
-        from detector.yamnet import find_yamnet, how_to_fetch
+        from detector.model.yamnet import find_yamnet, how_to_fetch
 
         bc = BenchConfig(
             hop_s=args.hop, threads=args.threads, long_seconds=args.long_seconds,

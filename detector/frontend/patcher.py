@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.features import FeatureConfig
+from detector.frontend.features import FeatureConfig
 
 __all__ = ["Patch", "Patcher"]
 

@@ -6,8 +6,8 @@ the port can read the events. With ``--curve-secret-key server.key_secret
 and only subscribers whose *public* key file is in ``clients/`` complete the
 handshake (a ZAP authenticator thread checks them). Keys are made with::
 
-    python -m detector.security keygen keys/ --name server   # keys/server.key, keys/server.key_secret
-    python -m detector.security keygen keys/ --name monitor  # one pair per subscriber
+    python -m detector.io.security keygen keys/ --name server   # keys/server.key, keys/server.key_secret
+    python -m detector.io.security keygen keys/ --name monitor  # one pair per subscriber
     mkdir clients && cp keys/monitor.key clients/             # allow that subscriber
 
 A subscriber sets its own key pair and the server's public key
@@ -50,7 +50,7 @@ def load_keypair(path: str | os.PathLike[str]) -> tuple[bytes, bytes]:
     """``(public, secret)`` Z85 keys from a ``.key_secret`` file made by :func:`keygen`."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"CURVE key {p}: no such file; make one with 'python -m detector.security keygen DIR'")
+        raise ValueError(f"CURVE key {p}: no such file; make one with 'python -m detector.io.security keygen DIR'")
     try:
         public, secret = zmq.auth.load_certificate(str(p))
     except (ValueError, OSError) as e:
@@ -128,7 +128,7 @@ def configure_client(sock: zmq.Socket[Any], client_secret_key: str | os.PathLike
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m detector.security keygen DIR [--name NAME]``."""
+    """``python -m detector.io.security keygen DIR [--name NAME]``."""
     p = argparse.ArgumentParser(prog="sed-keys", description="CURVE key pairs for sed-listen and its subscribers.")
     sub = p.add_subparsers(dest="command", required=True)
     k = sub.add_parser("keygen", help="write NAME.key (public) and NAME.key_secret (secret) in DIR")

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from detector.contract import Label
-from detector.smoother import Transition
+from detector.decide.smoother import Transition
+from detector.model.contract import Label
 
 __all__ = ["EventBuilder", "OpenEvent"]
 

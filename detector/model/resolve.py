@@ -8,7 +8,7 @@ from pathlib import Path
 __all__ = ["DEFAULT_MODEL", "resolve_model"]
 
 # The default model ships in the repository's exports/ (see exports/default/MODEL_CARD.md).
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "exports" / "default" / "model.onnx"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "exports" / "default" / "model.onnx"
 
 
 def resolve_model(model: str | Path | None = None) -> Path:

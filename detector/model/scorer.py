@@ -1,7 +1,7 @@
 """Model execution: batched onnxruntime inference over log-mel patches.
 
 Only this module imports onnxruntime. Decisions (thresholds, events) live in
-``detector.smoother``; the scorer turns ``(B, patch_frames, n_mels)`` patches into
+``detector.decide.smoother``; the scorer turns ``(B, patch_frames, n_mels)`` patches into
 ``(B, n_labels)`` sigmoid scores and nothing else.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.contract import ContractError, ModelContract
+from detector.model.contract import ContractError, ModelContract
 
 __all__ = ["DEVICES", "OnnxScorer", "open_session", "providers_for"]
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detector.features import FeatureConfig
+from detector.frontend.features import FeatureConfig
 
 __all__ = [
     "CONTRACT_KEY",
@@ -147,7 +147,7 @@ class ModelContract:
     @classmethod
     def read(cls, path: str | Path) -> ModelContract:
         """Read the contract of an ONNX file without running it."""
-        from detector.scorer import open_session  # onnxruntime import kept in one place
+        from detector.model.scorer import open_session  # onnxruntime import kept in one place
 
         return cls.from_metadata(
             open_session(path, "cpu").get_modelmeta().custom_metadata_map, str(path)

@@ -9,13 +9,13 @@ import time
 import numpy as np
 import soundfile as sf
 
-from detector.resample import StreamResampler
-from detector.source_base import (
+from detector.sources.base import (
     Source,
     SourceError,
     _check_rate,
     describe_format,
 )
+from detector.sources.resample import StreamResampler
 
 __all__ = ['FileSource']
 

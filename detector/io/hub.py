@@ -28,7 +28,7 @@ from types import FrameType
 
 import zmq
 
-from detector.publisher import is_loopback_endpoint
+from detector.io.publisher import is_loopback_endpoint
 
 __all__ = ["Hub", "HubConfig", "build_parser", "main"]
 
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from detector.cli_common import run_cli, setup_logging
+    from detector.cli.common import run_cli, setup_logging
 
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)

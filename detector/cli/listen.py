@@ -27,16 +27,16 @@ from collections import Counter
 from pathlib import Path
 from types import FrameType
 
-from detector import sources as sources_mod
-from detector.cli_common import run_cli, setup_logging
+from detector.cli.common import run_cli, setup_logging
 from detector.config import SecurityConfig, load_config
-from detector.control import DEFAULT_CONTROL_ENDPOINT
-from detector.models import resolve_model
+from detector.io.control import DEFAULT_CONTROL_ENDPOINT
+from detector.io.publisher import JsonLinesSink, Sink, ZmqPublisher
+from detector.io.security import CurveServerConfig
+from detector.model.resolve import resolve_model
+from detector.model.scorer import DEVICES, OnnxScorer
 from detector.pipeline import FailedSource, Listener, hop_frames_for
-from detector.publisher import JsonLinesSink, Sink, ZmqPublisher
-from detector.scorer import DEVICES, OnnxScorer
-from detector.security import CurveServerConfig
-from detector.sources import Source
+from detector.sources import parse as sources_mod
+from detector.sources.parse import Source
 
 __all__ = ["build_parser", "main"]
 

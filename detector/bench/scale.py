@@ -17,13 +17,13 @@ import numpy as np
 import zmq
 
 from detector.config import Config
+from detector.io.publisher import ZmqPublisher
 from detector.pipeline import Listener
-from detector.publisher import ZmqPublisher
-from detector.sources import FileSource, Source
+from detector.sources.parse import FileSource, Source
 
 __all__ = ["SCALE_MONITOR_S", "SCALE_TRIES", "scale", "scale_step"]
 
-Scorer = Any  # OnnxScorer or detector.yamnet.YamnetScorer (same duck type)
+Scorer = Any  # OnnxScorer or detector.model.yamnet.YamnetScorer (same duck type)
 SCALE_MONITOR_S = 0.1  # how often the scale monitor samples each stream's lag
 SCALE_TRIES = 2  # tries per scale step before it counts as failed
 

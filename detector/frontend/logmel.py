@@ -2,7 +2,7 @@
 
 State is the tail of samples not yet covered by a complete frame (at most
 ``win_length - 1 + hop_length`` samples) and the index of the next frame. Any
-chunking of a stream yields exactly the frames of :func:`detector.features.log_mel`
+chunking of a stream yields exactly the frames of :func:`detector.frontend.features.log_mel`
 on the whole stream.
 """
 
@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.features import FeatureConfig, hann_window, mel_filterbank, spectra_to_log_mel
+from detector.frontend.features import (
+    FeatureConfig,
+    hann_window,
+    mel_filterbank,
+    spectra_to_log_mel,
+)
 
 __all__ = ["LogMelStage"]
 

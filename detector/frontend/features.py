@@ -1,7 +1,7 @@
 """The front end, defined once: YAMNet/VGGish-style log-mel patches.
 
 Training (torchaudio, ``training.frontend``) and the detector (incremental numpy,
-``detector.logmel``) both read :class:`FeatureConfig`; ``tests/test_features.py``
+``detector.frontend.logmel``) both read :class:`FeatureConfig`; ``tests/test_features.py``
 holds them equal.
 
 Framing is *not centred*: frame ``t`` covers samples ``[t * hop, t * hop + win_length)``.

@@ -3,7 +3,7 @@
 :func:`memory` starts them as the user would (the listener paced from a file and
 publishing, the dashboard on a pseudo-terminal) and reads ``/proc``. For YAMNet the
 listener is :func:`serve` (``python -m detector.bench serve``): the same
-:class:`detector.pipeline.Listener` on :class:`detector.yamnet.YamnetScorer`.
+:class:`detector.pipeline.Listener` on :class:`detector.model.yamnet.YamnetScorer`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from detector.config import Config, ListenConfig
+from detector.io.publisher import ZmqPublisher
 from detector.pipeline import Listener
-from detector.publisher import ZmqPublisher
-from detector.sources import FileSource
+from detector.sources.parse import FileSource
 
 __all__ = ["memory", "serve"]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _rss_mb(pid: int) -> dict[str, float]:
@@ -68,7 +68,7 @@ def memory(model: Path | None, yamnet: Path | None, audio: Path, settle_s: float
 
     endpoint = _free_endpoint()
     if yamnet is None:
-        cmd = [sys.executable, "-m", "detector.cli_listen", str(audio), "--model", str(model),
+        cmd = [sys.executable, "-m", "detector.cli.listen", str(audio), "--model", str(model),
                "--publish", endpoint, "--realtime", "--log-level", "WARNING"]
     else:
         cmd = [sys.executable, "-m", "detector.bench", "serve", "--yamnet", str(yamnet), str(audio),
@@ -103,7 +103,7 @@ def serve(argv: Sequence[str]) -> int:
     """``serve --yamnet PATH FILE --publish EP``: a sed-listen-like process on YAMNet (for RSS)."""
     import signal
 
-    from detector.yamnet import YamnetScorer
+    from detector.model.yamnet import YamnetScorer
 
     p = argparse.ArgumentParser(prog="python -m detector.bench serve")
     p.add_argument("file", type=Path)

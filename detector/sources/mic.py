@@ -9,15 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from detector.resample import StreamResampler
-from detector.ring import RingBuffer
-from detector.source_base import (
+from detector.sources.base import (
     Source,
     SourceError,
     _check_rate,
     _khz,
     describe_format,
 )
+from detector.sources.resample import StreamResampler
+from detector.sources.ring import RingBuffer
 
 __all__ = ['MicSource', 'list_devices']
 

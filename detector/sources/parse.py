@@ -1,7 +1,7 @@
 """Audio sources: files, the microphone and raw PCM on stdin, all as float32 mono at one rate.
 
-The contract every source follows is :class:`detector.source_base.Source`; one module
-per kind: :mod:`detector.file_source`, :mod:`detector.mic`, :mod:`detector.stdin_source`.
+The contract every source follows is :class:`detector.sources.base.Source`; one module
+per kind: :mod:`detector.sources.file`, :mod:`detector.sources.mic`, :mod:`detector.sources.stdin`.
 
 ``parse_source("mic:USB", 16000)``, ``parse_source("-", 16000)`` and
 ``parse_source("clip.flac", 16000)`` build the right source from a CLI string.
@@ -9,9 +9,7 @@ per kind: :mod:`detector.file_source`, :mod:`detector.mic`, :mod:`detector.stdin
 
 from __future__ import annotations
 
-from detector.file_source import FileSource
-from detector.mic import MicSource, list_devices
-from detector.source_base import (
+from detector.sources.base import (
     MAX_RATE,
     MIN_RATE,
     Source,
@@ -19,7 +17,9 @@ from detector.source_base import (
     SourceState,
     describe_format,
 )
-from detector.stdin_source import StdinSource
+from detector.sources.file import FileSource
+from detector.sources.mic import MicSource, list_devices
+from detector.sources.stdin import StdinSource
 
 __all__ = [
     "MAX_RATE",

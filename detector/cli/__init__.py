@@ -1,0 +1,1 @@
+"""Command-line entry points for sed-listen and sed-tag, and what they share."""
