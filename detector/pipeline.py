@@ -23,6 +23,7 @@ Reliability (``docs/reliability.md``):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -35,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from detector.config import Config
+from detector.config import Config, load_config
 from detector.frontend.patcher import Patch
-from detector.io.control import Commands, ControlServer, SeqStore
+from detector.io.control import Commands, ControlError, ControlServer, SeqStore
 from detector.io.publisher import ListSink, Sink
 from detector.model.resolve import resolve_model
 from detector.model.scorer import OnnxScorer
@@ -258,6 +259,50 @@ class Listener:
     def handle(self, req: dict[str, Any]) -> Any:
         """Carry out one validated control request (see :class:`detector.io.control.Commands`)."""
         return self.commands(req)
+
+    # -- what the control commands act on (detector.io.control.Controllable) ------------
+
+    def _stream(self, stream_id: str) -> StreamState:
+        return next(st for st in self.streams if st.id == stream_id)
+
+    def stream_ids(self) -> list[str]:
+        return [st.id for st in self.streams]
+
+    def stream_status(self, stream_id: str) -> dict[str, Any]:
+        st = self._stream(stream_id)
+        return {"state": st.state_now(), "seq": st.seq, "stream_time": round(st.stream_time, 3),
+                "patches": st.patches, "open_events": len(st.events.open), **st.counters()}
+
+    def open_events(self, stream_id: str) -> list[dict[str, Any]]:
+        return self._stream(stream_id).open_events()
+
+    def set_paused(self, stream_id: str, paused: bool, reason: str) -> bool:
+        st = self._stream(stream_id)
+        if st.paused == paused or st.ended:
+            return False
+        st.paused = paused
+        if paused:
+            self.publish(st.close_events("paused"))
+        self.publish([st.status(st.state_now(), time.time(), reason)])
+        return True
+
+    def label_names(self) -> Sequence[str]:
+        return self.scorer.contract.names
+
+    def set_thresholds(self, stream_id: str, label_index: int, on: float, off: float) -> None:
+        st = self._stream(stream_id)
+        st.smoother.on[label_index] = on
+        st.smoother.off[label_index] = off
+
+    def reload_smoother(self) -> str:
+        if self.config_path is None:
+            raise ControlError("reload: sed-listen was started without --config; nothing to reload")
+        new = load_config(self.config_path)
+        cfg = dataclasses.replace(self.config, smoother=new.smoother)
+        for st in self.streams:
+            st.apply_smoother(cfg)
+        self.config = cfg
+        return str(self.config_path)
 
     # -- the loop --------------------------------------------------------------------
 

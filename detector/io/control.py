@@ -25,24 +25,19 @@ reserved block, so a number is never reused and the jump shows the gap.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
 import os
 import sys
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import zmq
 
 from detector.io.publisher import is_loopback_endpoint
-
-if TYPE_CHECKING:
-    from detector.pipeline import Listener, StreamState
 
 __all__ = [
     "COMMANDS",
@@ -52,6 +47,7 @@ __all__ = [
     "Commands",
     "ControlError",
     "ControlServer",
+    "Controllable",
     "SeqStore",
     "parse_request",
     "request",
@@ -186,87 +182,107 @@ class ControlServer:
         self._sock.close(0)
 
 
-class Commands:
-    """Carries out validated requests on a :class:`~detector.pipeline.Listener`.
+class Controllable(Protocol):
+    """What the control commands need from a running detector.
 
-    Called from the listener's own loop (through :meth:`ControlServer.poll`), so it
-    may change stream state directly. Raises :class:`ControlError` for a request
+    :class:`detector.pipeline.Listener` implements it; this module never imports the
+    pipeline (the pipeline imports it), so the dependency runs one way. Streams are named
+    by id; :class:`Commands` checks an id exists before it passes one on.
+    """
+
+    session: str
+
+    def stream_ids(self) -> list[str]:
+        """Ids of every stream, in order."""
+        ...
+
+    def stream_status(self, stream_id: str) -> dict[str, Any]:
+        """State, seq, stream time, patches, open events and loss counters of one stream."""
+        ...
+
+    def open_events(self, stream_id: str) -> list[dict[str, Any]]:
+        """One stream's open events as ``update`` event messages."""
+        ...
+
+    def set_paused(self, stream_id: str, paused: bool, reason: str) -> bool:
+        """Pause or resume one stream, publishing ``reason`` in its status; False if unchanged."""
+        ...
+
+    def label_names(self) -> Sequence[str]:
+        """The model's labels, in score order."""
+        ...
+
+    def set_thresholds(self, stream_id: str, label_index: int, on: float, off: float) -> None:
+        """Set one label's hysteresis thresholds (0 <= off <= on <= 1, checked) on one stream."""
+        ...
+
+    def reload_smoother(self) -> str:
+        """Re-read the config file's ``[smoother]`` section; returns the file's path.
+
+        Raises :class:`ControlError` (or ``ValueError``) when there is none or it is invalid.
+        """
+        ...
+
+
+class Commands:
+    """Carries out validated requests on a :class:`Controllable` (the running listener).
+
+    Called from the listener's own loop (through :meth:`ControlServer.poll`), so the
+    target may change stream state directly. Raises :class:`ControlError` for a request
     that names an unknown stream or label or asks for something impossible.
     """
 
-    def __init__(self, listener: Listener) -> None:
-        self.listener = listener
+    def __init__(self, target: Controllable) -> None:
+        self.target = target
 
-    def _select(self, stream: str | None) -> list[StreamState]:
-        streams = self.listener.streams
+    def _select(self, stream: str | None) -> list[str]:
+        ids = self.target.stream_ids()
         if stream is None:
-            return list(streams)
-        found = [st for st in streams if st.id == stream]
-        if not found:
-            raise ControlError(f"no stream {stream!r}; streams: {[st.id for st in streams]}")
-        return found
+            return ids
+        if stream not in ids:
+            raise ControlError(f"no stream {stream!r}; streams: {ids}")
+        return [stream]
 
     def __call__(self, req: dict[str, Any]) -> Any:
         cmd = req["cmd"]
-        lst = self.listener
+        tgt = self.target
         sel = self._select(req.get("stream"))
         if cmd == "ping":
-            return {"session": lst.session, "streams": [st.id for st in lst.streams]}
+            return {"session": tgt.session, "streams": tgt.stream_ids()}
         if cmd == "status":
-            return {
-                st.id: {"state": st.state_now(), "seq": st.seq, "stream_time": round(st.stream_time, 3),
-                        "patches": st.patches, "open_events": len(st.events.open), **st.counters()}
-                for st in sel
-            }
+            return {sid: tgt.stream_status(sid) for sid in sel}
         if cmd == "snapshot":
-            return {"session": lst.session, "events": [m for st in sel for m in st.open_events()]}
+            return {"session": tgt.session, "events": [m for sid in sel for m in tgt.open_events(sid)]}
         if cmd in ("pause", "resume"):
             return self._pause(sel, cmd == "pause")
         if cmd == "thresholds":
             return self._thresholds(sel, req["label"], req["on"], req["off"])
         if cmd == "reload":
-            return self._reload()
+            path = tgt.reload_smoother()
+            log.info("reloaded [smoother] from %s", path)
+            return {"reloaded": path}
         raise ControlError(f"unknown command {cmd!r}; accepted: {sorted(COMMANDS)}")
 
-    def _pause(self, sel: list[StreamState], pause: bool) -> Any:
-        changed = [st for st in sel if st.paused != pause and not st.ended]
+    def _pause(self, sel: list[str], pause: bool) -> Any:
         word = "paused" if pause else "resumed"
-        for st in changed:
-            st.paused = pause
-            if pause:
-                self.listener.publish(st.close_events("paused"))
-            log.info("%s: %s by control request", st.id, word)
-            self.listener.publish([st.status(st.state_now(), time.time(), f"{word} by control request")])
-        return {"changed": [st.id for st in changed]}
+        changed = []
+        for sid in sel:
+            if self.target.set_paused(sid, pause, f"{word} by control request"):
+                log.info("%s: %s by control request", sid, word)
+                changed.append(sid)
+        return {"changed": changed}
 
-    def _thresholds(self, sel: list[StreamState], label: str, on: float, off: float) -> Any:
-        names = self.listener.scorer.contract.names
+    def _thresholds(self, sel: list[str], label: str, on: float, off: float) -> Any:
+        names = list(self.target.label_names())
         if label not in names:
             raise ControlError(f"thresholds: label {label!r} is not in the model ({len(names)} labels)")
         if not 0.0 <= off <= on <= 1.0:
             raise ControlError(f"thresholds: on={on}, off={off}; need 0 <= off <= on <= 1")
         i = names.index(label)
-        for st in sel:
-            st.smoother.on[i] = on
-            st.smoother.off[i] = off
+        for sid in sel:
+            self.target.set_thresholds(sid, i, on, off)
         log.info("thresholds of %r set to on=%g off=%g by control request", label, on, off)
-        return {"label": label, "on": on, "off": off, "streams": [st.id for st in sel]}
-
-    def _reload(self) -> Any:
-        lst = self.listener
-        if lst.config_path is None:
-            raise ControlError("reload: sed-listen was started without --config; nothing to reload")
-        # Imported here: the client half of this module (request) is used by sed-monitor,
-        # which must not import numpy (detector.config -> detector.decide.smoother).
-        from detector.config import load_config
-
-        new = load_config(lst.config_path)
-        cfg = dataclasses.replace(lst.config, smoother=new.smoother)
-        for st in lst.streams:
-            st.apply_smoother(cfg)
-        lst.config = cfg
-        log.info("reloaded [smoother] from %s", lst.config_path)
-        return {"reloaded": str(lst.config_path)}
+        return {"label": label, "on": on, "off": off, "streams": sel}
 
 
 def request(
