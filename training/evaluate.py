@@ -102,7 +102,7 @@ def load_model(path: str | Path, threads: int = 1) -> LoadedModel:
         raise FileNotFoundError(f"model {path} does not exist; expected a .pt checkpoint or .onnx")
     if path.suffix.lower() == ".onnx":
         from detector.model.contract import ModelContract
-        from detector.model.scorer import open_session
+        from detector.model.session import open_session
 
         sess = open_session(path, "cpu", threads)
         contract = ModelContract.from_metadata(sess.get_modelmeta().custom_metadata_map, str(path))

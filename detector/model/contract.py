@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.frontend.features import FeatureConfig
+from detector.model.session import ContractError, open_session
 
 __all__ = [
     "CONTRACT_KEY",
@@ -39,10 +40,6 @@ __all__ = [
 CONTRACT_KEY = "sed.contract"
 CONTRACT_VERSION = 1
 POOLINGS = ("max", "mean", "attention")
-
-
-class ContractError(ValueError):
-    """The model file or its metadata is not a usable sed model."""
 
 
 @dataclass(frozen=True)
@@ -147,8 +144,6 @@ class ModelContract:
     @classmethod
     def read(cls, path: str | Path) -> ModelContract:
         """Read the contract of an ONNX file without running it."""
-        from detector.model.scorer import open_session  # onnxruntime import kept in one place
-
         return cls.from_metadata(
             open_session(path, "cpu").get_modelmeta().custom_metadata_map, str(path)
         )

@@ -30,7 +30,7 @@ import numpy as np
 
 from detector.frontend.features import FeatureConfig
 from detector.model.contract import ContractError, Label, ModelContract
-from detector.model.scorer import open_session
+from detector.model.session import open_session
 
 __all__ = [
     "CACHE_DIR",
