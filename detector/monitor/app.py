@@ -33,11 +33,12 @@ from textual.widgets import Footer, Input
 from detector.io.control import DEFAULT_CONTROL_ENDPOINT
 from detector.io.wire import DEFAULT_ENDPOINT
 
+from .demo import DEMO_CLIP, DemoDaemon, free_endpoint
 from .state import Batch, MonitorState, StreamView
 from .subscriber import Subscriber, SubscriberConfig
 from .widgets import ConnectionHeader, EventLog, HelpScreen, ScoresPanel, StatusPanel, StreamTabs
 
-__all__ = ["BatchReceived", "MonitorApp", "main"]
+__all__ = ["BatchReceived", "MonitorApp", "main", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +296,37 @@ class MonitorApp(App[None]):
         self.push_screen(HelpScreen())
 
 
+def run_demo(
+    ui_rate: float,
+    endpoint: str | None = None,
+    clip: Path = DEMO_CLIP,
+    model: Path | None = None,
+) -> int:
+    """Start the demo daemon, run the monitor against it, stop the daemon on exit.
+
+    Raises ``SystemExit`` with the daemon's last log lines if it failed.
+    """
+    endpoint = endpoint or free_endpoint()
+    app = MonitorApp(SubscriberConfig(endpoint=endpoint, post_interval_s=1 / ui_rate))
+
+    def notify(text: str, error: bool) -> None:
+        if app.is_running:
+            app.call_from_thread(app.set_notice, text, error)
+
+    daemon = DemoDaemon(clip, endpoint, notify, model=model)
+    daemon.start()
+    try:
+        app.run()
+    finally:
+        daemon.stop()
+    if daemon.failed:
+        raise SystemExit(
+            f"sed-listen (demo) exited with {daemon.returncode}; "
+            f"log {daemon.log_path}:\n{daemon.log_tail()}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``sed-monitor`` command line."""
     p = argparse.ArgumentParser(
@@ -384,8 +416,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--demo runs its own sed-listen without CURVE or a control socket; "
                      "drop --curve-secret-key, --curve-server-key and --control")
     if args.demo:
-        from .demo import DEMO_CLIP, run_demo
-
         try:
             return run_demo(
                 ui_rate=args.ui_rate,

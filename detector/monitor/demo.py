@@ -6,6 +6,9 @@ monitor process still imports no inference code. When the clip ends the daemon
 is started again, which also shows how the monitor follows a restart (new
 session). The daemon's log goes to a temporary file; if it fails, the monitor
 shows the last lines as a notification and the demo stops restarting it.
+
+This module only manages the daemon; :func:`detector.monitor.app.run_demo` runs the
+monitor against it (the app imports this module, never the other way round).
 """
 
 from __future__ import annotations
@@ -20,10 +23,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .app import MonitorApp
-from .subscriber import SubscriberConfig
-
-__all__ = ["DEMO_CLIP", "DemoDaemon", "free_endpoint", "listen_command", "run_demo"]
+__all__ = ["DEMO_CLIP", "DemoDaemon", "free_endpoint", "listen_command"]
 
 log = logging.getLogger(__name__)
 
@@ -164,34 +164,3 @@ class DemoDaemon:
         if self._thread.is_alive():
             self._thread.join(STOP_TIMEOUT_S)
         self._log.close()
-
-
-def run_demo(
-    ui_rate: float,
-    endpoint: str | None = None,
-    clip: Path = DEMO_CLIP,
-    model: Path | None = None,
-) -> int:
-    """Start the demo daemon, run the monitor against it, stop the daemon on exit.
-
-    Raises ``SystemExit`` with the daemon's last log lines if it failed.
-    """
-    endpoint = endpoint or free_endpoint()
-    app = MonitorApp(SubscriberConfig(endpoint=endpoint, post_interval_s=1 / ui_rate))
-
-    def notify(text: str, error: bool) -> None:
-        if app.is_running:
-            app.call_from_thread(app.set_notice, text, error)
-
-    daemon = DemoDaemon(clip, endpoint, notify, model=model)
-    daemon.start()
-    try:
-        app.run()
-    finally:
-        daemon.stop()
-    if daemon.failed:
-        raise SystemExit(
-            f"sed-listen (demo) exited with {daemon.returncode}; "
-            f"log {daemon.log_path}:\n{daemon.log_tail()}"
-        )
-    return 0
