@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import soundfile as sf
@@ -51,9 +51,6 @@ from training.layouts import (
 )
 from training.ontology import LabelError, Ontology
 
-if TYPE_CHECKING:
-    from training.augment import WaveAugment
-
 __all__ = [
     "AUDIO_EXTENSIONS",
     "LABEL_SEPARATOR",
@@ -67,6 +64,7 @@ __all__ = [
     "ManifestError",
     "Ontology",
     "PatchDataset",
+    "WaveTransform",
     "WaveformStore",
     "content_hash",
     "decode_audio",
@@ -92,6 +90,15 @@ _SEED_BITS = 32
 
 class AudioError(ValueError):
     """An audio file cannot be decoded into a usable waveform."""
+
+
+class WaveTransform(Protocol):
+    """Random change to one example waveform ``(n,)`` (e.g. :class:`training.augment.WaveAugment`).
+
+    A Protocol, so this module need not import the augmentations (they import it).
+    """
+
+    def __call__(self, wave: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray: ...
 
 
 def decode_audio(path: str | Path, sample_rate: int) -> np.ndarray:
@@ -230,7 +237,7 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         store: WaveformStore,
         label_names: Sequence[str],
         cfg: FeatureConfig | None = None,
-        augment: WaveAugment | None = None,
+        augment: WaveTransform | None = None,
         seed: int = 0,
         mode: str = "random",
         hop_s: float | None = None,
