@@ -14,6 +14,7 @@ it in any case). Imports of anything outside the two trees are ignored.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,21 @@ def test_function_level_and_type_checking_imports_count(tmp_path: Path) -> None:
     assert graph["detector.sub.leaf"] == {"detector.top"}
     assert graph["detector.sub.other"] == {"detector.sub.leaf"}  # own package, numpy: no edge
     assert find_cycles(graph) == [["detector.sub.leaf", "detector.top", "detector.sub.leaf"]]
+
+
+def test_readme_and_docs_name_modules_that_exist() -> None:
+    """Every ``detector/....py`` path and ``detector.x.y`` module the docs name is in the tree."""
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    modules = set(import_graph(ROOT))
+    missing = []
+    for doc in docs:
+        text = doc.read_text()
+        for path in re.findall(r"\b(?:detector|training)/[\w/]+\.py\b", text):
+            if not (ROOT / path).is_file():
+                missing.append(f"{doc.name}: {path}")
+        for mod in re.findall(r"(?<![\w/.])(?:detector|training)(?:\.[a-z_]\w*)+", text):
+            # the longest prefix that is a module; what follows is an attribute
+            parts = mod.split(".")
+            if not any(".".join(parts[:i]) in modules for i in range(2, len(parts) + 1)):
+                missing.append(f"{doc.name}: {mod}")
+    assert not missing, missing
