@@ -1,4 +1,7 @@
-"""The microphone: sounddevice (PortAudio) capture into a ring buffer, with reconnection."""
+"""The microphone: sounddevice (PortAudio) capture into a ring buffer, with reconnection.
+
+Finding the device (and ``--list-devices``) is :mod:`detector.sources.devices`.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +16,21 @@ from detector.sources.base import (
     Source,
     SourceError,
     _check_rate,
-    _khz,
     describe_format,
+)
+from detector.sources.devices import (
+    PA_LOCK,
+    device_not_found,
+    import_sounddevice,
+    list_devices,
+    resolve_device,
 )
 from detector.sources.resample import StreamResampler
 from detector.sources.ring import RingBuffer
 
-__all__ = ['MicSource', 'list_devices']
+__all__ = ["MicSource", "list_devices"]  # list_devices from .devices
 
 log = logging.getLogger(__name__)
-
-_PA_LOCK = threading.Lock()
-"""PortAudio is not thread-safe for opening/closing/querying; every such call holds this."""
 
 _BACKOFF_START_S = 0.1
 _BACKOFF_MAX_S = 1.0
@@ -32,76 +38,6 @@ _STALL_BLOCKS = 100
 """A stream that has delivered audio and then no callback for this many blocks
 (and at least _STALL_MIN_S) is taken as lost; streams that end or fail are seen at once."""
 _STALL_MIN_S = 2.0
-
-
-def _sounddevice() -> Any:
-    """Import sounddevice, turning a missing PortAudio into a :class:`SourceError`."""
-    try:
-        import sounddevice
-    except OSError as e:  # the Python package is there but libportaudio is not
-        raise SourceError(
-            f"microphone input needs the PortAudio library ({e}); install it with "
-            "'apt-get install libportaudio2' (Debian/Ubuntu) or use --file PATH / '-' for stdin"
-        ) from e
-    return sounddevice
-
-
-def _not_found(device: str | int | None, detail: str) -> SourceError:
-    return SourceError(
-        f"microphone {device if device is not None else 'default'!r} not available ({detail}); "
-        "run 'sed-listen --list-devices' to see the input devices, or use --file PATH"
-    )
-
-
-def _is_default(device: str | int | None) -> bool:
-    """``None``, ``""`` and ``"default"`` mean the system's default input device."""
-    return device is None or (isinstance(device, str) and device.strip().lower() in ("", "default"))
-
-
-def _resolve_device(sd: Any, device: str | int | None) -> dict[str, Any]:
-    """PortAudio device info for ``None``/``'default'``, an index, or a (part of a) name."""
-    try:
-        if _is_default(device):
-            info = sd.query_devices(kind="input")
-        elif isinstance(device, int) or (isinstance(device, str) and device.strip().isdigit()):
-            info = sd.query_devices(int(device))
-        else:
-            info = sd.query_devices(device, kind="input")
-    except (ValueError, sd.PortAudioError) as e:
-        if _is_default(device):
-            n_in = sum(1 for d in sd.query_devices() if int(d["max_input_channels"]) > 0)
-            detail = f"PortAudio reports no default input device; {n_in} input device(s) found"
-        else:
-            detail = str(e).strip() or "no such device"
-        raise _not_found(device, detail) from e
-    if int(info["max_input_channels"]) < 1:
-        raise _not_found(device, f"device {info['index']} '{info['name']}' has no input channels")
-    return dict(info)
-
-
-def list_devices() -> str:
-    """Human-readable table of input devices; the default one is marked with ``*``."""
-    sd = _sounddevice()
-    with _PA_LOCK:
-        devices = sd.query_devices()
-        hostapis = sd.query_hostapis()
-        try:
-            default = int(sd.query_devices(kind="input")["index"])
-        except sd.PortAudioError:
-            default = -1
-    rows = [d for d in devices if int(d["max_input_channels"]) > 0]
-    if not rows:
-        return "no input devices found (is a microphone connected? is PulseAudio/PipeWire running?)"
-    lines = ["  idx  ch  default rate  host API      name"]
-    for d in rows:
-        mark = "*" if d["index"] == default else " "
-        api = hostapis[d["hostapi"]]["name"]
-        lines.append(
-            f"{mark} {d['index']:>3}  {d['max_input_channels']:>2}  "
-            f"{_khz(d['default_samplerate']):>12}  {api:<12}  {d['name']}"
-        )
-    lines.append("(* = default; use mic:INDEX or mic:NAME)")
-    return "\n".join(lines)
 
 
 class MicSource(Source):
@@ -153,9 +89,9 @@ class MicSource(Source):
         self.device = device
         self.block_seconds = block_seconds
         self.ring_seconds = ring_seconds
-        self._sd = _sounddevice()
-        with _PA_LOCK:
-            self._info = _resolve_device(self._sd, device)
+        self._sd = import_sounddevice()
+        with PA_LOCK:
+            self._info = resolve_device(self._sd, device)
         self.device_name = str(self._info["name"])
         self.device_rate = self.sample_rate  # decided in _open
         self._channels = 1
@@ -205,7 +141,7 @@ class MicSource(Source):
     def _open(self) -> None:
         """Open and start a PortAudio stream; raises SourceError or PortAudioError."""
         sd = self._sd
-        with _PA_LOCK:
+        with PA_LOCK:
             rate, channels = self._choose_settings()
             if self._ring is not None:
                 self._dropped_before += self._to_out(self._ring.dropped_samples)
@@ -260,7 +196,7 @@ class MicSource(Source):
         except self._sd.PortAudioError as e:
             self.state = "error"
             self.message = str(e)
-            raise _not_found(self.device, f"cannot open '{self.device_name}': {e}") from e
+            raise device_not_found(self.device, f"cannot open '{self.device_name}': {e}") from e
         self.state = "running"
         self.message = None
 
@@ -298,7 +234,7 @@ class MicSource(Source):
         """Background thread: close the dead stream, then reopen with exponential backoff."""
         old, self._stream = self._stream, None
         if old is not None:
-            with _PA_LOCK:
+            with PA_LOCK:
                 try:
                     old.abort()
                     old.close()
@@ -375,7 +311,7 @@ class MicSource(Source):
         stream, self._stream = self._stream, None
         if stream is None:
             return
-        with _PA_LOCK:
+        with PA_LOCK:
             try:
                 stream.abort()
                 stream.close()
