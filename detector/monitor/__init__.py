@@ -6,6 +6,7 @@ fast and can run on a machine that has no model.
 
 Modules:
     ``state``       pure-Python model of streams, labels, events and status
+    ``link``        what the subscriber hands the UI: connection state, seq tracking, batches
     ``subscriber``  the ZeroMQ SUB loop: connection tracking, seq gaps, coalescing
     ``widgets``     the panels (scores, status, event log, header)
     ``app``         the Textual app and the ``sed-monitor`` entry point

@@ -40,7 +40,7 @@ from detector.io.publisher import is_loopback_endpoint
 from detector.io.security import PUBLIC_SUFFIX, configure_client, load_keypair, load_public
 from detector.io.wire import DEFAULT_ENDPOINT, WireError, decode
 
-from .state import Batch, Connection, ConnState, SeqTracker
+from .link import Batch, Connection, ConnState, SeqTracker
 
 __all__ = ["Coalescer", "Subscriber", "SubscriberConfig"]
 
