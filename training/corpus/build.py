@@ -262,6 +262,9 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
     if cfg.soundfont_per_program > 0:
         soundfont.require_fluidsynth()  # fail before any download
     wanted = CI_PACKAGES if cfg.subset == "ci" else tuple(sorted({r.package for r in rules}))
+    # DATA.md's evaluation packages: fail before anything is downloaded or written
+    folders = [d for d in (shared_data, extra_data) if d is not None and d.is_dir()]
+    packages.refuse_reserved([*wanted, *(p.name for d in folders for p in d.iterdir())])
     sr = cfg.features.sample_rate
     for sub in ("clips", "scenes", "unpacked"):
         if (out / sub).exists():

@@ -18,11 +18,14 @@ from training.corpus.rcc import RccError, read_rcc
 
 __all__ = [
     "RCC_SUFFIX",
+    "RESERVED",
     "PackageError",
+    "ReservedPackageError",
     "cached_deb",
     "deb_version",
     "download",
     "expand_rcc",
+    "refuse_reserved",
     "unpack",
 ]
 
@@ -33,6 +36,29 @@ RCC_SUFFIX = ".rcc.d"
 
 class PackageError(RuntimeError):
     """A package could not be downloaded or unpacked."""
+
+
+#: Reserved for independent evaluation (../shared/DATA.md): never in training or
+#: validation. A name equal to an entry, or starting with one that ends in ``*``.
+RESERVED = ("scratch", "asterisk-core-sounds-fr-*")
+
+
+class ReservedPackageError(PackageError):
+    """A package reserved for independent evaluation was asked for."""
+
+
+def is_reserved(package: str) -> bool:
+    """Whether ``package`` is reserved for independent evaluation."""
+    return any(package.startswith(r[:-1]) if r.endswith("*") else package == r for r in RESERVED)
+
+
+def refuse_reserved(names: list[str] | tuple[str, ...]) -> None:
+    """Raise :class:`ReservedPackageError` naming every reserved package in ``names``."""
+    bad = sorted({n for n in names if is_reserved(n)})
+    if bad:
+        raise ReservedPackageError(
+            f"{', '.join(bad)}: reserved for independent evaluation (../shared/DATA.md: "
+            f"{', '.join(RESERVED)}); never used for training or validation")
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str:
@@ -54,6 +80,7 @@ def cached_deb(package: str, deb_cache: Path) -> Path | None:
 
 def download(package: str, deb_cache: Path) -> Path:
     """Return the ``.deb`` of ``package`` in ``deb_cache``, downloading it with apt if needed."""
+    refuse_reserved([package])
     deb_cache.mkdir(parents=True, exist_ok=True)
     hit = cached_deb(package, deb_cache)
     if hit is not None:
@@ -102,6 +129,7 @@ def expand_rcc(root: Path) -> tuple[int, int]:
 
 def unpack(deb: Path, dest: Path) -> Path:
     """Unpack ``deb`` into ``dest`` (emptied first) with ``dpkg -x``; expand ``.rcc`` bundles."""
+    refuse_reserved([deb.name.split("_", 1)[0]])
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
