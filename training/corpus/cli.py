@@ -4,6 +4,9 @@
                      [--no-soundfont] [--synthetic-voices]
     sed-corpus report ~/.cache/sed/corpus
     sed-corpus labels ~/.cache/sed/corpus      # the labels it can support (a TOML array)
+    sed-corpus pool build ~/.cache/sed/pool [--free-only] [--only PKG ...]   # unlabelled pool
+    sed-corpus pool cache ~/.cache/sed/pool    # log-mel + YAMNet scores per file (resumable)
+    sed-corpus pool report ~/.cache/sed/pool   # the mix by package and kind, after the caps
 
 ``build`` writes ``train.csv`` / ``val.csv`` (clips), the soundscape manifests and
 ``train_all.csv`` (training clips + training soundscapes: what ``sed-train`` reads).
@@ -18,8 +21,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from training.corpus import pool as pool_mod
 from training.corpus.build import BuildConfig, build, report_markdown
 from training.corpus.labels import LabelRule, select_labels
+from training.corpus.packages import PackageError
 from training.corpus.soundfont import FLUIDSYNTH_INSTALL, SoundfontError
 
 __all__ = ["main"]
@@ -60,13 +65,66 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"... or synthetic training clips (default {rule.min_synthetic})")
     lab.add_argument("--min-val", type=int, default=rule.min_val,
                      help=f"validation clips (default {rule.min_val})")
+    pl = sub.add_parser("pool", help="the unlabelled pool of every recording (distillation)")
+    pl.add_argument("action", choices=("build", "cache", "report"))
+    pl.add_argument("dir", type=Path, help="pool folder, e.g. ~/.cache/sed/pool (outside git)")
+    pl.add_argument("--shared-data", type=Path, default=DEFAULT_SHARED)
+    pl.add_argument("--no-shared", action="store_true", help="Debian packages only")
+    pl.add_argument("--deb-cache", type=Path, default=None, help="where .debs are kept (DIR/debs)")
+    pl.add_argument("--packages", type=Path, default=pool_mod.DEFAULT_PACKAGES,
+                    help="package list (default: training/corpus/pool_packages.csv)")
+    pl.add_argument("--only", nargs="+", default=None, metavar="PKG",
+                    help="build only these train packages of the list")
+    pl.add_argument("--free-only", action="store_true",
+                    help="leave out every non-commercial source (urbansound8k, virufy)")
+    dflt = pool_mod.PoolConfig()
+    pl.add_argument("--music-hours", type=float, default=dflt.music_cap_hours)
+    pl.add_argument("--speech-hours", type=float, default=dflt.speech_cap_hours)
+    pl.add_argument("--threads", type=int, default=1, help="teacher threads for `cache`")
     return p
+
+
+def _pool(args: argparse.Namespace) -> int:
+    out: Path = args.dir.expanduser()
+    cfg = pool_mod.PoolConfig(free_only=args.free_only, music_cap_hours=args.music_hours,
+                              speech_cap_hours=args.speech_hours)
+    if args.action == "build":
+        out.mkdir(parents=True, exist_ok=True)
+        shared = None if args.no_shared else args.shared_data.expanduser()
+        if shared is not None and not shared.is_dir():
+            log.error("shared data folder %s not found; pass --shared-data PATH or --no-shared",
+                      shared)
+            return 2
+        start = time.monotonic()
+        try:
+            rows = pool_mod.build(out, (args.deb_cache or out / "debs").expanduser(), cfg, shared,
+                                  args.packages, args.only)
+        except (PackageError, pool_mod.PoolError) as e:
+            log.error("%s", e)
+            return 2
+        log.info("pool %s: %d files, %.2f h, in %.0f s", out, len(rows),
+                 sum(float(r["seconds"]) for r in rows) / 3600, time.monotonic() - start)
+    elif args.action == "cache":
+        from training.corpus import pool_cache
+
+        return pool_cache.main_cache(out, args.threads)
+    rows = pool_mod.read_pool(out)
+    if not rows:
+        log.error("%s holds no decoded package; run `sed-corpus pool build %s` first", out, out)
+        return 2
+    text = pool_mod.report_markdown(rows, pool_mod.select(rows, cfg))
+    (out / "REPORT.md").write_text(text)
+    if args.action == "report":
+        print(text, end="")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.command == "pool":
+        return _pool(args)
     out: Path = args.dir.expanduser()
     if args.command == "build":
         shared = args.shared_data.expanduser()
