@@ -1,0 +1,177 @@
+"""training.distill: the mel-domain augmentations, labelled-clip targets, and a short run
+from caches to a checkpoint that sed-export turns into a working ONNX model."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+torch = pytest.importorskip("torch")
+
+from detector.features import FeatureConfig, log_mel  # noqa: E402
+from detector.yamnet import find_yamnet  # noqa: E402
+from training.distill import (  # noqa: E402
+    DistillConfig,
+    LabelledSet,
+    MelAugment,
+    MelAugmentConfig,
+    _teacher_agreement,
+    load_config,
+    make_beds,
+    train,
+)
+
+SR = 16000
+CFG = FeatureConfig()
+
+
+def _noise_mel(rng: np.random.Generator, seconds: float = 0.96, amp: float = 0.1) -> np.ndarray:
+    x = amp * rng.standard_normal(CFG.patch_samples if seconds == 0.96 else round(seconds * SR))
+    return log_mel(x, CFG)[: CFG.patch_frames]
+
+
+def _aug(**kw: object) -> MelAugment:
+    off = dict(gain_db=(0.0, 0.0), mix_prob=0.0, bed_prob=0.0, reverb_prob=0.0,
+               band_limit_prob=0.0)
+    off.update(kw)
+    beds = [np.full((400, CFG.n_mels), 1.0, dtype=np.float32)]
+    return MelAugment(MelAugmentConfig.from_dict(off), CFG, beds)
+
+
+def test_identity_when_everything_is_off() -> None:
+    rng = np.random.default_rng(0)
+    x = np.stack([_noise_mel(rng) for _ in range(3)])
+    y, took = _aug()(x, x[::-1], np.zeros(3, bool), rng)
+    assert np.allclose(y, x, atol=1e-4) and not took.any()
+
+
+def test_gain_mix_bed_alone_band_limit_and_reverb() -> None:
+    rng = np.random.default_rng(1)
+    x = np.stack([_noise_mel(rng) for _ in range(4)])
+    aug = _aug()
+    mag = aug.magnitude(x)
+    # gain: +6 dB doubles the magnitude
+    y, _ = _aug(gain_db=(6.0206, 6.0206))(x, x, np.zeros(4, bool), rng)
+    assert np.allclose(aug.magnitude(y), 2 * mag, rtol=1e-3, atol=1e-6)
+    # mixing at 0 dB: power sum; every example took its partner's labels
+    y, took = _aug(mix_prob=1.0, mix_gain_db=(0.0, 0.0))(x, x[::-1], np.zeros(4, bool), rng)
+    assert took.all()
+    assert np.allclose(aug.magnitude(y), np.sqrt(mag**2 + mag[::-1] ** 2), rtol=1e-3, atol=1e-6)
+    # a bed alone replaces the patch, at the drawn level, and takes no labels
+    alone = np.array([True, False, False, False])
+    y, took = _aug(bed_dbfs=(-20.0, -20.0))(x, x, alone, rng)
+    assert np.allclose(aug.magnitude(y[0]), 0.1, rtol=1e-3) and not took[0]
+    assert np.allclose(y[1:], x[1:], atol=1e-4)
+    # band-limiting empties the bands above the cut-off, keeps the ones well below
+    y, _ = _aug(band_limit_prob=1.0, band_limit_hz=(3400.0,))(x, x, np.zeros(4, bool), rng)
+    hi, lo = aug.centres > 3700, aug.centres < 3100
+    assert np.all(aug.magnitude(y)[:, :, hi] < 1e-6)
+    assert np.allclose(aug.magnitude(y)[:, :, lo], mag[:, :, lo], rtol=1e-3, atol=1e-6)
+    # reverb never removes energy and leaves a tail after a burst ends
+    burst = np.full((1, CFG.patch_frames, CFG.n_mels), np.log(CFG.log_offset), np.float32)
+    burst[0, 10:20] = 0.0
+    y, _ = _aug(reverb_prob=1.0, rt60_s=(1.0, 1.0), wet_db=(0.0, 0.0))(
+        burst, burst, np.zeros(1, bool), rng)
+    assert np.all(y >= burst - 1e-5)
+    assert np.all(y[0, 25, :8] > burst[0, 25, :8] + 1.0)  # low bands still ring 50 ms later
+    assert np.all(y[0, :10] <= burst[0, :10] + 1e-5)  # causal: nothing before the burst
+
+
+def test_beds_cover_every_noise_kind_at_unit_level() -> None:
+    from training.corpus import noise
+
+    beds = make_beds(CFG, seconds=2.0)
+    assert len(beds) == len(noise.KINDS)
+    assert all(b.shape[1] == CFG.n_mels and np.isfinite(b).all() for b in beds)
+
+
+def test_labelled_targets_follow_weak_and_strong_labels(tmp_path: Path) -> None:
+    names = ["Speech", "Dog", "Music"]
+    a = tmp_path / "a.flac"
+    sf.write(a, np.zeros(4 * SR, np.float32), SR)
+    m = tmp_path / "m.csv"
+    with m.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "labels", "onset", "offset"])
+        w.writerow([a.name, "Music", "", ""])
+        w.writerow([a.name, "Dog", "2.0", "2.5"])
+    ds = LabelledSet(m, tmp_path / "cache", names, CFG)
+    starts = ds.items[:, 1] * CFG.hop_length / SR
+    dog = ds.targets[:, 1] > 0
+    assert ds.targets[:, 2].all() and not ds.targets[:, 0].any()
+    for s, d in zip(starts, dog, strict=True):
+        overlap = min(s + 0.96, 2.5) - max(s, 2.0)
+        assert d == (overlap >= 0.25)
+    assert dog.any() and not dog.all()
+    assert ds.clip_targets[0].tolist() == [0.0, 1.0, 1.0]
+
+
+def test_teacher_agreement_is_one_for_the_teacher_and_lower_for_noise() -> None:
+    rng = np.random.default_rng(2)
+    t = rng.random((200, 5))
+    assert _teacher_agreement(t, t) == pytest.approx(1.0)
+    assert _teacher_agreement(rng.random((200, 5)), t) < 0.8
+
+
+def test_config_rejects_unknown_keys(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('epochs = 2\nepoch = 3\n')
+    with pytest.raises(ValueError, match="epoch"):
+        load_config(p)
+    p.write_text('[augment]\nmix_probability = 0.5\n')
+    with pytest.raises(ValueError, match="mix_probability"):
+        load_config(p)
+    assert load_config(None, {"epochs": 3}).epochs == 3
+
+
+@pytest.mark.skipif(find_yamnet(None) is None, reason="YAMNet not fetched (bin/setup does)")
+def test_short_run_exports_a_working_model(tmp_path: Path) -> None:
+    from training.corpus import pool_cache
+    from training.corpus.pool import POOL_COLUMNS
+    from training.export import main as export_main
+
+    rng = np.random.default_rng(3)
+    pool = tmp_path / "pool"
+    (pool / "audio").mkdir(parents=True)
+    rows = []
+    for i in range(6):
+        p = pool / "audio" / f"h{i}.flac"
+        sf.write(p, (0.1 * rng.standard_normal(3 * SR)).astype(np.float32), SR)
+        rows.append({"hash": f"h{i}", "path": f"audio/h{i}.flac", "package": "fx",
+                     "relpath": str(i), "seconds": 3, "source_rate": SR, "kind": "events",
+                     "license": "", "noncommercial": 0})
+    (pool / "done").mkdir()
+    with (pool / "done" / "fx.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=POOL_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    assert pool_cache.main_cache(pool) == 0
+    data = Path(__file__).parent / "data"
+    m = tmp_path / "m.csv"
+    m.write_text(f'path,labels\n{data / "baby_cry.flac"},"Baby cry, infant cry"\n'
+                 f'{data / "speech_digit.flac"},Speech\n')
+    cfg = DistillConfig(pool=str(pool), train_manifest=str(m), val_manifest=str(m),
+                        mel_cache=str(tmp_path / "mc"), out_dir=str(tmp_path / "run"),
+                        epochs=1, steps_per_epoch=2, batch_size=16, pool_val_percent=50,
+                        threads=1, val_patches=50)
+    last = train(cfg)
+    ck = torch.load(last, weights_only=True)
+    assert len(ck["labels"]) == 521 and ck["history"][0]["examples_per_s"] > 0
+    assert ck["train_config"]["recipe"] == "distill"
+    # resuming a finished run changes nothing
+    before = {k: v.clone() for k, v in ck["model"].items()}
+    train(cfg, resume=True)
+    after = torch.load(last, weights_only=True)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    out = tmp_path / "export"
+    assert export_main([str(last), "--out", str(out), "--model-version", "test-v2"]) == 0
+    from detector.scorer import OnnxScorer
+
+    scorer = OnnxScorer(out / "model.onnx", "cpu", 1)
+    assert len(scorer.contract.labels) == 521
+    s = scorer.score(_noise_mel(rng)[None].astype(np.float32))
+    assert s.shape == (1, 521) and np.all((s >= 0) & (s <= 1))

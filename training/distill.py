@@ -1,0 +1,586 @@
+"""``python -m training.distill``: the v2 recipe, learning all that YAMNet hears, from caches.
+
+Labels are scarce here and sound is not. The student predicts every one of YAMNet's 521
+classes; its targets are YAMNet's scores on exactly the patch it sees, after the
+augmentation below, plus our labels where a clip has them. Everything runs on the
+log-mel of cached files (:mod:`training.corpus.pool_cache`), so an epoch over the pool
+costs minutes on two cores instead of hours of decoding and resampling.
+
+Batches draw from three streams:
+
+* **pool**: a random 0.96 s patch of an unlabelled recording (the Debian pool and the
+  shared recordings, :mod:`training.corpus.pool`), teacher targets only;
+* **labelled**: a patch of a labelled corpus clip (``sed-corpus build``'s
+  ``train_all.csv``); our positive labels are floors under the teacher's scores
+  (``max(hard, teacher)``), so a dog clip stays a dog whatever YAMNet says of it;
+* **beds**: a steady noise bed alone (:mod:`training.corpus.noise` kinds at -70 to -20
+  dBFS), so that hiss and hum are "Noise", "Static" or "Hum", never "Rain".
+
+Augmentation, on magnitude mel ``M = exp(logmel) - offset`` (the front end's own scale):
+
+* gain: ``M * g``; mixing: ``sqrt(M1^2 + (g M2)^2)`` (incoherent sources add in power),
+  with the union of the labels; a noise bed under any patch at -70 to -20 dBFS;
+* room: a late-reverberation tail per mel band, power decaying 60 dB in RT60 (0.2-1.2 s,
+  faster at high frequencies), wet level random;
+* band-limiting to 3.4-7 kHz (telephone and cheap microphones; without it "no energy
+  above 4 kHz" would mean speech, because the prompts and digits are 8 kHz recordings);
+* SpecAugment's masks and FilterAugment's smooth EQ (:class:`training.augment.SpecAugment`)
+  on the student's input only, after the teacher has scored the patch.
+
+The checkpoint has ``sed-train``'s keys, so ``sed-eval`` and ``sed-export`` take it as is.
+Training resumes from ``OUT/last.pt`` (``--resume``) and logs examples per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import nn
+
+from detector.features import FeatureConfig, mel_filterbank
+from training.augment import AugmentConfig, SpecAugment
+from training.corpus import pool as pool_mod
+from training.corpus.pool_cache import TEACHER_HOP_FRAMES, features_of, load_entry, patch_starts
+from training.metrics import average_precision
+from training.model import PRESETS, SedNet
+
+__all__ = ["DistillConfig", "LabelledSet", "MelAugment", "PoolSet", "load_config", "main",
+           "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One distillation run; read from TOML, unknown keys are errors."""
+
+    pool: str = "~/.cache/sed/pool"
+    train_manifest: str = "~/.cache/sed/corpus-v4-voices/train_all.csv"
+    val_manifest: str = "~/.cache/sed/corpus-v4-voices/val.csv"
+    mel_cache: str = "~/.cache/sed/melcache"  # labelled clips' log-mel + teacher, by hash
+    out_dir: str = "runs/v2"
+    preset: str = "small"
+    init_from: str = ""  # a sed-train checkpoint: body and the rows of labels it shares
+    epochs: int = 30
+    steps_per_epoch: int = 400
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 300
+    grad_clip: float = 5.0
+    seed: int = 0
+    threads: int = 2
+    teacher_threads: int = 1
+    free_only: bool = False
+    music_cap_hours: float = 9.0
+    speech_cap_hours: float = 9.0
+    pool_val_percent: int = 5  # pool files whose hash falls here are validation only
+    labelled_fraction: float = 0.35
+    bed_alone_fraction: float = 0.05
+    val_patches: int = 4000
+    augment: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class MelAugmentConfig:
+    """Probabilities and ranges of :class:`MelAugment` (dB are amplitude dB)."""
+
+    gain_db: tuple[float, float] = (-24.0, 12.0)
+    mix_prob: float = 0.5
+    mix_gain_db: tuple[float, float] = (-12.0, 6.0)
+    bed_prob: float = 0.5
+    bed_dbfs: tuple[float, float] = (-70.0, -20.0)
+    reverb_prob: float = 0.35
+    rt60_s: tuple[float, float] = (0.2, 1.2)
+    wet_db: tuple[float, float] = (-15.0, 3.0)
+    band_limit_prob: float = 0.3
+    band_limit_hz: tuple[float, ...] = (3400.0, 4000.0, 5500.0, 7000.0)
+    spec_augment: dict[str, Any] = field(default_factory=lambda: {"filter_db": 6.0})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MelAugmentConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown [augment] key(s) {unknown}; accepted: {sorted(names)}")
+        conv: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                for k, v in data.items()}
+        return cls(**conv)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> DistillConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    data.update(overrides or {})
+    names = {f.name for f in dataclasses.fields(DistillConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; accepted: {sorted(names)}")
+    cfg = DistillConfig(**data)
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"preset {cfg.preset!r}; accepted: {sorted(PRESETS)}")
+    MelAugmentConfig.from_dict(cfg.augment)  # fail early on a bad [augment] table
+    return cfg
+
+
+def _expand(p: str) -> Path:
+    return Path(os.path.expanduser(p))
+
+
+def _hash_percent(key: str) -> int:
+    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:4], "big") % 100
+
+
+class PoolSet:
+    """Cached log-mel of the selected pool files, split by hash into train and validation."""
+
+    def __init__(self, pool: Path, cfg: DistillConfig, features: FeatureConfig) -> None:
+        pcfg = pool_mod.PoolConfig(free_only=cfg.free_only, music_cap_hours=cfg.music_cap_hours,
+                                   speech_cap_hours=cfg.speech_cap_hours)
+        rows = pool_mod.select(pool_mod.read_pool(pool), pcfg)
+        self.mels: list[np.ndarray] = []
+        self.teacher: list[np.ndarray] = []
+        self.packages: list[str] = []
+        val_items: list[tuple[int, int]] = []
+        train_items: list[tuple[int, int]] = []
+        missing = 0
+        for r in rows:
+            try:
+                mel, teach = load_entry(pool, r["hash"])
+            except FileNotFoundError:
+                missing += 1
+                continue
+            i = len(self.mels)
+            self.mels.append(mel)
+            self.teacher.append(teach)
+            self.packages.append(r["package"])
+            starts = patch_starts(mel.shape[0], features)
+            items = val_items if _hash_percent(r["hash"]) < cfg.pool_val_percent else train_items
+            items.extend((i, int(s)) for s in starts)
+        if missing:
+            log.warning("%d selected pool files have no cache entry; run `sed-corpus pool cache`",
+                        missing)
+        if not train_items:
+            raise ValueError(f"{pool}: no cached pool patches; run `sed-corpus pool build` and "
+                             "`sed-corpus pool cache` first")
+        self.train = np.array(train_items, dtype=np.int64)
+        self.val = np.array(val_items, dtype=np.int64).reshape(-1, 2)
+        hours = sum(m.shape[0] for m in self.mels) / 360000
+        log.info("pool: %d files, %.1f h; %d train and %d validation patches", len(self.mels),
+                 hours, len(self.train), len(self.val))
+
+    def patch(self, item: np.ndarray, frames: int) -> np.ndarray:
+        f, s = int(item[0]), int(item[1])
+        return self.mels[f][s : s + frames]
+
+    def cached_teacher(self, item: np.ndarray) -> np.ndarray:
+        return self.teacher[int(item[0])][int(item[1]) // TEACHER_HOP_FRAMES]
+
+
+class LabelledSet:
+    """Labelled clips (a ``sed-train`` manifest) as cached log-mel with per-patch targets.
+
+    Targets are over the teacher's label list; a clip's weak labels hold for all its
+    patches, a strong event for the patches it overlaps by half of the shorter of the two.
+    Labels the teacher does not have are ignored (counted in the log).
+    """
+
+    def __init__(self, manifest: Path, cache: Path, names: list[str], features: FeatureConfig,
+                 hop_frames: int = TEACHER_HOP_FRAMES) -> None:
+        from training.clips import read_manifest
+
+        index = {n: i for i, n in enumerate(names)}
+        clips = read_manifest(manifest)
+        by_path: dict[str, list[Any]] = {}
+        for c in clips:
+            by_path.setdefault(str(c.path), []).append(c)
+        self.mels: list[np.ndarray] = []
+        items: list[tuple[int, int]] = []
+        targets: list[np.ndarray] = []
+        self.clip_targets: list[np.ndarray] = []
+        self.clip_patches: list[np.ndarray] = []
+        ignored: set[str] = set()
+        fs = features.hop_length / features.sample_rate
+        patch_s = features.patch_frames * fs
+        for path, cs in sorted(by_path.items()):
+            mel = self._mel(Path(path), cache, features)
+            i = len(self.mels)
+            self.mels.append(mel)
+            weak = np.zeros(len(names), dtype=np.float32)
+            events: list[tuple[int, float, float]] = []
+            for c in cs:
+                for lab in c.labels:
+                    if lab not in index:
+                        ignored.add(lab)
+                    elif c.onset is None or c.offset is None:
+                        weak[index[lab]] = 1.0
+                    else:
+                        events.append((index[lab], c.onset, c.offset))
+            clip_t = weak.copy()
+            first = len(items)
+            for s in patch_starts(mel.shape[0], features, hop_frames):
+                t = weak.copy()
+                a, b = s * fs, s * fs + patch_s
+                for lab_i, on, off in events:
+                    if min(b, off) - max(a, on) >= 0.5 * min(off - on, patch_s):
+                        t[lab_i] = 1.0
+                    clip_t[lab_i] = 1.0
+                items.append((i, int(s)))
+                targets.append(t)
+            self.clip_targets.append(clip_t)
+            self.clip_patches.append(np.arange(first, len(items)))
+        if ignored:
+            log.info("%s: %d label(s) the teacher lacks ignored: %s", manifest, len(ignored),
+                     sorted(ignored))
+        self.items = np.array(items, dtype=np.int64)
+        self.targets = np.stack(targets)
+        log.info("%s: %d recordings, %d patches", manifest, len(self.mels), len(self.items))
+
+    @staticmethod
+    def _mel(path: Path, cache: Path, features: FeatureConfig) -> np.ndarray:
+        key = hashlib.sha1(f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
+                           .encode()).hexdigest()[:20]
+        out = cache / key[:2] / f"{key}.npy"
+        if out.is_file():
+            return np.load(out)
+        wave, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        if sr != features.sample_rate:
+            raise ValueError(f"{path}: {sr} Hz; the corpus holds {features.sample_rate} Hz clips")
+        mel = features_of(wave.mean(axis=1), features).astype(np.float16)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.stem + ".tmp.npy")
+        np.save(tmp, mel)
+        tmp.replace(out)
+        return mel
+
+    def patch(self, k: int, frames: int) -> np.ndarray:
+        f, s = self.items[k]
+        return self.mels[int(f)][int(s) : int(s) + frames]
+
+
+def _mel_centres_hz(features: FeatureConfig) -> np.ndarray:
+    fb = mel_filterbank(features)  # (n_fft/2+1, n_mels)
+    freqs = np.linspace(0, features.sample_rate / 2, fb.shape[0])
+    return (fb * freqs[:, None]).sum(axis=0) / np.maximum(fb.sum(axis=0), 1e-12)
+
+
+class MelAugment:
+    """The augmentations of the module docstring, on ``(B, T, F)`` float32 log-mel."""
+
+    def __init__(self, cfg: MelAugmentConfig, features: FeatureConfig,
+                 beds: list[np.ndarray]) -> None:
+        self.cfg, self.features = cfg, features
+        self.offset = features.log_offset
+        self.centres = _mel_centres_hz(features)
+        self.beds = beds  # magnitude mel (frames, F) of each bed kind at 0 dBFS RMS
+        frame_s = features.hop_length / features.sample_rate
+        self.frame_s = frame_s
+
+    def magnitude(self, logmel: np.ndarray) -> np.ndarray:
+        return np.maximum(np.exp(logmel.astype(np.float32)) - self.offset, 0.0)
+
+    def log(self, mag: np.ndarray) -> np.ndarray:
+        return np.log(mag + self.offset).astype(np.float32)
+
+    def bed(self, rng: np.random.Generator, n: int, frames: int) -> np.ndarray:
+        """``(n, frames, F)`` magnitude of random beds at random levels."""
+        lo, hi = self.cfg.bed_dbfs
+        out = np.empty((n, frames, self.features.n_mels), dtype=np.float32)
+        for i in range(n):
+            b = self.beds[int(rng.integers(len(self.beds)))]
+            s = int(rng.integers(0, b.shape[0] - frames + 1))
+            out[i] = b[s : s + frames] * 10 ** (rng.uniform(lo, hi) / 20)
+        return out
+
+    def reverb(self, mag: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A late tail per band: power decaying 60 dB in RT60 (shorter at high bands)."""
+        power = mag.astype(np.float64) ** 2
+        rt60 = rng.uniform(*self.cfg.rt60_s) * (1.0 - 0.5 * self.centres / self.centres.max())
+        a = 10 ** (-6.0 * self.frame_s / rt60)  # per-frame power decay, (F,)
+        tail = np.zeros_like(power)
+        acc = np.zeros(power.shape[1])
+        for t in range(power.shape[0]):
+            tail[t] = acc
+            acc = a * (acc + power[t])
+        # tail[t] = sum_k>=1 a^k P[t-k]; its energy for an impulse is a / (1 - a), so
+        # (1 - a) / a scales it to the drawn wet-to-dry energy ratio
+        wet = 10 ** (rng.uniform(*self.cfg.wet_db) / 10) * (1 - a) / a
+        return np.sqrt(power + wet * tail).astype(np.float32)
+
+    def band_limit(self, mag: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        cut = float(rng.choice(self.cfg.band_limit_hz))
+        roll = np.clip((cut - self.centres) / 300.0 + 0.5, 0.0, 1.0)
+        return mag * roll[None, :].astype(np.float32)
+
+    def __call__(self, x: np.ndarray, partner: np.ndarray, alone: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Augment ``x`` ``(B, T, F)`` log-mel; ``partner`` are mixing candidates (same shape).
+
+        ``alone`` (B,) bool: replace the patch by a bed. Returns the augmented log-mel
+        and ``(B,)`` bool: which examples took the partner's labels too.
+        """
+        cfg = self.cfg
+        b, frames, _ = x.shape
+        mag = self.magnitude(x)
+        gains = np.asarray(10 ** (rng.uniform(*cfg.gain_db, size=b) / 20), dtype=np.float32)
+        mag *= gains[:, None, None]
+        mixed: np.ndarray = np.asarray(rng.random(b) < cfg.mix_prob)
+        if mixed.any():
+            pm = self.magnitude(partner[mixed])
+            g = np.asarray(10 ** (rng.uniform(*cfg.mix_gain_db, size=int(mixed.sum())) / 20),
+                           dtype=np.float32)
+            mag[mixed] = np.sqrt(mag[mixed] ** 2 + (pm * g[:, None, None]) ** 2)
+        under: np.ndarray = np.asarray(rng.random(b) < cfg.bed_prob) | alone
+        if under.any():
+            beds = self.bed(rng, int(under.sum()), frames)
+            mag[under] = np.sqrt(np.where(alone[under, None, None], 0.0, mag[under] ** 2)
+                                 + beds ** 2)
+        for i in np.flatnonzero(rng.random(b) < cfg.reverb_prob):
+            mag[i] = self.reverb(mag[i], rng)
+        for i in np.flatnonzero(rng.random(b) < cfg.band_limit_prob):
+            mag[i] = self.band_limit(mag[i], rng)
+        return self.log(mag), mixed & ~alone
+
+
+def make_beds(features: FeatureConfig, seconds: float = 30.0, seed: int = 12345) -> list[np.ndarray]:
+    """Magnitude mel of each noise-bed kind scaled to 0 dBFS RMS, ``seconds`` long.
+
+    Made at -30 dBFS (the generators refuse levels that clip) and scaled up in the mel
+    domain, where amplitude scales linearly: :meth:`MelAugment.bed` applies the level.
+    """
+    from detector.features import log_mel
+    from training.corpus import noise
+
+    rng = np.random.default_rng(seed)
+    n = round(seconds * features.sample_rate)
+    out = []
+    for kind in noise.KINDS:
+        wave = noise.bed(kind, n, -30.0, rng, features.sample_rate)
+        mag = np.maximum(np.exp(log_mel(wave, features)) - features.log_offset, 0.0)
+        out.append((mag * 10 ** (30 / 20)).astype(np.float32))
+    return out
+
+
+def _lr(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def _init_from(model: SedNet, path: str, mids: list[str]) -> int:
+    """Copy a checkpoint's body and the head rows of the labels it shares (by mid)."""
+    ckpt = torch.load(_expand(path), map_location="cpu", weights_only=True)
+    state = ckpt["model"]
+    theirs = {lab["mid"]: i for i, lab in enumerate(ckpt["labels"])}
+    own = model.state_dict()
+    for k, v in state.items():
+        if k in own and own[k].shape == v.shape:
+            own[k] = v
+    shared = [(i, theirs[m]) for i, m in enumerate(mids) if m in theirs]
+    for name in ("head.weight", "head.bias", "attention.weight", "attention.bias"):
+        if name in state and name in own:
+            for i, j in shared:
+                own[name][i] = state[name][j]
+    model.load_state_dict(own)
+    return len(shared)
+
+
+def _teacher_agreement(student: np.ndarray, teacher: np.ndarray, min_pos: int = 5) -> float:
+    """Macro AP of the student against the teacher's decisions (> 0.5), over classes
+    with at least ``min_pos`` positive patches."""
+    pos = teacher > 0.5
+    keep = pos.sum(axis=0) >= min_pos
+    if not keep.any():
+        return float("nan")
+    ap = average_precision(student[:, keep], pos[:, keep].astype(np.float32))
+    return float(np.nanmean(ap))
+
+
+def train(cfg: DistillConfig, resume: bool = False) -> Path:
+    """Run (or resume) a distillation; returns the path of ``last.pt``."""
+    from detector.yamnet import YamnetScorer, find_yamnet, how_to_fetch
+
+    torch.set_num_threads(cfg.threads)
+    features = FeatureConfig()
+    ypath = find_yamnet(None)
+    if ypath is None:
+        raise FileNotFoundError(how_to_fetch())
+    teacher = YamnetScorer(ypath, threads=cfg.teacher_threads)
+    labels = [{"name": lab.name, "mid": lab.mid} for lab in teacher.contract.labels]
+    names = [lab["name"] for lab in labels]
+    aug_cfg = MelAugmentConfig.from_dict(cfg.augment)
+    pool = PoolSet(_expand(cfg.pool), cfg, features)
+    cache = _expand(cfg.mel_cache)
+    lab = LabelledSet(_expand(cfg.train_manifest), cache, names, features)
+    val = LabelledSet(_expand(cfg.val_manifest), cache, names, features)
+    beds = make_beds(features)
+    mel_aug = MelAugment(aug_cfg, features, beds)
+    spec = SpecAugment.from_config(
+        dataclasses.replace(AugmentConfig(), **aug_cfg.spec_augment), features.log_offset)
+
+    model = SedNet(PRESETS[cfg.preset], len(labels), features)
+    out = _expand(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history: list[dict[str, Any]] = []
+    start_epoch, step, best = 0, 0, -1.0
+    last = out / "last.pt"
+    if resume and last.is_file():
+        ck = torch.load(last, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start_epoch, step = int(ck["epoch"]), int(ck["step"])
+        history = list(ck.get("history", []))
+        best = max([h.get("score", -1.0) for h in history] + [-1.0])
+        log.info("resumed %s at epoch %d (step %d)", last, start_epoch, step)
+    elif cfg.init_from:
+        n = _init_from(model, cfg.init_from, [lb["mid"] for lb in labels])
+        log.info("initialised from %s: body and %d head rows", cfg.init_from, n)
+
+    frames = features.patch_frames
+    total = cfg.epochs * cfg.steps_per_epoch
+    n_lab = round(cfg.batch_size * cfg.labelled_fraction)
+    n_alone = max(1, round(cfg.batch_size * cfg.bed_alone_fraction))
+    n_pool = cfg.batch_size - n_lab - n_alone
+    summary = {"pool_train_patches": len(pool.train), "pool_val_patches": len(pool.val),
+               "labelled_patches": len(lab.items), "val_recordings": len(val.mels),
+               "teacher": teacher.contract.model_version, "beds": len(beds)}
+    for epoch in range(start_epoch, cfg.epochs):
+        rng = np.random.default_rng([cfg.seed, epoch])
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        model.train()
+        t0, seen, loss_sum = time.monotonic(), 0, 0.0
+        for _ in range(cfg.steps_per_epoch):
+            pi = pool.train[rng.integers(len(pool.train), size=n_pool + n_alone)]
+            li = rng.integers(len(lab.items), size=n_lab)
+            x = np.stack([pool.patch(it, frames) for it in pi]
+                         + [lab.patch(int(k), frames) for k in li]).astype(np.float32)
+            hard = np.zeros((cfg.batch_size, len(names)), dtype=np.float32)
+            hard[n_pool + n_alone :] = lab.targets[li]
+            alone = np.zeros(cfg.batch_size, dtype=bool)
+            alone[n_pool : n_pool + n_alone] = True
+            perm = rng.permutation(cfg.batch_size)
+            partner = x[perm]
+            xa, took = mel_aug(x, partner, alone, rng)
+            hard = np.where(took[:, None], np.maximum(hard, hard[perm]), hard)
+            hard[alone] = 0.0
+            soft = teacher.score(xa)
+            target = torch.from_numpy(np.maximum(soft, hard))
+            inp = spec(torch.from_numpy(xa))
+            for g in opt.param_groups:
+                g["lr"] = _lr(step, total, cfg.warmup_steps, cfg.lr)
+            logits = model(inp)
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            seen += cfg.batch_size
+            loss_sum += float(loss.item()) * cfg.batch_size
+        entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                                 "examples_per_s": seen / max(time.monotonic() - t0, 1e-9),
+                                 "lr": opt.param_groups[0]["lr"]}
+        entry.update(evaluate(model, pool, val, features, cfg.val_patches, cfg.seed))
+        entry["score"] = entry["val_clip_map"] + entry["pool_teacher_map"]
+        history.append(entry)
+        log.info("epoch %d: %s", epoch + 1,
+                 ", ".join(f"{k}={v:.4g}" for k, v in entry.items() if k != "epoch"))
+        ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                "step": step, "history": history, "labels": labels,
+                "features": features.to_dict(), "model_config": PRESETS[cfg.preset].to_dict(),
+                "train_config": {"recipe": "distill", **cfg.to_dict()},
+                "augment_config": dataclasses.asdict(aug_cfg), "data_summary": summary,
+                "git_revision": _git_revision()}
+        tmp = last.with_suffix(".tmp")
+        torch.save(ckpt, tmp)
+        tmp.replace(last)
+        if entry["score"] > best:
+            best = entry["score"]
+            torch.save(ckpt, out / "best.pt")
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+    return last
+
+
+def _git_revision() -> str:
+    from training.export import git_revision
+
+    return git_revision()
+
+
+@torch.no_grad()
+def evaluate(model: SedNet, pool: PoolSet, val: LabelledSet, features: FeatureConfig,
+             limit: int, seed: int) -> dict[str, float]:
+    """Teacher agreement on held-back pool patches, and clip mAP on labelled validation."""
+    model.eval()
+    frames = features.patch_frames
+    rng = np.random.default_rng(seed)
+    items = pool.val if len(pool.val) <= limit else pool.val[rng.choice(len(pool.val), limit,
+                                                                       replace=False)]
+    out: dict[str, float] = {}
+    if len(items):
+        x = np.stack([pool.patch(it, frames) for it in items]).astype(np.float32)
+        s = np.concatenate([torch.sigmoid(model(torch.from_numpy(x[i : i + 256]))).numpy()
+                            for i in range(0, len(x), 256)])
+        t = np.stack([pool.cached_teacher(it) for it in items]).astype(np.float32)
+        out["pool_teacher_map"] = _teacher_agreement(s, t)
+    else:
+        out["pool_teacher_map"] = float("nan")
+    x = np.stack([val.patch(k, frames) for k in range(len(val.items))]).astype(np.float32)
+    s = np.concatenate([torch.sigmoid(model(torch.from_numpy(x[i : i + 256]))).numpy()
+                        for i in range(0, len(x), 256)])
+    clip_s = np.stack([s[p].max(axis=0) for p in val.clip_patches])
+    clip_t = np.stack(val.clip_targets)
+    keep = clip_t.sum(axis=0) > 0
+    out["val_clip_map"] = float(np.nanmean(average_precision(clip_s[:, keep], clip_t[:, keep])))
+    out["val_labels"] = float(keep.sum())
+    model.train()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.distill", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, default=None, help="TOML (keys of DistillConfig)")
+    p.add_argument("--resume", action="store_true", help="continue OUT/last.pt")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
+                   help="override config keys, e.g. epochs=2 out_dir='\"runs/x\"'")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    overrides = {}
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        try:
+            overrides[k] = json.loads(v)
+        except json.JSONDecodeError:
+            overrides[k] = v
+    try:
+        cfg = load_config(args.config, overrides)
+    except (ValueError, OSError) as e:
+        log.error("%s", e)
+        return 2
+    train(cfg, resume=args.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
