@@ -12,8 +12,8 @@ import soundfile as sf
 
 torch = pytest.importorskip("torch")
 
-from detector.features import FeatureConfig, log_mel  # noqa: E402
-from detector.yamnet import find_yamnet  # noqa: E402
+from detector.frontend.features import FeatureConfig, log_mel  # noqa: E402
+from detector.model.yamnet import find_yamnet  # noqa: E402
 from training.distill import (  # noqa: E402
     DistillConfig,
     LabelledSet,
@@ -169,7 +169,7 @@ def test_short_run_exports_a_working_model(tmp_path: Path) -> None:
     assert all(torch.equal(before[k], after[k]) for k in before)
     out = tmp_path / "export"
     assert export_main([str(last), "--out", str(out), "--model-version", "test-v2"]) == 0
-    from detector.scorer import OnnxScorer
+    from detector.model.scorer import OnnxScorer
 
     scorer = OnnxScorer(out / "model.onnx", "cpu", 1)
     assert len(scorer.contract.labels) == 521

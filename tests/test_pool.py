@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from detector.contract import Label
-from detector.features import FeatureConfig
+from detector.frontend.features import FeatureConfig
+from detector.model.contract import Label
 from training.corpus import packages, pool, pool_cache
 from training.corpus.build import BuildConfig, build
 

@@ -51,7 +51,7 @@ import soundfile as sf
 import torch
 from torch import nn
 
-from detector.features import FeatureConfig, mel_filterbank
+from detector.frontend.features import FeatureConfig, mel_filterbank
 from training.augment import AugmentConfig, SpecAugment
 from training.corpus import pool as pool_mod
 from training.corpus.pool_cache import TEACHER_HOP_FRAMES, features_of, load_entry, patch_starts
@@ -367,7 +367,7 @@ def make_beds(features: FeatureConfig, seconds: float = 30.0, seed: int = 12345)
     Made at -30 dBFS (the generators refuse levels that clip) and scaled up in the mel
     domain, where amplitude scales linearly: :meth:`MelAugment.bed` applies the level.
     """
-    from detector.features import log_mel
+    from detector.frontend.features import log_mel
     from training.corpus import noise
 
     rng = np.random.default_rng(seed)
@@ -417,7 +417,7 @@ def _teacher_agreement(student: np.ndarray, teacher: np.ndarray, min_pos: int = 
 
 def train(cfg: DistillConfig, resume: bool = False) -> Path:
     """Run (or resume) a distillation; returns the path of ``last.pt``."""
-    from detector.yamnet import YamnetScorer, find_yamnet, how_to_fetch
+    from detector.model.yamnet import YamnetScorer, find_yamnet, how_to_fetch
 
     torch.set_num_threads(cfg.threads)
     features = FeatureConfig()

@@ -3,7 +3,7 @@
 ``sed-corpus pool cache POOL`` fills ``POOL/cache/<hash[:2]>/<hash>.npz`` for each row of
 the pool (:func:`training.corpus.pool.read_pool`):
 
-``mel``      ``(frames, 64)`` float16 log-mel (:func:`detector.features.log_mel`, the one
+``mel``      ``(frames, 64)`` float16 log-mel (:func:`detector.frontend.features.log_mel`, the one
              feature definition), of the file zero-padded to at least one patch;
 ``teacher``  ``(patches, 521)`` float16 YAMNet probabilities for the patches starting at
              frames ``0, hop, 2 hop, ...`` (:data:`TEACHER_HOP_FRAMES`, 0.48 s).
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from detector.features import FeatureConfig, log_mel
+from detector.frontend.features import FeatureConfig, log_mel
 from training.corpus.pool import read_pool
 
 __all__ = ["TEACHER_HOP_FRAMES", "cache_path", "cache_pool", "load_entry", "main_cache",
@@ -132,7 +132,7 @@ def cache_pool(pool: Path, scorer: Any, cfg: FeatureConfig | None = None) -> dic
 
 def main_cache(pool: Path, threads: int = 1) -> int:
     """``sed-corpus pool cache POOL``: returns the exit code."""
-    from detector.yamnet import YamnetScorer, find_yamnet, how_to_fetch
+    from detector.model.yamnet import YamnetScorer, find_yamnet, how_to_fetch
 
     path = find_yamnet(None)
     if path is None:
