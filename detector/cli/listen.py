@@ -88,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="server .key_secret file: encrypt and authenticate the event socket (CURVE)")
     p.add_argument("--curve-allow-dir", type=Path, metavar="DIR",
                    help="directory of allowed subscribers' public .key files (with --curve-secret-key)")
+    p.add_argument("--mqtt", metavar="URL",
+                   help="also publish events and Home Assistant sensors to this MQTT broker "
+                   "(mqtt://[USER@]HOST[:PORT] or mqtts://; password in $SED_MQTT_PASSWORD; "
+                   "docs/mqtt.md; sed-mqtt has every option)")
+    p.add_argument("--mqtt-label", action="append", default=[], metavar="NAME",
+                   help="with --mqtt: a label that gets a sensor (repeatable; default: each "
+                   "label at its first event)")
+    p.add_argument("--mqtt-node-id", default="sed", metavar="ID",
+                   help="with --mqtt: names this daemon in topics and Home Assistant ids")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (stderr)")
     return p
 
@@ -160,6 +169,19 @@ def _curve(args: argparse.Namespace, sec: SecurityConfig) -> CurveServerConfig |
     return CurveServerConfig(key, allow)
 
 
+def _mqtt_sink(args: argparse.Namespace) -> Sink:
+    """The MQTT bridge in-process: its own threads and bounded queue, so a slow or absent
+    broker never holds up the audio path (drops are counted and logged)."""
+    from detector.cli.mqtt import broker_url
+    from detector.io.mqtt import MqttBridge, MqttConfig
+
+    config = MqttConfig(url=broker_url(args.mqtt), node_id=args.mqtt_node_id,
+                        labels=tuple(args.mqtt_label))
+    bridge = MqttBridge(config).start()
+    log.info("MQTT to %s (Home Assistant discovery under %s/)", config.url, config.discovery_prefix)
+    return bridge
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.list_devices:
         print(sources_mod.list_devices())
@@ -173,6 +195,10 @@ def _run(args: argparse.Namespace) -> int:
     )
     lc = config.listen
     curve = _curve(args, config.security)
+    if args.mqtt:  # a bad URL is refused before any model or device is opened
+        from detector.io.mqtt import parse_mqtt_url
+
+        parse_mqtt_url(args.mqtt)
     scorer = OnnxScorer(resolve_model(args.model), lc.device, lc.threads, lc.max_batch)
     hop_frames_for(lc.patch_hop_s, scorer)  # reject a bad hop before opening any device
     srcs = _make_sources(args, scorer.contract.features.sample_rate, lc.realtime)
@@ -181,6 +207,8 @@ def _run(args: argparse.Namespace) -> int:
         kinds = ("event", "scores", "status") if args.json_all else ("event",)
         sinks.append(JsonLinesSink(sys.stdout, kinds))
     try:
+        if args.mqtt:
+            sinks.append(_mqtt_sink(args))
         if not args.no_publish:
             pub = ZmqPublisher(lc.endpoint, hwm=lc.hwm, linger_ms=SHUTDOWN_LINGER_MS, curve=curve)
             log.info("publishing on %s%s", pub.bound, " (CURVE)" if curve else "")
