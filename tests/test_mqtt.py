@@ -342,7 +342,7 @@ def test_bridge_discovery_states_retained_and_last_will(
                              (BRIDGE_AVAIL, "online"), (f"{S}/availability", "online")):
             _t, _p, retained = late.wait_topic(topic, value)
             assert retained, topic
-        late.wait_topic(f"homeassistant/binary_sensor/sed_mic_kitchen/dog/config")
+        late.wait_topic("homeassistant/binary_sensor/sed_mic_kitchen/dog/config")
         stats = json.loads(late.wait_topic("sed/bridge/sed/stats")[1])
         assert stats["received"] >= 4 and stats["published"] > 0 and stats["dropped"] == 0
         assert not any("cat" in t for t, _p, _r in col.messages)
@@ -449,6 +449,48 @@ def test_listen_mqtt_in_process_from_a_real_file(broker: Broker, collectors: lis
         col.wait_topic(f"homeassistant/binary_sensor/test_baby_cry_flac/{slug(e['label'])}/config")
     for label in {e["label"] for e in events}:
         assert [p for t, p, _r in col.messages if t == f"{s}/state/{slug(label)}"][-1] == "OFF"
+
+
+def test_real_listener_over_curve_to_sed_mqtt(
+    broker: Broker, collectors: list[Collector], tmp_path: Path
+) -> None:
+    """sed-listen (CURVE) -> sed-mqtt (its allowed key) -> mosquitto, on a real clip in real time."""
+    from detector import security
+
+    server_pub, server_sec = security.keygen(tmp_path / "keys", "server")
+    bridge_pub, bridge_sec = security.keygen(tmp_path / "keys", "bridge")
+    allow = tmp_path / "allowed"
+    allow.mkdir()
+    (allow / bridge_pub.name).write_bytes(bridge_pub.read_bytes())
+    col = Collector(broker.port)
+    collectors.append(col)
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    bridge = _sed_mqtt(broker.url, endpoint, "--curve-secret-key", str(bridge_sec),
+                       "--curve-server-key", str(server_pub))
+    try:
+        col.wait_topic(BRIDGE_AVAIL, "online")
+        clip = REPO / "detector" / "data" / "demo.flac"
+        listen = subprocess.Popen(
+            [str(REPO / "bin" / "sed-listen"), str(clip), "--realtime", "--publish", endpoint,
+             "--curve-secret-key", str(server_sec), "--curve-allow-dir", str(allow)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            col.wait_topic("sed/demo_flac/availability", "online", timeout=60)
+            # (a live subscriber sees retain=False; the late one above checks the flag)
+            col.wait(lambda t, p, _r: t.startswith("sed/demo_flac/state/") and p == "ON", timeout=60)
+            topic = col.wait(lambda t, _p, _r: t.startswith(
+                "homeassistant/binary_sensor/sed_demo_flac/"))[0]
+            check_ha_binary_sensor(topic, json.loads(
+                next(p for t, p, _r in col.messages if t == topic)))
+            ev = json.loads(col.wait(lambda t, _p, _r: t.startswith("sed/demo_flac/event/"))[1])
+            assert ev["schema"] == 1 and ev["stream"] == "demo.flac"
+        finally:
+            listen.send_signal(signal.SIGTERM)
+            listen.communicate(timeout=30)
+        col.wait_topic("sed/demo_flac/availability", "offline")  # status "ended"
+    finally:
+        err = _stop(bridge)
+    assert bridge.returncode == 0, err
 
 
 def test_send_never_blocks_and_counts_drops() -> None:

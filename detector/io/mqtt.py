@@ -256,6 +256,7 @@ class MqttBridge:
         self._resync = threading.Event()
         self._first_connack = threading.Event()
         self._refusal = ""
+        self._closing = False
         self._lock = threading.Lock()  # guards stats shared with paho's thread
         self._worker: threading.Thread | None = None
         self._next_stats = clock() + config.stats_interval_s
@@ -334,6 +335,7 @@ class MqttBridge:
                 info.wait_for_publish(timeout=drain_s)
             except (RuntimeError, ValueError) as e:
                 log.debug("offline not confirmed: %s", e)
+        self._closing = True
         self._client.disconnect()
         self._client.loop_stop()
         self.log_stats()
@@ -373,7 +375,7 @@ class MqttBridge:
         with self._lock:
             was = self.stats.connected
             self.stats.connected = False
-        if was:
+        if was and not self._closing:
             log.warning("lost MQTT broker %s (%s); reconnecting", self.config.url, reason)
 
     def _on_publish(self, _client: Any, _userdata: Any, _mid: int, _reason: Any, _props: Any) -> None:
