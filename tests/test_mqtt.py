@@ -425,6 +425,55 @@ def test_wrong_password_is_one_clear_line(tmp_path: Path, collectors: list[Colle
         b.stop()
 
 
+OPENSSL = shutil.which("openssl")
+
+
+def _certs(d: Path, host_san: str) -> dict[str, Path]:
+    """A CA and a broker certificate it signs, naming only ``host_san`` (openssl CLI)."""
+    def run(*args: str) -> None:
+        subprocess.run([OPENSSL, *args], check=True, capture_output=True, timeout=60)  # type: ignore[list-item]
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=sed test CA",
+        "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=broker",
+        "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"))
+    (d / "ext.cnf").write_text(f"subjectAltName={host_san}\n")
+    run("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"), "-CAkey",
+        str(d / "ca.key"), "-CAcreateserial", "-days", "2", "-extfile", str(d / "ext.cnf"),
+        "-out", str(d / "server.crt"))
+    return {"ca": d / "ca.crt", "crt": d / "server.crt", "key": d / "server.key"}
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="openssl not installed (bin/setup)")
+def test_tls_with_cafile_and_insecure(broker: Broker, collectors: list[Collector], tmp_path: Path) -> None:
+    """mqtts://: the right CA connects; a certificate naming another host is refused with
+    one line unless --insecure; the bridge's messages reach a plain listener."""
+    certs = _certs(tmp_path, "DNS:broker.example")
+    tls_port = _free_port()
+    broker.stop()
+    broker.conf.write_text(broker.conf.read_text() + "\n".join([
+        f"listener {tls_port} 127.0.0.1", f"cafile {certs['ca']}", f"certfile {certs['crt']}",
+        f"keyfile {certs['key']}", ""]))
+    broker.start()
+    col = Collector(broker.port)
+    collectors.append(col)
+    url = f"mqtts://127.0.0.1:{tls_port}"
+    r = subprocess.run([str(REPO / "bin" / "sed-mqtt"), url, "--cafile", str(certs["ca"]),
+                        "--connect", "tcp://127.0.0.1:1", "--log-level", "ERROR"],
+                       capture_output=True, text=True, timeout=30)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"sed-mqtt: error: TLS with MQTT broker {url} failed") and "--insecure" in lines[0]
+    proc = _sed_mqtt(url, "tcp://127.0.0.1:1", "--cafile", str(certs["ca"]), "--insecure",
+                     "--node-id", "tls")
+    try:
+        col.wait_topic("sed/bridge/tls/availability", "online")
+    finally:
+        err = _stop(proc)
+    assert proc.returncode == 0, err
+    col.wait_topic("sed/bridge/tls/availability", "offline")
+
+
 def test_listen_mqtt_in_process_from_a_real_file(broker: Broker, collectors: list[Collector]) -> None:
     """sed-listen --mqtt on a real clip: status, availability, then offline when it ends."""
     col = Collector(broker.port)

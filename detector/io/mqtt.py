@@ -26,6 +26,7 @@ import json
 import logging
 import queue
 import re
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -289,13 +290,24 @@ class MqttBridge:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self, wait_s: float = 5.0) -> MqttBridge:
-        """Connect (in paho's thread) and start the worker; wait up to ``wait_s`` for the
+        """Connect (first here, then again in paho's thread) and start the worker; wait up to ``wait_s`` for the
         broker's first answer. A refusal raises :class:`BrokerRefused`; no answer only
         logs a warning (paho keeps retrying)."""
         url = self.config.url
-        self._client.connect_async(url.host, url.port, self.config.keepalive_s)
+        reached = True
+        try:
+            self._client.connect(url.host, url.port, self.config.keepalive_s)
+        except ssl.SSLError as e:  # a certificate problem does not go away by retrying
+            raise BrokerRefused(
+                f"TLS with MQTT broker {url} failed ({getattr(e, 'verify_message', None) or e.reason or e}); give the broker's CA with "
+                "--cafile, or --insecure when the certificate names another host"
+            ) from e
+        except OSError as e:
+            log.warning("no answer from MQTT broker %s (%s); retrying in the background", url, e)
+            self._client.connect_async(url.host, url.port, self.config.keepalive_s)
+            reached = False
         self._client.loop_start()
-        if not self._first_connack.wait(wait_s):
+        if reached and not self._first_connack.wait(wait_s):
             log.warning("no answer from MQTT broker %s after %.0f s; retrying in the background",
                         url, wait_s)
         elif self._refusal:
