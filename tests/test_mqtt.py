@@ -2,7 +2,7 @@
 
 The broker is Debian's ``mosquitto`` (bin/setup installs it), started per test on a
 free port with a temp config. The bridge is driven by a real ZeroMQ PUB speaking the
-wire format (:mod:`detector.wire`), or by a real ``sed-listen`` on a real clip.
+wire format (:mod:`detector.io.wire`), or by a real ``sed-listen`` on a real clip.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pytest
 import zmq
 
 from detector.io.mqtt import MqttConfig, discovery_config, parse_mqtt_url, slug
-from detector.wire import encode, envelope
+from detector.io.wire import encode, envelope
 
 mqtt = pytest.importorskip("paho.mqtt.client")
 
@@ -504,7 +504,7 @@ def test_real_listener_over_curve_to_sed_mqtt(
     broker: Broker, collectors: list[Collector], tmp_path: Path
 ) -> None:
     """sed-listen (CURVE) -> sed-mqtt (its allowed key) -> mosquitto, on a real clip in real time."""
-    from detector import security
+    from detector.io import security
 
     server_pub, server_sec = security.keygen(tmp_path / "keys", "server")
     bridge_pub, bridge_sec = security.keygen(tmp_path / "keys", "bridge")

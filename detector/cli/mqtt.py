@@ -28,8 +28,8 @@ from typing import Any
 import zmq
 
 from detector.io.mqtt import MqttBridge, MqttConfig, MqttUrl, parse_mqtt_url
-from detector.security import configure_client
-from detector.wire import DEFAULT_ENDPOINT, WireError, decode
+from detector.io.security import configure_client
+from detector.io.wire import DEFAULT_ENDPOINT, WireError, decode
 
 __all__ = ["add_broker_options", "broker_url", "build_parser", "main"]
 
@@ -165,7 +165,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from detector.cli_common import run_cli, setup_logging
+    from detector.cli.common import run_cli, setup_logging
 
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
