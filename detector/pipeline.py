@@ -156,6 +156,9 @@ class Listener:
                 patches = st.feed(samples)
                 st.add_busy(time.perf_counter() - t0)
                 pending.extend(_Pending(st, p, now) for p in patches)
+                notice = st.bad_input_notice()
+                if notice:
+                    self.publish([st.status(st.state_now(), time.time(), notice)])
         if ended:
             st.ended = True
             pending.extend(_Pending(st, p, now) for p in st.finish())

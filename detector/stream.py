@@ -8,6 +8,7 @@ scorer.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from typing import Any
@@ -22,9 +23,12 @@ from detector.frontend.patcher import Patch, Patcher
 from detector.io.control import ControlError, SeqStore
 from detector.io.wire import envelope
 from detector.model.scorer import OnnxScorer
+from detector.sources.base import MAX_ABS_SAMPLE, sanitize
 from detector.sources.parse import Source
 
 __all__ = ["LATENCY_WINDOW", "StreamState", "hop_frames_for"]
+
+log = logging.getLogger(__name__)
 
 LEVEL_FLOOR_DBFS = -120.0
 LATENCY_WINDOW = 512  # recent per-hop latencies kept for p50/p99
@@ -89,6 +93,11 @@ class StreamState:
         self.dropped_samples = 0
         self.overruns = 0
         self.paused_samples = 0
+        # NaN/Inf/out-of-range samples that reached the stream (sources replace their own
+        # before resampling; this catches any source that did not) and whether the first
+        # bad sample, from either, has been reported on status.
+        self.nonfinite_samples = 0
+        self._bad_input_reported = False
         self._realign = False
         self._last_overrun_log = 0.0
         self._sum_sq = 0.0
@@ -128,6 +137,15 @@ class StreamState:
             samples = self._restart(samples)
             if samples.size == 0:
                 return []
+        with np.errstate(invalid="ignore"):
+            clean = bool(np.all(np.abs(samples) <= MAX_ABS_SAMPLE))  # False for any NaN
+        if not clean:
+            samples = samples.copy()  # a source's buffer may be read-only or shared
+            n_bad = sanitize(samples)
+            if self.nonfinite_samples == 0:
+                log.warning("%s: NaN/Inf or out-of-range (|x| > %g) samples; replacing them by 0",
+                            self.id, MAX_ABS_SAMPLE)
+            self.nonfinite_samples += n_bad
         self.samples += samples.size
         self._sum_sq += float(np.dot(samples, samples))
         self._level_n += samples.size
@@ -231,8 +249,22 @@ class StreamState:
             "gaps": int(getattr(src, "gaps", 0)),
             "gap_seconds": round(float(getattr(src, "gap_seconds", 0.0)), 3),
             "paused_seconds": round(self.paused_samples / self.sample_rate, 3),
-            "nonfinite_samples": int(getattr(src, "nonfinite_samples", 0)),
+            "reconnects": int(getattr(src, "reconnects", 0)),
+            "nonfinite_samples": int(getattr(src, "nonfinite_samples", 0)) + self.nonfinite_samples,
         }
+
+    def bad_input_notice(self) -> str | None:
+        """A one-time status message when the first NaN/Inf/out-of-range samples were replaced."""
+        if self._bad_input_reported:
+            return None
+        n = self.counters()["nonfinite_samples"]
+        if not n:
+            return None
+        self._bad_input_reported = True
+        return (
+            f"input has NaN/Inf or out-of-range samples (|x| > {MAX_ABS_SAMPLE:g}; audio is "
+            f"nominally within +-1): {n} so far, replaced by 0 and counted in nonfinite_samples"
+        )
 
     def status(self, state: str, now: float, message: str | None = None) -> dict[str, Any]:
         dt = max(now - self._last_status_wall, 1e-9) if self._last_status_wall else None

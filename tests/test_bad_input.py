@@ -480,3 +480,31 @@ def test_bad_manifest_row(prog: str, case: str, toy_clips: Path, toy_model: Path
     last = _last_line(r.stderr)
     for word in says:
         assert word in last, f"{word!r} not in {last!r}"
+
+
+def test_stdin_f32le_with_nan_inf_and_huge_values(toy_model: Path) -> None:
+    """Random bytes read as ``f32le`` hold NaN, Inf and values near 3e38: they are counted in
+    ``nonfinite_samples``, replaced by 0 and reported once on status, with no numpy warning."""
+    x = _tone(3.0).astype("<f4")
+    bad = np.arange(x.size) % 97 == 0
+    x[bad] = np.resize(np.array([np.nan, np.inf, -np.inf, 1e38, -3e38, 2e3], dtype="<f4"), int(bad.sum()))
+    noise = np.frombuffer(np.random.default_rng(1).bytes(4 * RATE), dtype="<f4")
+    data = np.concatenate([x, noise]).astype("<f4")
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = int(np.count_nonzero(~(np.abs(data) <= 1000.0)))
+    r = subprocess.run(
+        [sys.executable, "-W", "default", "-m", "detector.cli.listen", "-", "--stdin-format", "f32le",
+         "--model", str(toy_model), "--no-publish", "--json-all"],
+        input=data.tobytes(), capture_output=True, env=ENV, cwd=REPO, timeout=120,
+    )
+    err = r.stderr.decode()
+    assert r.returncode == 0, err
+    assert "Warning:" not in err and "overflow" not in err and "invalid value" not in err, err
+    assert err.count("out-of-range") == 1, err  # one log line, not one per chunk
+    msgs = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    status = [m for m in msgs if m["type"] == "status"]
+    assert status[-1]["nonfinite_samples"] == expected > int(bad.sum())
+    notes = [m for m in status if "out-of-range" in m.get("message", "")]
+    assert len(notes) == 1 and "replaced by 0" in notes[0]["message"]
+    assert all(np.isfinite(m["level_dbfs"]) and m["level_dbfs"] <= 60.0 for m in status)
+    assert all(np.isfinite(m["score"]) for m in msgs if m["type"] == "event")

@@ -4,6 +4,7 @@
     sed-listen mic:USB --json | jq .    # a named input device, events as JSON lines
     sed-listen a.wav b.flac mic:default # several streams, one batched model
     arecord -f S16_LE -r 16000 | sed-listen -   # raw PCM on stdin
+    sed-listen rtsp://cam.local/stream  # a network stream via ffmpeg (rtsp, rtmp, http, srt, udp)
 
 SIGINT/SIGTERM close every open event with an offset, flush the sockets and exit 0.
 
@@ -36,6 +37,7 @@ from detector.model.resolve import resolve_model
 from detector.model.scorer import DEVICES, OnnxScorer
 from detector.pipeline import FailedSource, Listener, hop_frames_for
 from detector.sources import parse as sources_mod
+from detector.sources.net import is_url, redact_url
 from detector.sources.parse import Source
 
 __all__ = ["build_parser", "main"]
@@ -55,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "sources", nargs="*", metavar="SOURCE",
-        help="audio file, 'mic', 'mic:NAME_OR_INDEX', or '-' for raw PCM on stdin "
-        "(default: the default microphone)",
+        help="audio file, 'mic', 'mic:NAME_OR_INDEX', '-' for raw PCM on stdin, or a network URL "
+        "read with ffmpeg (rtsp://, rtmp://, http(s)://, srt://, udp://) (default: the default microphone)",
     )
     p.add_argument("--file", action="append", default=[], metavar="PATH", help="an audio file (repeatable)")
     p.add_argument("--mic", metavar="NAME", help="input device name or index (see --list-devices)")
@@ -117,6 +119,8 @@ def _spec_id(spec: str) -> str:
         return f"mic:{text[4:] or 'default'}"
     if text in ("-", "stdin"):
         return "stdin"
+    if is_url(text):
+        return redact_url(text)
     return os.path.basename(text) or text
 
 

@@ -16,7 +16,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["MAX_RATE", "MIN_RATE", "Source", "SourceError", "SourceState", "describe_format"]
+__all__ = [
+    "MAX_ABS_SAMPLE",
+    "MAX_RATE",
+    "MIN_RATE",
+    "Source",
+    "SourceError",
+    "SourceState",
+    "describe_format",
+    "sanitize",
+]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +35,22 @@ MIN_RATE = 1000
 """Lowest input sample rate accepted (Hz)."""
 MAX_RATE = 384000
 """Highest input sample rate accepted (Hz)."""
+MAX_ABS_SAMPLE = 1000.0
+"""Largest sample magnitude taken as audio. Float audio is nominally within +-1 (integer
+PCM is scaled into it); a hot float signal may exceed that a little, but a sample 60 dB
+over full scale is not audio (random bytes read as ``f32le`` give values up to 3e38,
+which overflow the level and spectrum arithmetic). Such samples are replaced by 0 and
+counted with the NaN/Inf ones in ``nonfinite_samples``."""
+
+
+def sanitize(x: np.ndarray) -> int:
+    """Replace NaN, Inf and ``|x| > MAX_ABS_SAMPLE`` by 0 in place; return how many."""
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(x) <= MAX_ABS_SAMPLE)  # NaN compares False, so it is caught too
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad:
+        x[bad] = 0.0
+    return n_bad
 
 
 
@@ -73,7 +98,10 @@ class Source(abc.ABC):
         overruns: number of events in which samples were lost.
         gaps: number of interruptions of the input (device lost, ...).
         gap_seconds: total duration of those interruptions (seconds, wall clock).
-        nonfinite_samples: NaN/Inf input samples replaced by 0.
+        reconnects: interruptions after which the input came back (device reopened,
+            network stream reconnected).
+        nonfinite_samples: NaN/Inf or out-of-range (``|x| > MAX_ABS_SAMPLE``) input
+            samples replaced by 0.
     """
 
     is_live: bool = False
@@ -89,6 +117,7 @@ class Source(abc.ABC):
         self.overruns = 0
         self.gaps = 0
         self.gap_seconds = 0.0
+        self.reconnects = 0
         self.nonfinite_samples = 0
 
     def start(self) -> None:  # noqa: B027 - optional hook, a no-op for sources that need none
@@ -113,20 +142,23 @@ class Source(abc.ABC):
             "overruns": self.overruns,
             "gaps": self.gaps,
             "gap_seconds": round(self.gap_seconds, 3),
+            "reconnects": self.reconnects,
             "nonfinite_samples": self.nonfinite_samples,
         }
 
     def _finite(self, x: np.ndarray) -> np.ndarray:
-        """Replace NaN/Inf by 0 in place (counting them) and return ``x``."""
-        bad = ~np.isfinite(x)
-        n_bad = int(np.count_nonzero(bad))
+        """Replace NaN/Inf and out-of-range samples by 0 in place (counting them); return ``x``.
+
+        Done before resampling, so one bad sample does not spread to its neighbours.
+        """
+        n_bad = sanitize(x)
         if n_bad:
             if self.nonfinite_samples == 0:
                 log.warning(
-                    "%s: input contains NaN/Inf samples; replacing them by 0", self.stream_id
+                    "%s: input contains NaN/Inf or out-of-range (|x| > %g) samples; "
+                    "replacing them by 0", self.stream_id, MAX_ABS_SAMPLE,
                 )
             self.nonfinite_samples += n_bad
-            x[bad] = 0.0
         return x
 
     def __enter__(self) -> Source:

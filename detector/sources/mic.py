@@ -260,6 +260,7 @@ class MicSource(Source):
                 self._close_stream()
                 return
             self._gap_open = True  # closed by the first callback of the new stream (in read)
+            self.reconnects += 1
             self.state = "running"
             self.message = f"device '{self.device_name}' reconnected after {attempt} attempt(s)"
             log.warning("%s: %s", self.stream_id, self.message)

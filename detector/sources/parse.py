@@ -3,8 +3,9 @@
 The contract every source follows is :class:`detector.sources.base.Source`; one module
 per kind: :mod:`detector.sources.file`, :mod:`detector.sources.mic`, :mod:`detector.sources.stdin`.
 
-``parse_source("mic:USB", 16000)``, ``parse_source("-", 16000)`` and
-``parse_source("clip.flac", 16000)`` build the right source from a CLI string.
+``parse_source("mic:USB", 16000)``, ``parse_source("-", 16000)``,
+``parse_source("rtsp://cam.local/stream", 16000)`` and ``parse_source("clip.flac", 16000)``
+build the right source from a CLI string (network URLs: :mod:`detector.sources.net`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from detector.sources.base import (
 )
 from detector.sources.file import FileSource
 from detector.sources.mic import MicSource, list_devices
+from detector.sources.net import NET_SCHEMES, NetSource, is_url
 from detector.sources.stdin import StdinSource
 
 __all__ = [
     "MAX_RATE",
     "MIN_RATE",
+    "NET_SCHEMES",
     "FileSource",
     "MicSource",
+    "NetSource",
     "Source",
     "SourceError",
     "SourceState",
@@ -52,7 +56,8 @@ def parse_source(
     """Build a source from a CLI string.
 
     ``mic``, ``mic:default``, ``mic:NAME_OR_INDEX`` -> :class:`MicSource`;
-    ``-`` or ``stdin`` -> :class:`StdinSource`; anything else is a file path
+    ``-`` or ``stdin`` -> :class:`StdinSource`; ``rtsp://``, ``http://``, ... (any
+    ``scheme://``; :data:`NET_SCHEMES` are accepted) -> :class:`NetSource`; anything else is a file path
     (:class:`FileSource`, paced to the wall clock when ``realtime``).
     """
     text = spec.strip()
@@ -65,6 +70,8 @@ def parse_source(
         return StdinSource(
             sample_rate, in_rate=stdin_rate, channels=stdin_channels, fmt=stdin_format
         )
+    if is_url(text):
+        return NetSource(text, sample_rate, ring_seconds=ring_seconds)
     return FileSource(
         spec, sample_rate, chunk_seconds=chunk_seconds, realtime=realtime,
         allow_truncated=allow_truncated,

@@ -104,6 +104,8 @@ class StdinSource(Source):
                 if usable == 0:
                     continue
                 frames = np.frombuffer(data[:usable], dtype=self._dtype).reshape(-1, self.channels)
+                if frames.dtype.kind == "f":  # NaN/Inf/huge values must not reach the downmix
+                    frames = self._finite(frames.astype(np.float32))
                 mono = frames.mean(axis=1, dtype=np.float32) / np.float32(self._scale)
                 self._put(mono)
         except (OSError, ValueError) as e:
