@@ -3,7 +3,8 @@
 Example ``sed.toml``::
 
     [listen]
-    patch_hop_s = 0.48        # seconds between patch starts
+    patch_hop_s = 0.48        # seconds between patch starts (files, stdin)
+    # live_patch_hop_s = 0.24 # live sources; unset: 0.12 s for <= 8 live streams, else patch_hop_s
     endpoint = "tcp://127.0.0.1:5557"
     top_k = 5
 
@@ -36,7 +37,12 @@ from typing import Any
 
 from detector.decide.smoother import LabelPolicy, SmootherConfig
 
-__all__ = ["Config", "ListenConfig", "SecurityConfig", "load_config"]
+__all__ = ["FEW_LIVE_STREAMS", "LIVE_FINE_HOP_S", "Config", "ListenConfig", "SecurityConfig", "load_config"]
+
+LIVE_FINE_HOP_S = 0.12
+"""Automatic live hop for a process with few live streams: onset latency p50 ~0.3 s."""
+FEW_LIVE_STREAMS = 8
+"""Up to this many live streams get LIVE_FINE_HOP_S; more get patch_hop_s."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,12 @@ class ListenConfig:
     # 0.48 s: half-overlapping patches. See README "Choosing the patch hop" for the
     # latency/CPU trade-off measured on a 2-core machine.
     patch_hop_s: float = 0.48
+    # Live sources (microphone, network streams, real-time replay). None = automatic:
+    # LIVE_FINE_HOP_S when the process has at most FEW_LIVE_STREAMS live streams (an
+    # onset waits on average half a hop for the patch that holds it, and one stream at
+    # 0.12 s costs ~1-2 % of a core), else patch_hop_s (inference for thousands of
+    # streams). docs/benchmarks.md has the figures. `sed-listen --hop` sets both.
+    live_patch_hop_s: float | None = None
     endpoint: str = "tcp://127.0.0.1:5557"
     top_k: int = 5
     scores: bool = True  # publish scores.<stream> at every hop
@@ -65,11 +77,23 @@ class ListenConfig:
     def __post_init__(self) -> None:
         if self.patch_hop_s <= 0:
             raise ValueError(f"patch_hop_s={self.patch_hop_s}; must be > 0")
+        if self.live_patch_hop_s is not None and self.live_patch_hop_s <= 0:
+            raise ValueError(f"live_patch_hop_s={self.live_patch_hop_s}; must be > 0")
         for name in ("update_interval_s", "status_interval_s", "file_chunk_s", "live_poll_s", "max_backlog_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)}; must be > 0")
         if self.top_k < 1 or self.max_batch < 1:
             raise ValueError(f"top_k={self.top_k}, max_batch={self.max_batch}; both must be >= 1")
+
+
+    def hop_for(self, live: bool, live_streams: int = 1) -> float:
+        """The patch hop (seconds) of a live or a file/stdin source, in a process with
+        ``live_streams`` live streams."""
+        if not live:
+            return self.patch_hop_s
+        if self.live_patch_hop_s is not None:
+            return self.live_patch_hop_s
+        return LIVE_FINE_HOP_S if live_streams <= FEW_LIVE_STREAMS else self.patch_hop_s
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,19 @@
 """The pipeline: source -> log-mel -> patcher -> [batched scorer] -> smoother -> events -> sinks.
 
 :class:`StreamState` chains one stream's stages; :class:`Listener` runs many streams
-in one loop and sends every patch that is ready, from every stream and from any
-backlog, through **one** batched inference call per iteration. File mode is the same
+in one loop. Per iteration it reads every stream that has audio due, computes the
+log-mel frames of **all** of them with one shared kernel (one ``rfft`` and one mel
+matrix product per block of rows, :class:`~detector.frontend.logmel.LogMelKernel`),
+and sends every patch that is ready through **one** batched inference call; each
+stream's scores then go through its smoother as one block. File mode is the same
 loop with file sources (:func:`detect_file`), so offline results are the streaming
-results.
+results; file streams read ahead until about :data:`FILE_BATCH_PATCHES` patches are
+pending, so inference runs in large batches.
+
+Waiting (docs/benchmarks.md): a paced source (microphone, real-time replay) is only
+read when its next patch is due, and the loop sleeps until the earliest such time or
+the next status message, never polling; other live sources (stdin, network) are
+polled every ``live_poll_s`` while idle.
 
 Reliability (``docs/reliability.md``):
 
@@ -37,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from detector.config import Config, load_config
+from detector.frontend.logmel import LogMelKernel
 from detector.frontend.patcher import Patch
 from detector.io.control import Commands, ControlError, ControlServer, SeqStore
 from detector.io.publisher import ListSink, Sink
@@ -45,9 +55,18 @@ from detector.model.scorer import OnnxScorer
 from detector.sources.parse import FileSource, Source, StdinSource
 from detector.stream import LATENCY_WINDOW, StreamState, hop_frames_for
 
-__all__ = ["FailedSource", "Listener", "StreamState", "detect_file", "hop_frames_for"]
+__all__ = ["FILE_BATCH_PATCHES", "FailedSource", "Listener", "StreamState", "detect_file", "hop_frames_for"]
 
 log = logging.getLogger(__name__)
+
+FILE_BATCH_PATCHES = 64
+"""Patches file streams read ahead for, per loop: inference costs least per patch around
+batch 64 on CPU (docs/benchmarks.md), and the read-ahead bounds memory (~31 s of audio
+for one file at a 0.48 s hop)."""
+MIN_WAIT_S = 0.002
+"""Shortest sleep of an idle loop: streams due within this are read together."""
+CONTROL_POLL_S = 0.1
+"""Longest sleep while a control socket is open (requests are answered within this)."""
 
 
 class FailedSource(Source):
@@ -118,8 +137,11 @@ class Listener:
         if dupes:
             raise ValueError(f"stream ids must be unique; repeated: {dupes}")
         self.seq_store = SeqStore(state_dir, self.session) if state_dir is not None else None
+        self.kernel = LogMelKernel(self.scorer.contract.features)  # shared by every stream
+        n_live = sum(s.is_live for s in sources)  # sets the automatic live hop
         self.streams = [
-            StreamState(s, self.scorer, self.config, self.session, self.seq_store) for s in sources
+            StreamState(s, self.scorer, self.config, self.session, self.seq_store, self.kernel, n_live)
+            for s in sources
         ]
         self.batches = 0
         self.batch_sizes: deque[int] = deque(maxlen=LATENCY_WINDOW)
@@ -134,36 +156,65 @@ class Listener:
 
     # -- reading ---------------------------------------------------------------------
 
-    def _read(self, st: StreamState, pending: list[_Pending], chunk: int) -> bool:
-        """Read from one source; True if it produced audio or ended."""
+    def _read(
+        self, st: StreamState, frames: list[tuple[StreamState, np.ndarray]], chunk: int, budget: int
+    ) -> bool:
+        """Read from one source (up to ``budget`` samples of a file, in ``chunk`` pieces);
+        its raw frames go to ``frames``. True if it produced audio or ended."""
         if st.paused and not _must_drain(st.source):
             return False  # a file or stdin simply waits while paused
-        ended = False
-        samples: np.ndarray | None
-        if _must_drain(st.source):
-            samples, ended = self._drain(st, chunk)
-        else:
-            samples = st.source.read(chunk)
-            ended = samples is None
-        now = time.perf_counter()
-        self._absorb_gap(st)
-        if samples is not None and samples.size:
-            if st.paused:
-                st.paused_samples += samples.size
-                st.skip(samples.size)
+        got = 0
+        while True:
+            ended = False
+            samples: np.ndarray | None
+            if _must_drain(st.source):
+                samples, ended = self._drain(st, chunk)
             else:
-                t0 = time.perf_counter()
-                patches = st.feed(samples)
-                st.add_busy(time.perf_counter() - t0)
-                pending.extend(_Pending(st, p, now) for p in patches)
-                notice = st.bad_input_notice()
-                if notice:
-                    self.publish([st.status(st.state_now(), time.time(), notice)])
-        if ended:
-            st.ended = True
-            pending.extend(_Pending(st, p, now) for p in st.finish())
-            return True
-        return samples is not None and samples.size > 0
+                samples = st.source.read(chunk)
+                ended = samples is None
+            self._absorb_gap(st)
+            if samples is not None and samples.size:
+                got += samples.size
+                if st.paused:
+                    st.paused_samples += samples.size
+                    st.skip(samples.size)
+                else:
+                    t0 = time.perf_counter()
+                    f = st.prepare(samples)
+                    st.add_busy(time.perf_counter() - t0)
+                    if f.shape[0]:
+                        frames.append((st, f))
+                    notice = st.bad_input_notice()
+                    if notice:
+                        self.publish([st.status(st.state_now(), time.time(), notice)])
+            if ended:
+                st.ended = True
+                return True
+            if st.source.is_live or samples is None or samples.size == 0 or got >= budget:
+                return got > 0
+
+    def _frontend(self, frames: list[tuple[StreamState, np.ndarray]], pending: list[_Pending]) -> None:
+        """Log-mel of every stream's new frames in one kernel call; patches to ``pending``."""
+        if not frames:
+            return
+        t0 = time.perf_counter()
+        mel = self.kernel.many([f for _, f in frames])
+        now = time.perf_counter()
+        share = (now - t0) / mel.shape[0]
+        row = 0
+        for st, f in frames:
+            k = f.shape[0]
+            if st.error:
+                row += k
+                continue
+            try:
+                patches = st.take(mel[row : row + k])
+            except Exception as e:  # one bad stream never stops the others
+                self._fail(st, e)
+                patches = []
+            row += k
+            st.add_busy(share * k)
+            pending.extend(_Pending(st, p, now) for p in patches)
 
     def _drain(self, st: StreamState, chunk: int) -> tuple[np.ndarray, bool]:
         """Everything a live source holds, keeping at most ``max_backlog_s`` (newest) of it.
@@ -249,15 +300,39 @@ class Listener:
         self.batches += 1
         self.batch_sizes.append(len(pending))
         share = t_inf / len(pending)
-        for item, raw in zip(pending, scores, strict=True):
-            st = item.stream
+        rows: dict[int, list[int]] = {}  # each stream's patches, in order
+        for i, item in enumerate(pending):
+            rows.setdefault(id(item.stream), []).append(i)
+        for idx in rows.values():
+            st = pending[idx[0]].stream
             if st.error:
                 continue
             t1 = time.perf_counter()
-            self.publish(st.on_scores(item.patch, raw))
+            self.publish(st.on_scores_many([pending[i].patch for i in idx], scores[idx]))
             done = time.perf_counter()
-            st.add_busy(share + done - t1)
-            st.add_latency(done - item.ready_at)
+            st.add_busy(share * len(idx) + done - t1)
+            for i in idx:
+                st.add_latency(done - pending[i].ready_at)
+
+    def _wait(self, live: list[StreamState], stop: threading.Event, until_status: float) -> None:
+        """Sleep until a paced stream's next patch is due, the next status message, or
+        (with unpaced live sources, or while a control socket is open) a short poll."""
+        lc = self.config.listen
+        timeout = until_status
+        mono = time.monotonic()
+        for st in live:
+            if st.source.paced and not st.paused:
+                timeout = min(timeout, st.due - mono)
+            elif st.source.paced:
+                timeout = min(timeout, lc.status_interval_s)
+            elif st.source.is_live or not st.paused:
+                timeout = min(timeout, lc.live_poll_s)
+        timeout = max(timeout, MIN_WAIT_S)
+        if self.control is not None:
+            # Requests are answered as they come; the stop event is seen within CONTROL_POLL_S.
+            self.control.poll(round(1000 * min(timeout, CONTROL_POLL_S)))
+        else:
+            stop.wait(timeout)
 
     def handle(self, req: dict[str, Any]) -> Any:
         """Carry out one validated control request (see :class:`detector.io.control.Commands`)."""
@@ -321,17 +396,35 @@ class Listener:
         live = [st for st in self.streams if not st.ended]
         self.publish([st.status("starting", time.time()) for st in live])
         last_status = time.time()
+        hop_samples = {id(st): st.patcher.hop_frames * st.hop_length for st in live}
         try:
             while live and not stop.is_set():
                 pending: list[_Pending] = []
+                frames: list[tuple[StreamState, np.ndarray]] = []
                 progressed = False
+                ended: list[StreamState] = []
+                n_files = sum(not st.source.is_live for st in live)
+                mono = time.monotonic()
                 for st in live:
+                    if st.source.paced and st.due > mono:
+                        continue  # its next patch is not due yet: nothing to do
                     chunk = round(lc.file_chunk_s * st.sample_rate)
+                    budget = chunk
+                    if not st.source.is_live:  # read ahead for a large inference batch
+                        budget = max(chunk, -(-FILE_BATCH_PATCHES * hop_samples[id(st)] // n_files))
                     try:
-                        progressed |= self._read(st, pending, chunk)
+                        progressed |= self._read(st, frames, chunk, budget)
                         self._check_gap(st)
                     except Exception as e:  # one bad stream never stops the others
                         self._fail(st, e)
+                    if st.ended:
+                        ended.append(st)
+                    elif st.source.paced:
+                        st.due = mono + st.samples_to_next_patch() / st.sample_rate
+                self._frontend(frames, pending)
+                for st in ended:
+                    if not st.error:
+                        pending.extend(_Pending(st, p, time.perf_counter()) for p in st.finish())
                 if pending:
                     self._score(pending)
                 for st in live:
@@ -346,8 +439,8 @@ class Listener:
                     last_status = now
                 if self.control is not None:
                     progressed |= self.control.poll() > 0
-                if not progressed:
-                    stop.wait(lc.live_poll_s)
+                if not progressed and live:
+                    self._wait(live, stop, last_status + lc.status_interval_s - time.time())
         finally:
             for st in live:
                 self.publish(st.close_events("shutdown"))

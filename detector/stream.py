@@ -18,7 +18,7 @@ import numpy as np
 from detector.config import Config
 from detector.decide.events import EventBuilder
 from detector.decide.smoother import Smoother
-from detector.frontend.logmel import LogMelStage
+from detector.frontend.logmel import LogMelKernel, LogMelStage
 from detector.frontend.patcher import Patch, Patcher
 from detector.io.control import ControlError, SeqStore
 from detector.io.wire import envelope
@@ -62,6 +62,8 @@ class StreamState:
         config: Config,
         session: str,
         seq_store: SeqStore | None = None,
+        kernel: LogMelKernel | None = None,
+        live_streams: int = 1,
     ) -> None:
         contract = scorer.contract
         cfg = contract.features
@@ -70,8 +72,8 @@ class StreamState:
         self.session = session
         self.listen = config.listen
         self.contract = contract
-        self.logmel = LogMelStage(cfg)
-        self.patcher = Patcher(cfg, hop_frames_for(config.listen.patch_hop_s, scorer))
+        self.logmel = LogMelStage(cfg, kernel)
+        self.patcher = Patcher(cfg, hop_frames_for(config.listen.hop_for(source.is_live, live_streams), scorer))
         self.hop_s = self.patcher.hop_frames * cfg.frame_seconds
         self.smoother = self._make_smoother(config)
         self.events = EventBuilder(contract.labels, config.listen.update_interval_s, self.wall_of)
@@ -85,6 +87,7 @@ class StreamState:
         self.patches = 0
         self.wall_origin: float | None = None
         self.ended = False
+        self.due = 0.0  # time.monotonic() when a paced source's next patch is complete
         self.paused = False
         self.error: str | None = None
         self.last_state: str = "starting"
@@ -129,14 +132,37 @@ class StreamState:
         return msg
 
     def feed(self, samples: np.ndarray) -> list[Patch]:
+        """Samples ``(n,)`` -> the patches they complete (front end run for this stream alone)."""
+        return self.take(self.logmel.kernel(self.prepare(samples)))
+
+    def take(self, mel: np.ndarray) -> list[Patch]:
+        """Log-mel rows of this stream's frames from :meth:`prepare` -> ready patches."""
+        return self.patcher.process(mel)
+
+    def samples_to_next_patch(self) -> int:
+        """Stream samples still to come before the next patch is complete (>= 1)."""
+        cfg = self.patcher.cfg
+        start = self.patcher.next_start_frame
+        if self._realign:  # after a hole the front end restarts at the next frame boundary
+            start = -(-self.samples // cfg.hop_length)
+        last = (start + cfg.patch_frames - 1) * cfg.hop_length + cfg.win_length
+        return max(1, last - self.samples)
+
+    def prepare(self, samples: np.ndarray) -> np.ndarray:
+        """Samples ``(n,)`` -> raw frames ``(k, win_length)`` for the shared log-mel kernel.
+
+        Counts level and bad samples and advances stream time; :meth:`take` gets the
+        frames' log-mel rows back.
+        """
+        empty = np.zeros((0, self.patcher.cfg.win_length))
         if samples.size == 0:
-            return []
+            return empty
         if self.wall_origin is None:
             self.wall_origin = time.time() - samples.size / self.sample_rate
         if self._realign:
             samples = self._restart(samples)
             if samples.size == 0:
-                return []
+                return empty
         with np.errstate(invalid="ignore"):
             clean = bool(np.all(np.abs(samples) <= MAX_ABS_SAMPLE))  # False for any NaN
         if not clean:
@@ -150,7 +176,7 @@ class StreamState:
         self._sum_sq += float(np.dot(samples, samples))
         self._level_n += samples.size
         self._peak = max(self._peak, float(np.max(np.abs(samples))))
-        return self.patcher.process(self.logmel.process(samples))
+        return self.logmel.frames(samples)
 
     def skip(self, n: int) -> None:
         """Advance stream time over ``n`` samples that are not analysed (a hole).
@@ -180,28 +206,42 @@ class StreamState:
         return self.patcher.flush()
 
     def on_scores(self, patch: Patch, raw: np.ndarray) -> list[dict[str, Any]]:
-        centre = 0.5 * (patch.start + patch.start + self.patcher.cfg.patch_seconds)
-        smoothed, transitions = self.smoother.process(raw, centre)
-        out = [
-            self.message("event", p, patch.end)
-            for p in self.events.process(transitions, smoothed, centre)
-        ]
-        self.patches += 1
+        """Scores ``(L,)`` of one patch -> its event and scores messages."""
+        return self.on_scores_many([patch], raw[None, :])
+
+    def on_scores_many(self, patches: list[Patch], raw: np.ndarray) -> list[dict[str, Any]]:
+        """Scores ``(n, L)`` of ``n`` consecutive patches -> their messages, in patch order.
+
+        Smoothing and hysteresis run as array work over the block
+        (:meth:`~detector.decide.smoother.Smoother.process_many`); per patch only the
+        events that happen and the top-k scores message are built.
+        """
+        n = len(patches)
+        half = 0.5 * self.patcher.cfg.patch_seconds
+        centres = np.array([0.5 * (p.start + p.start + 2.0 * half) for p in patches])
+        d = self.smoother.process_many(raw, centres)
+        top_k = min(self.listen.top_k, len(self.labels))
         if self.listen.scores:
-            k = min(self.listen.top_k, len(self.labels))
-            top = np.argsort(-smoothed, kind="stable")[:k]
-            entries = [
-                {
-                    "label": self.labels[i],
-                    "score": round(float(smoothed[i]), 4),
-                    "on": round(float(self.smoother.on[i]), 4),
-                    "off": round(float(self.smoother.off[i]), 4),
-                    "active": bool(self.smoother.active[i]),
-                }
-                for i in top
-            ]
-            payload = {"patch_start": round(patch.start, 4), "patch_end": round(patch.end, 4), "top": entries}
-            out.append(self.message("scores", payload, patch.end))
+            top = np.argsort(-d.smoothed, axis=1, kind="stable")[:, :top_k]
+            top_scores = np.take_along_axis(d.smoothed, top, axis=1).tolist()
+            top_active = np.take_along_axis(d.active, top, axis=1).tolist()
+            on = [round(v, 4) for v in self.smoother.on.tolist()]
+            off = [round(v, 4) for v in self.smoother.off.tolist()]
+            top_idx = top.tolist()
+        out: list[dict[str, Any]] = []
+        for r, patch in enumerate(patches):
+            trs = d.transitions[r]
+            if trs or self.events.open:
+                for p in self.events.process(trs, d.smoothed[r], float(centres[r])):
+                    out.append(self.message("event", p, patch.end))
+            if self.listen.scores:
+                entries = [
+                    {"label": self.labels[i], "score": round(v, 4), "on": on[i], "off": off[i], "active": a}
+                    for i, v, a in zip(top_idx[r], top_scores[r], top_active[r], strict=True)
+                ]
+                payload = {"patch_start": round(patch.start, 4), "patch_end": round(patch.end, 4), "top": entries}
+                out.append(self.message("scores", payload, patch.end))
+        self.patches += n
         return out
 
     def close_events(self, reason: str) -> list[dict[str, Any]]:
@@ -271,17 +311,14 @@ class StreamState:
         audio = (self.samples - self._last_status_samples) / self.sample_rate
         busy = self._busy_s - self._last_status_busy
         lat = np.array(self._latency) * 1000.0 if self._latency else np.zeros(1)
+        p50, p99 = np.percentile(lat, [50, 99]).tolist()
         payload: dict[str, Any] = {
             "state": state,
             "level_dbfs": round(_dbfs(np.sqrt(self._sum_sq / self._level_n)) if self._level_n else LEVEL_FLOOR_DBFS, 2),
             "peak_dbfs": round(_dbfs(self._peak), 2),
             "speed": round(audio / dt, 3) if dt else 0.0,
             "load": round(busy / audio, 5) if audio > 0 else 0.0,
-            "latency_ms": {
-                "last": round(float(lat[-1]), 3),
-                "p50": round(float(np.percentile(lat, 50)), 3),
-                "p99": round(float(np.percentile(lat, 99)), 3),
-            },
+            "latency_ms": {"last": round(float(lat[-1]), 3), "p50": round(p50, 3), "p99": round(p99, 3)},
             **self.counters(),
             "patches": self.patches,
             "open_events": len(self.events.open),

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-publish", action="store_true", help="do not open a ZeroMQ socket")
     p.add_argument("--json", action="store_true", help="write events as JSON lines on stdout")
     p.add_argument("--json-all", action="store_true", help="write every message (scores, status too)")
-    p.add_argument("--hop", type=float, dest="patch_hop_s", metavar="SECONDS", help="patch hop (default 0.48)")
+    p.add_argument("--hop", type=float, dest="patch_hop_s", metavar="SECONDS", help="patch hop, for every source (default 0.48 s for files and stdin, 0.24 s for live sources)")
     p.add_argument("--top-k", type=int, help="labels per scores message (default 5)")
     p.add_argument("--realtime", action="store_true", default=None, help="pace files to the wall clock")
     p.add_argument("--allow-truncated", action="store_true",
@@ -193,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(
         args.config,
         {
-            "patch_hop_s": args.patch_hop_s, "device": args.device, "threads": args.threads,
+            "patch_hop_s": args.patch_hop_s, "live_patch_hop_s": args.patch_hop_s, "device": args.device, "threads": args.threads,
             "top_k": args.top_k, "realtime": args.realtime, "endpoint": args.publish,
         },
     )
@@ -204,7 +204,8 @@ def _run(args: argparse.Namespace) -> int:
 
         parse_mqtt_url(args.mqtt)
     scorer = OnnxScorer(resolve_model(args.model), lc.device, lc.threads, lc.max_batch)
-    hop_frames_for(lc.patch_hop_s, scorer)  # reject a bad hop before opening any device
+    for hop in {lc.hop_for(False), lc.hop_for(True)}:
+        hop_frames_for(hop, scorer)  # reject a bad hop before opening any device
     srcs = _make_sources(args, scorer.contract.features.sample_rate, lc.realtime)
     sinks: list[Sink] = []
     if args.json or args.json_all:

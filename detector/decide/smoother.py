@@ -6,15 +6,22 @@ Per label, with the smoothed score ``s``:
 
 - **smoothing**: ``ema`` (time constant ``ema_tau_s``; alpha = 1 - exp(-hop/tau)),
   ``median`` over ``median_s`` seconds of hops, or ``none``;
-- **onset**: ``s >= on`` continuously for at least ``debounce_s``; the event starts
-  at the beginning of the first interval above ``on``;
-- **offset**: ``s < off`` continuously for at least ``hold_s``; the event ends at the
-  beginning of the first interval below ``off``, but never before
+- **onset**: the *raw* score ``x >= on`` continuously for at least ``debounce_s``; the
+  event starts at the beginning of the first interval above ``on``. Smoothing adds no
+  delay to an onset (an EMA needs one or two more hops to cross ``on``);
+- **offset**: ``max(x, s) < off`` continuously for at least ``hold_s`` (the smoothed
+  score keeps the hysteresis, so a dip of the raw score alone ends nothing); the event
+  ends at the beginning of the first interval below ``off``, but never before
   ``start + min_duration_s`` (every reported event lasts at least that long);
 - ``on``/``off`` default to the model's tuned thresholds (``None`` = use the model's).
 
 Defaults live in :class:`LabelPolicy`; ``SmootherConfig.labels`` overrides any field
 for one label (by display name). Transitions are returned, never printed or sent.
+
+:meth:`Smoother.process_many` takes a block of hops at once (file mode): smoothing is
+array work over hops x labels, and the hysteresis runs only on the labels whose raw
+score reaches ``on`` or that are open (usually none or a few); :meth:`Smoother.process`
+is the same code on one hop.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LabelPolicy", "Smoother", "SmootherConfig", "Transition"]
+__all__ = ["Decisions", "LabelPolicy", "Smoother", "SmootherConfig", "Transition"]
 
 METHODS = ("ema", "median", "none")
 
@@ -89,6 +96,19 @@ class Transition:
     time: float  # stream seconds of the event start (onset) or end (offset)
 
 
+@dataclass(frozen=True)
+class Decisions:
+    """What :meth:`Smoother.process_many` decided for ``n`` hops.
+
+    ``smoothed`` ``(n, L)``; ``transitions[r]`` the transitions of hop ``r`` (onsets by
+    label, then offsets by label); ``active`` ``(n, L)`` bool, open after each hop.
+    """
+
+    smoothed: np.ndarray
+    transitions: list[list[Transition]]
+    active: np.ndarray
+
+
 class Smoother:
     """``process(scores (L,), centre_s) -> (smoothed (L,), [Transition])``; ``close(t)`` at end."""
 
@@ -134,59 +154,103 @@ class Smoother:
         self.smoothed = np.zeros(L)
 
     def _smooth(self, x: np.ndarray) -> np.ndarray:
+        """Smoothed scores of hops ``x`` ``(n, L)``, in order; advances the state."""
         out = x.copy()
+        n = x.shape[0]
         if self._ema.any():
-            self._ema_state = self._alpha * x + (1.0 - self._alpha) * self._ema_state
-            out[self._ema] = self._ema_state[self._ema]
+            a = self._alpha
+            state = self._ema_state
+            ema = np.empty_like(x)
+            for r in range(n):  # a recurrence; each step is one vector op over labels
+                state = a * x[r] + (1.0 - a) * state
+                ema[r] = state
+            self._ema_state = state
+            out[:, self._ema] = ema[:, self._ema]
         if self._median.any():
             depth = self._hist.shape[0]
-            self._hist[self._steps % depth] = x
-            n = min(self._steps + 1, depth)
-            for m in np.unique(self._med_len[self._median]):
-                k = min(int(m), n)
-                rows = [(self._steps - j) % depth for j in range(k)]
-                sel = self._median & (self._med_len == m)
-                out[sel] = np.median(self._hist[rows][:, sel], axis=0)
-        self._steps += 1
+            groups = [(int(m), self._median & (self._med_len == m)) for m in np.unique(self._med_len[self._median])]
+            for r in range(n):
+                self._hist[self._steps % depth] = x[r]
+                k_have = min(self._steps + 1, depth)
+                for m, sel in groups:
+                    k = min(m, k_have)
+                    rows = [(self._steps - j) % depth for j in range(k)]
+                    out[r, sel] = np.median(self._hist[rows][:, sel], axis=0)
+                self._steps += 1
+        else:
+            self._steps += n
         return out
 
     def process(self, scores: np.ndarray, centre_s: float) -> tuple[np.ndarray, list[Transition]]:
+        """One hop: scores ``(L,)`` of the patch centred at ``centre_s`` (stream seconds)."""
         x = np.asarray(scores, dtype=np.float64)
         if x.shape != (self._n_labels,):
             raise ValueError(f"scores of shape {x.shape}; expected ({self._n_labels},)")
-        s = self._smooth(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0))
-        self.smoothed = s
-        a = centre_s - self.hop_s / 2.0
-        b = centre_s + self.hop_s / 2.0
-        out: list[Transition] = []
+        d = self.process_many(x[None, :], np.array([centre_s]))
+        return d.smoothed[0], d.transitions[0]
 
-        # Onsets among inactive labels.
-        above = (s >= self.on) & self.enabled & ~self.active
-        self._above_since[~above & ~self.active] = np.nan
-        newly = above & np.isnan(self._above_since)
-        self._above_since[newly] = a
-        fire = above & (b - self._above_since >= self.debounce)
-        for i in np.flatnonzero(fire):
-            out.append(Transition(int(i), "onset", float(self._above_since[i])))
-        self.start[fire] = self._above_since[fire]
-        self.active |= fire
-        self._above_since[fire] = np.nan
-        self._below_since[fire] = np.nan
+    def process_many(self, scores: np.ndarray, centres_s: np.ndarray) -> Decisions:
+        """``n`` consecutive hops: scores ``(n, L)``, patch centres ``(n,)`` in stream seconds."""
+        x = np.asarray(scores, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self._n_labels:
+            raise ValueError(f"scores of shape {x.shape}; expected (n, {self._n_labels})")
+        n = x.shape[0]
+        x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)
+        s = self._smooth(x)
+        if n:
+            self.smoothed = s[-1]
+        starts = np.asarray(centres_s, dtype=np.float64) - self.hop_s / 2.0
+        ends = starts + self.hop_s
+        active_rows = np.repeat(self.active[None, :], n, axis=0)
+        per_row: list[list[tuple[int, int, Transition]]] = [[] for _ in range(n)]
+        # Only labels that are open, or whose raw score reaches `on`, can change state;
+        # every other label just forgets a run above `on` that never fired.
+        reach = ((x >= self.on) & self.enabled).any(axis=0)
+        quiet = ~reach & ~self.active
+        self._above_since[quiet] = np.nan
+        off_val = np.maximum(x, s)
+        for lab in np.flatnonzero(reach | self.active).tolist():
+            self._decide(lab, x[:, lab], off_val[:, lab], starts, ends, per_row, active_rows)
+        transitions = [[t for _, _, t in sorted(row, key=lambda e: (e[0], e[1]))] for row in per_row]
+        return Decisions(s, transitions, active_rows)
 
-        # Offsets among active labels (not those that just fired).
-        act = self.active & ~fire
-        below = act & (s < self.off)
-        self._below_since[act & ~below] = np.nan
-        newly = below & np.isnan(self._below_since)
-        self._below_since[newly] = a
-        end = np.maximum(self._below_since, self.start + self.min_dur)
-        close = below & (b - self._below_since >= self.hold) & (b >= self.start + self.min_dur)
-        for i in np.flatnonzero(close):
-            out.append(Transition(int(i), "offset", float(end[i])))
-        self.active[close] = False
-        self.start[close] = np.nan
-        self._below_since[close] = np.nan
-        return s, out
+    def _decide(
+        self, lab: int, raw: np.ndarray, off_val: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+        per_row: list[list[tuple[int, int, Transition]]], active_rows: np.ndarray,
+    ) -> None:
+        """Hysteresis of one label over the hops (scalar state machine, in hop order)."""
+        on, off = float(self.on[lab]), float(self.off[lab])
+        enabled = bool(self.enabled[lab])
+        debounce, hold, min_dur = float(self.debounce[lab]), float(self.hold[lab]), float(self.min_dur[lab])
+        active = bool(self.active[lab])
+        start = float(self.start[lab])
+        above = float(self._above_since[lab])
+        below = float(self._below_since[lab])
+        nan = float("nan")
+        for r, (xv, dv, a, b) in enumerate(zip(raw.tolist(), off_val.tolist(), starts.tolist(), ends.tolist(), strict=True)):
+            if not active:
+                if enabled and xv >= on:
+                    if above != above:  # NaN: a new run above `on`
+                        above = a
+                    if b - above >= debounce:
+                        per_row[r].append((0, lab, Transition(lab, "onset", above)))
+                        active, start, above, below = True, above, nan, nan
+                        active_rows[r:, lab] = True
+                else:
+                    above = nan
+            elif dv < off:
+                if below != below:
+                    below = a
+                if b - below >= hold and b >= start + min_dur:
+                    per_row[r].append((1, lab, Transition(lab, "offset", max(below, start + min_dur))))
+                    active, start, below = False, nan, nan
+                    active_rows[r:, lab] = False
+            else:
+                below = nan
+        self.active[lab] = active
+        self.start[lab] = start
+        self._above_since[lab] = above
+        self._below_since[lab] = below
 
     def close(self, time_s: float) -> list[Transition]:
         """End of stream or shutdown at stream time ``time_s``: offsets for open events."""

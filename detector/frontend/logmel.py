@@ -4,6 +4,14 @@ State is the tail of samples not yet covered by a complete frame (at most
 ``win_length - 1 + hop_length`` samples) and the index of the next frame. Any
 chunking of a stream yields exactly the frames of :func:`detector.frontend.features.log_mel`
 on the whole stream.
+
+The stage is split in two so that many streams can share one transform:
+:meth:`LogMelStage.frames` cuts a chunk into raw frames (per-stream state), and
+:class:`LogMelKernel` turns the raw frames of any number of streams into log-mel rows
+with **one** windowing, one ``rfft`` and one mel matrix product
+(:meth:`LogMelKernel.many`), in row blocks of a preallocated scratch buffer. Every row
+goes through the same arithmetic whatever else is in the call, so a stream's features
+do not depend on the chunking or on the other streams (``tests/test_features.py``).
 """
 
 from __future__ import annotations
@@ -14,10 +22,65 @@ from detector.frontend.features import (
     FeatureConfig,
     hann_window,
     mel_filterbank,
-    spectra_to_log_mel,
 )
 
-__all__ = ["LogMelStage"]
+__all__ = ["KERNEL_BLOCK_FRAMES", "LogMelKernel", "LogMelStage"]
+
+KERNEL_BLOCK_FRAMES = 512
+"""Rows per transform call: 512 x n_fft float64 = 2 MiB of scratch, cache-sized."""
+
+
+class LogMelKernel:
+    """Raw frames -> log-mel rows; one preallocated scratch buffer, shared by any number of streams.
+
+    ``kernel(frames (k, win_length))`` -> ``(k, n_mels)`` float32;
+    ``kernel.many([frames_a, frames_b, ...])`` -> one ``(sum k, n_mels)`` array, the
+    streams' rows in order, computed together in blocks of ``block`` rows.
+    """
+
+    def __init__(self, cfg: FeatureConfig, block: int = KERNEL_BLOCK_FRAMES) -> None:
+        self.cfg = cfg
+        self.block = max(1, int(block))
+        self._window = hann_window(cfg)
+        self._fbank = mel_filterbank(cfg)
+        self._scratch = np.zeros((self.block, cfg.n_fft), dtype=np.float64)
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        return self.many([frames])
+
+    def many(self, parts: list[np.ndarray]) -> np.ndarray:
+        cfg = self.cfg
+        total = sum(p.shape[0] for p in parts)
+        out = np.empty((total, cfg.n_mels), dtype=np.float32)
+        if total == 0:
+            return out
+        scratch, win, block = self._scratch, cfg.win_length, self.block
+        row = 0  # rows of the current block filled
+        done = 0  # output rows written
+        for p in parts:
+            i = 0
+            while i < p.shape[0]:
+                take = min(p.shape[0] - i, block - row)
+                np.multiply(p[i : i + take], self._window, out=scratch[row : row + take, :win])
+                row += take
+                i += take
+                if row == block:
+                    out[done : done + row] = _transform(scratch[:row], self._fbank, cfg)
+                    done += row
+                    row = 0
+        if row:
+            out[done : done + row] = _transform(scratch[:row], self._fbank, cfg)
+        return out
+
+
+def _transform(padded: np.ndarray, fbank: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Windowed, zero-padded frames ``(n, n_fft)`` float64 -> log-mel ``(n, n_mels)``.
+
+    The arithmetic of :func:`detector.frontend.features.spectra_to_log_mel`, row for row.
+    """
+    mel = np.abs(np.fft.rfft(padded, axis=-1)) @ fbank
+    mel += cfg.log_offset
+    return np.log(mel, out=mel)
 
 
 class LogMelStage:
@@ -28,15 +91,14 @@ class LogMelStage:
     frame ``t`` starts at sample ``t * hop_length`` of the stream.
     """
 
-    def __init__(self, cfg: FeatureConfig, max_chunk_frames: int = 1024) -> None:
+    def __init__(self, cfg: FeatureConfig, kernel: LogMelKernel | None = None) -> None:
         self.cfg = cfg
-        self._window = hann_window(cfg)
-        self._fbank = mel_filterbank(cfg)
+        # Shared by every stream of a Listener (one scratch buffer, not one per stream).
+        self.kernel = kernel if kernel is not None else LogMelKernel(cfg)
         # Tail: samples from the start of the next frame; never longer than one
         # frame plus one hop minus one sample.
         self._tail = np.zeros(cfg.win_length + cfg.hop_length, dtype=np.float64)
         self._tail_len = 0
-        self._scratch = np.zeros((max_chunk_frames, cfg.n_fft), dtype=np.float64)
         self.frames_done = 0
 
     def reset(self) -> None:
@@ -44,6 +106,14 @@ class LogMelStage:
         self.frames_done = 0
 
     def process(self, chunk: np.ndarray) -> np.ndarray:
+        """``(n,)`` samples -> ``(k, n_mels)`` float32 log-mel of the frames they complete."""
+        return self.kernel(self.frames(chunk))
+
+    def frames(self, chunk: np.ndarray) -> np.ndarray:
+        """``(n,)`` samples -> ``(k, win_length)`` float64 raw frames they complete (a view).
+
+        Advances the stage; the caller transforms the frames (:class:`LogMelKernel`).
+        """
         cfg = self.cfg
         chunk = np.asarray(chunk)
         if chunk.ndim != 1:
@@ -52,7 +122,7 @@ class LogMelStage:
         if total < cfg.win_length:
             self._tail[self._tail_len : total] = chunk
             self._tail_len = total
-            return np.zeros((0, cfg.n_mels), dtype=np.float32)
+            return np.zeros((0, cfg.win_length), dtype=np.float64)
         # One contiguous view of tail + chunk; the copy is bounded by the chunk size.
         signal = np.empty(total, dtype=np.float64)
         signal[: self._tail_len] = self._tail[: self._tail_len]
@@ -61,12 +131,9 @@ class LogMelStage:
         frames = np.lib.stride_tricks.sliding_window_view(signal, cfg.win_length)[
             : (n_frames - 1) * cfg.hop_length + 1 : cfg.hop_length
         ]
-        if n_frames > self._scratch.shape[0]:
-            self._scratch = np.zeros((n_frames, cfg.n_fft), dtype=np.float64)
-        out = spectra_to_log_mel(frames, self._window, self._fbank, cfg, self._scratch)
         consumed = n_frames * cfg.hop_length
         rest = total - consumed
         self._tail[:rest] = signal[consumed:]
         self._tail_len = rest
         self.frames_done += n_frames
-        return out
+        return frames

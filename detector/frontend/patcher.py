@@ -56,6 +56,11 @@ class Patcher:
         self._buf_start = start_frame
         self._emitted_end = start_frame
 
+    @property
+    def next_start_frame(self) -> int:
+        """Stream frame index where the next patch starts."""
+        return self._buf_start
+
     def _patch(self, offset: int, padded: int = 0) -> Patch:
         cfg = self.cfg
         start_frame = self._buf_start + offset

@@ -105,6 +105,9 @@ class Source(abc.ABC):
     """
 
     is_live: bool = False
+    #: Audio arrives at the real-time rate (a capture device, a paced replay): the
+    #: pipeline then sleeps until a source's next patch is due instead of polling it.
+    paced: bool = False
 
     def __init__(self, stream_id: str, sample_rate: int) -> None:
         if int(sample_rate) != sample_rate or sample_rate <= 0:

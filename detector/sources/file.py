@@ -113,6 +113,7 @@ class FileSource(Source):
         self.path = spath
         self.realtime = realtime
         self.is_live = realtime
+        self.paced = realtime
         self._file = self._open(spath, allow_truncated)
         self.in_rate = int(self._file.samplerate)
         self.channels = int(self._file.channels)

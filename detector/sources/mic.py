@@ -66,6 +66,7 @@ class MicSource(Source):
     """
 
     is_live = True
+    paced = True
 
     def __init__(
         self,
