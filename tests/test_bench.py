@@ -189,3 +189,18 @@ def test_fetch_yamnet_extracts_model_and_class_map(tmp_path: Path) -> None:
     assert (tmp_path / "model.data").stat().st_size > 1_000_000
     assert find_yamnet(tmp_path) == model
     assert graph_cost(model).macs > 60_000_000  # MobileNetV1 YAMNet: ~69 M MACs
+
+
+def test_sections_record_load_and_loaded_figures_are_marked() -> None:
+    from detector.bench.run import measured
+
+    r = measured("t", lambda: {"x_realtime": 5.0})
+    load = r["load"]
+    assert r["x_realtime"] == 5.0 and len(load["loadavg_before"]) == 3 and len(load["loadavg_after"]) == 3
+    assert load["other_processes_cores"] >= 0 and isinstance(load["under_load"], bool)
+    config = dataclasses.asdict(BenchConfig(batches=(1,)))
+    quiet = {"long": {"x_realtime": 3000.0}, "load": {"under_load": False}}
+    busy = {"long": {"x_realtime": 3000.0}, "load": {"under_load": True}}
+    assert "*" not in table({"config": config, "ours": {"file": quiet}})
+    text = table({"config": config, "ours": {"file": busy}})
+    assert "3,000*" in text and "more than 1 core" in text

@@ -66,6 +66,43 @@ log = logging.getLogger("sed-bench")
 
 RATE = 16000
 PEAK_SECONDS = 3.0  # sgemm repeats per peak FLOP/s measurement
+LOAD_LIMIT = 1.0
+"""A section during which other processes used more than this many cores on average is
+marked ``under_load`` (JSON) and with ``*`` (table): its figures are pessimistic."""
+
+
+def _cpu_jiffies() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    v = [float(x) for x in first[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = v[3] + (v[4] if len(v) > 4 else 0.0)  # idle + iowait
+    return (sum(v[:8]) - idle) / tick, sum(v[:8]) / tick
+
+
+def _own_cpu() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def measured(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one section; add ``load``: the load average before/after (logged) and the cores
+    other processes used meanwhile (machine busy time minus this process's)."""
+    before, j0, c0, w0 = os.getloadavg(), _cpu_jiffies(), _own_cpu(), time.perf_counter()
+    log.info("%s: load average before %.2f %.2f %.2f", name, *before)
+    out = fn()
+    after, j1, c1, wall = os.getloadavg(), _cpu_jiffies(), _own_cpu(), time.perf_counter() - w0
+    others = float("nan")
+    if j0 is not None and j1 is not None and wall > 0:
+        others = max(0.0, ((j1[0] - j0[0]) - (c1 - c0)) / wall)
+    load = {"loadavg_before": list(before), "loadavg_after": list(after),
+            "other_processes_cores": round(others, 3), "under_load": bool(others > LOAD_LIMIT)}
+    log.info("%s: load average after %.2f %.2f %.2f; other processes used %.2f cores%s", name, *after,
+             others, " (UNDER LOAD: figure marked)" if load["under_load"] else "")
+    return {**out, "load": load}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +116,7 @@ class BenchConfig:
     long_seconds: float = 1800.0
     short_files: int = 100
     short_seconds: float = 10.0
-    live_seconds: float = 20.0
+    live_seconds: float = 60.0  # issue 21: idle cost measured over >= 60 s
     onset_events: int = 8
     onset_spacing_s: float = 4.0
     onset_label: str | None = "Speech"
@@ -365,7 +402,8 @@ def run_bench(
     out: dict[str, dict[str, Any]] = {k: {} for k in scorers}
     for name, (sc, path) in scorers.items():
         log.info("%s: model cost", name)
-        out[name]["cost"] = model_cost(sc, path, bc.batches, bc.cost_seconds, peak["flops_peak"])
+        out[name]["cost"] = measured(f"{name} cost", lambda sc=sc, path=path: model_cost(
+            sc, path, bc.batches, bc.cost_seconds, peak["flops_peak"]))
     log.info("writing test audio")
     long = synth_audio(tmp / "long.wav", bc.long_seconds)
     short_dir = tmp / "short"
@@ -376,18 +414,19 @@ def run_bench(
     starts = onset_scene(tmp / "onset.wav", _onset_clip(onset_clip), bc.onset_events, bc.onset_spacing_s)
     for name, (sc, _) in scorers.items():
         log.info("%s: file mode", name)
-        out[name]["file"] = file_mode(sc, long, shorts, config)
+        out[name]["file"] = measured(f"{name} file", lambda sc=sc: file_mode(sc, long, shorts, config))
     for name, (sc, _) in scorers.items():
         log.info("%s: live mode (%g s)", name, bc.live_seconds)
-        out[name]["live"] = live_mode(sc, live, bc.live_seconds, config)
+        out[name]["live"] = measured(f"{name} live", lambda sc=sc: live_mode(sc, live, bc.live_seconds, config))
         log.info("%s: onset latency (%d events)", name, bc.onset_events)
-        out[name]["onset"] = onset_latency(
+        out[name]["onset"] = measured(f"{name} onset", lambda sc=sc: onset_latency(
             sc, tmp / "onset.wav", starts, bc.onset_spacing_s / 2, config, bc.onset_label
-        )
+        ))
     for name, (sc, _) in scorers.items():
         log.info("%s: scale", name)
-        out[name]["scale"] = scale(sc, scale_file, config, start=bc.scale_start, limit=bc.scale_max,
-                                   seconds=bc.scale_seconds, max_lag_s=bc.max_lag_s, log_step=_step_logger(name))
+        out[name]["scale"] = measured(f"{name} scale", lambda sc=sc, name=name: scale(
+            sc, scale_file, config, start=bc.scale_start, limit=bc.scale_max, seconds=bc.scale_seconds,
+            max_lag_s=bc.max_lag_s, log_step=_step_logger(name)))
     log.info("memory")
     out["ours"]["memory"] = memory(model, None, live)
     if yamnet is not None:
@@ -481,7 +520,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         res["command"] = "sed-bench " + " ".join(args_list)
         args.json.write_text(json.dumps(res, indent=2, default=float))
         print(table(res, args.markdown))
-        print(f"\nfigures written to {args.json}")
+        m = res["machine"]
+        print("\nload average (1/5/15 min) at start {:.2f} {:.2f} {:.2f}, at end {:.2f} {:.2f} {:.2f}".format(
+            *m["loadavg_start"], *m["loadavg_end"]))
+        print(f"figures written to {args.json}")
         return 0
 
     return run_cli("sed-bench", run)
