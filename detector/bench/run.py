@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -402,8 +403,8 @@ def run_bench(
     out: dict[str, dict[str, Any]] = {k: {} for k in scorers}
     for name, (sc, path) in scorers.items():
         log.info("%s: model cost", name)
-        out[name]["cost"] = measured(f"{name} cost", lambda sc=sc, path=path: model_cost(
-            sc, path, bc.batches, bc.cost_seconds, peak["flops_peak"]))
+        out[name]["cost"] = measured(f"{name} cost", partial(
+            model_cost, sc, path, bc.batches, bc.cost_seconds, peak["flops_peak"]))
     log.info("writing test audio")
     long = synth_audio(tmp / "long.wav", bc.long_seconds)
     short_dir = tmp / "short"
@@ -414,18 +415,18 @@ def run_bench(
     starts = onset_scene(tmp / "onset.wav", _onset_clip(onset_clip), bc.onset_events, bc.onset_spacing_s)
     for name, (sc, _) in scorers.items():
         log.info("%s: file mode", name)
-        out[name]["file"] = measured(f"{name} file", lambda sc=sc: file_mode(sc, long, shorts, config))
+        out[name]["file"] = measured(f"{name} file", partial(file_mode, sc, long, shorts, config))
     for name, (sc, _) in scorers.items():
         log.info("%s: live mode (%g s)", name, bc.live_seconds)
-        out[name]["live"] = measured(f"{name} live", lambda sc=sc: live_mode(sc, live, bc.live_seconds, config))
+        out[name]["live"] = measured(f"{name} live", partial(live_mode, sc, live, bc.live_seconds, config))
         log.info("%s: onset latency (%d events)", name, bc.onset_events)
-        out[name]["onset"] = measured(f"{name} onset", lambda sc=sc: onset_latency(
-            sc, tmp / "onset.wav", starts, bc.onset_spacing_s / 2, config, bc.onset_label
+        out[name]["onset"] = measured(f"{name} onset", partial(
+            onset_latency, sc, tmp / "onset.wav", starts, bc.onset_spacing_s / 2, config, bc.onset_label
         ))
     for name, (sc, _) in scorers.items():
         log.info("%s: scale", name)
-        out[name]["scale"] = measured(f"{name} scale", lambda sc=sc, name=name: scale(
-            sc, scale_file, config, start=bc.scale_start, limit=bc.scale_max, seconds=bc.scale_seconds,
+        out[name]["scale"] = measured(f"{name} scale", partial(
+            scale, sc, scale_file, config, start=bc.scale_start, limit=bc.scale_max, seconds=bc.scale_seconds,
             max_lag_s=bc.max_lag_s, log_step=_step_logger(name)))
     log.info("memory")
     out["ours"]["memory"] = memory(model, None, live)
