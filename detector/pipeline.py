@@ -39,6 +39,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,14 @@ class _Pending:
     ready_at: float  # perf_counter() when the audio completing the patch was read
 
 
+@dataclass
+class _Batch:
+    """One inference call in flight on the inference thread."""
+
+    future: Future[tuple[np.ndarray, float]]
+    pending: list[_Pending]
+
+
 class Listener:
     """Runs streams through one batched scorer until they end or ``stop`` is set.
 
@@ -144,6 +153,8 @@ class Listener:
             for s in sources
         ]
         self.batches = 0
+        # CPU seconds of the thread that calls onnxruntime (its own worker threads not counted).
+        self.inference_thread_cpu_s = 0.0
         self.batch_sizes: deque[int] = deque(maxlen=LATENCY_WINDOW)
         self.commands = Commands(self)
         self.control = ControlServer(control_endpoint, self.handle) if control_endpoint else None
@@ -293,12 +304,23 @@ class Listener:
         self.publish([st.status("error", time.time(), st.error)])
         st.source.close()
 
-    def _score(self, pending: list[_Pending]) -> None:
-        t0 = time.perf_counter()
-        scores = self.scorer.score(np.stack([p.patch.data for p in pending]))
-        t_inf = time.perf_counter() - t0
+    def _submit(self, pool: ThreadPoolExecutor, pending: list[_Pending]) -> _Batch:
+        """Start one batched inference call for ``pending`` on the inference thread."""
+        batch = np.stack([p.patch.data for p in pending])
         self.batches += 1
         self.batch_sizes.append(len(pending))
+        return _Batch(pool.submit(self._infer, batch), pending)
+
+    def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        scores = self.scorer.score(batch)
+        self.inference_thread_cpu_s += time.thread_time() - c0
+        return scores, time.perf_counter() - t0
+
+    def _collect(self, job: _Batch) -> None:
+        """Wait for a batch's scores; each stream's patches go through its decisions as one block."""
+        scores, t_inf = job.future.result()
+        pending = job.pending
         share = t_inf / len(pending)
         rows: dict[int, list[int]] = {}  # each stream's patches, in order
         for i, item in enumerate(pending):
@@ -397,6 +419,11 @@ class Listener:
         self.publish([st.status("starting", time.time()) for st in live])
         last_status = time.time()
         hop_samples = {id(st): st.patcher.hop_frames * st.hop_length for st in live}
+        # Inference runs on its own thread (onnxruntime releases the GIL), one call in
+        # flight: while batch k is scored, this thread decides batch k-1 and reads and
+        # transforms the audio of batch k+1. Results are still taken in order.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sed-inference")
+        inflight: _Batch | None = None
         try:
             while live and not stop.is_set():
                 pending: list[_Pending] = []
@@ -425,8 +452,15 @@ class Listener:
                 for st in ended:
                     if not st.error:
                         pending.extend(_Pending(st, p, time.perf_counter()) for p in st.finish())
-                if pending:
-                    self._score(pending)
+                submitted = self._submit(pool, pending) if pending else None
+                if inflight is not None:
+                    self._collect(inflight)
+                inflight = submitted
+                control_waiting = self.control is not None and self.control.waiting()
+                if inflight is not None and (ended or not progressed or control_waiting):
+                    # Before an end of stream, a control command or a sleep: nothing in flight.
+                    self._collect(inflight)
+                    inflight = None
                 for st in live:
                     if st.ended and not st.error:
                         self.publish(st.close_events("end_of_stream"))
@@ -442,6 +476,12 @@ class Listener:
                 if not progressed and live:
                     self._wait(live, stop, last_status + lc.status_interval_s - time.time())
         finally:
+            if inflight is not None:
+                try:
+                    self._collect(inflight)
+                except Exception:  # already failing: the original error is the one to see
+                    log.exception("scoring the last batch failed during shutdown")
+            pool.shutdown(wait=True)
             for st in live:
                 self.publish(st.close_events("shutdown"))
                 self.publish([st.status("ended", time.time(), "shutdown")])

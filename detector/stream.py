@@ -163,19 +163,19 @@ class StreamState:
             samples = self._restart(samples)
             if samples.size == 0:
                 return empty
-        with np.errstate(invalid="ignore"):
-            clean = bool(np.all(np.abs(samples) <= MAX_ABS_SAMPLE))  # False for any NaN
-        if not clean:
+        peak = float(np.max(np.abs(samples)))  # NaN if any sample is NaN
+        if not peak <= MAX_ABS_SAMPLE:
             samples = samples.copy()  # a source's buffer may be read-only or shared
             n_bad = sanitize(samples)
             if self.nonfinite_samples == 0:
                 log.warning("%s: NaN/Inf or out-of-range (|x| > %g) samples; replacing them by 0",
                             self.id, MAX_ABS_SAMPLE)
             self.nonfinite_samples += n_bad
+            peak = float(np.max(np.abs(samples)))
         self.samples += samples.size
         self._sum_sq += float(np.dot(samples, samples))
         self._level_n += samples.size
-        self._peak = max(self._peak, float(np.max(np.abs(samples))))
+        self._peak = max(self._peak, peak)
         return self.logmel.frames(samples)
 
     def skip(self, n: int) -> None:

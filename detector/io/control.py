@@ -164,6 +164,10 @@ class ControlServer:
             log.warning("control: refused request: %s", e)
             return {"ok": False, "error": str(e)}
 
+    def waiting(self) -> bool:
+        """Whether a request is waiting to be answered (does not answer it)."""
+        return bool(self._sock.poll(0, zmq.POLLIN))
+
     def poll(self, timeout_ms: int = 0) -> int:
         """Answer every request waiting (waiting at most ``timeout_ms`` for the first)."""
         n = 0

@@ -25,6 +25,8 @@ _HEAD_BYTES = 16
 """How many leading bytes of an undecodable file to quote in the error."""
 
 _COMMON_FORMATS = ("WAV", "FLAC", "OGG", "MP3", "AIFF", "CAF", "W64", "RF64")
+_FAST_BLOCK_S = 4.0
+"""Seconds decoded per block when a file is not paced to the wall clock."""
 _SMALL_FILE_BYTES = 4096
 """Below this size an undecodable file is described as ending early."""
 
@@ -118,7 +120,10 @@ class FileSource(Source):
         self.in_rate = int(self._file.samplerate)
         self.channels = int(self._file.channels)
         self.frames = int(self._file.frames)
-        self._block = max(1, round(chunk_seconds * self.in_rate))
+        # Replay decodes small blocks (what is due); a file read as fast as possible
+        # decodes larger ones: fewer libsndfile calls, same samples.
+        block_s = chunk_seconds if realtime else max(chunk_seconds, _FAST_BLOCK_S)
+        self._block = max(1, round(block_s * self.in_rate))
         self._resampler = StreamResampler(self.in_rate, self.sample_rate)
         self._pending = np.zeros(0, dtype=np.float32)
         self._eof = False
