@@ -204,14 +204,20 @@ class Listener:
             if st.source.is_live or samples is None or samples.size == 0 or got >= budget:
                 return got > 0
 
-    def _frontend(self, frames: list[tuple[StreamState, np.ndarray]], pending: list[_Pending]) -> None:
-        """Log-mel of every stream's new frames in one kernel call; patches to ``pending``."""
-        if not frames:
-            return
+    def _transform(self, parts: list[np.ndarray]) -> tuple[np.ndarray, float]:
+        """The shared log-mel kernel on every stream's new frames (front-end thread)."""
         t0 = time.perf_counter()
-        mel = self.kernel.many([f for _, f in frames])
+        mel = self.kernel.many(parts)
+        return mel, time.perf_counter() - t0
+
+    def _take(
+        self, frames: list[tuple[StreamState, np.ndarray]], job: Future[tuple[np.ndarray, float]],
+        pending: list[_Pending],
+    ) -> None:
+        """Each stream's log-mel rows (from :meth:`_transform`) to its patcher; patches to ``pending``."""
+        mel, seconds = job.result()
         now = time.perf_counter()
-        share = (now - t0) / mel.shape[0]
+        share = seconds / max(mel.shape[0], 1)
         row = 0
         for st, f in frames:
             k = f.shape[0]
@@ -247,9 +253,12 @@ class Listener:
                 break
             parts.append(x)
             held += x.size
+            short = x.size < chunk  # the source gave less than asked: it holds no more
             while held - parts[0].size >= limit:
                 dropped += parts[0].size
                 held -= parts.popleft().size
+            if short:
+                break
         if held > limit:
             cut = held - limit
             parts[0] = parts[0][cut:]
@@ -420,9 +429,10 @@ class Listener:
         last_status = time.time()
         hop_samples = {id(st): st.patcher.hop_frames * st.hop_length for st in live}
         # Inference runs on its own thread (onnxruntime releases the GIL), one call in
-        # flight: while batch k is scored, this thread decides batch k-1 and reads and
-        # transforms the audio of batch k+1. Results are still taken in order.
+        # flight: while batch k is scored, this thread reads the audio of batch k+1 and,
+        # while the front-end thread transforms it, decides batch k. Results are taken in order.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sed-inference")
+        fe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sed-frontend")
         inflight: _Batch | None = None
         try:
             while live and not stop.is_set():
@@ -430,6 +440,7 @@ class Listener:
                 frames: list[tuple[StreamState, np.ndarray]] = []
                 progressed = False
                 ended: list[StreamState] = []
+                visited: list[StreamState] = []
                 n_files = sum(not st.source.is_live for st in live)
                 mono = time.monotonic()
                 for st in live:
@@ -447,15 +458,22 @@ class Listener:
                     if st.ended:
                         ended.append(st)
                     elif st.source.paced:
-                        st.due = mono + st.samples_to_next_patch() / st.sample_rate
-                self._frontend(frames, pending)
+                        visited.append(st)
+                # The front end (numpy FFT and BLAS, which release the GIL) runs on its own
+                # thread while this one makes the decisions of the batch scored meanwhile.
+                fe = fe_pool.submit(self._transform, [f for _, f in frames]) if frames else None
+                if inflight is not None:
+                    self._collect(inflight)
+                    inflight = None
+                if fe is not None:
+                    self._take(frames, fe, pending)
+                mono = time.monotonic()
+                for st in visited:  # when each one's next patch is complete (patchers advanced)
+                    st.due = mono + MIN_WAIT_S + st.samples_to_next_patch() / st.sample_rate
                 for st in ended:
                     if not st.error:
                         pending.extend(_Pending(st, p, time.perf_counter()) for p in st.finish())
-                submitted = self._submit(pool, pending) if pending else None
-                if inflight is not None:
-                    self._collect(inflight)
-                inflight = submitted
+                inflight = self._submit(pool, pending) if pending else None
                 control_waiting = self.control is not None and self.control.waiting()
                 if inflight is not None and (ended or not progressed or control_waiting):
                     # Before an end of stream, a control command or a sleep: nothing in flight.
@@ -482,6 +500,7 @@ class Listener:
                 except Exception:  # already failing: the original error is the one to see
                     log.exception("scoring the last batch failed during shutdown")
             pool.shutdown(wait=True)
+            fe_pool.shutdown(wait=True)
             for st in live:
                 self.publish(st.close_events("shutdown"))
                 self.publish([st.status("ended", time.time(), "shutdown")])

@@ -138,6 +138,9 @@ class Smoother:
         self._alpha = 1.0 - np.exp(-hop_s / tau)
         med = np.array([max(1, round(p.median_s / hop_s)) for p in pols])
         self._med_len = med
+        self._all_ema = bool(self._ema.all())
+        self._any_ema = bool(self._ema.any())
+        self._any_median = bool(self._median.any())
         self._hist = np.zeros((int(med.max()), L))
         self._n_labels = L
         self.reset()
@@ -155,18 +158,14 @@ class Smoother:
 
     def _smooth(self, x: np.ndarray) -> np.ndarray:
         """Smoothed scores of hops ``x`` ``(n, L)``, in order; advances the state."""
-        out = x.copy()
         n = x.shape[0]
-        if self._ema.any():
-            a = self._alpha
-            state = self._ema_state
-            ema = np.empty_like(x)
-            for r in range(n):  # a recurrence; each step is one vector op over labels
-                state = a * x[r] + (1.0 - a) * state
-                ema[r] = state
-            self._ema_state = state
-            out[:, self._ema] = ema[:, self._ema]
-        if self._median.any():
+        if self._all_ema:  # the default: no copy, no masks
+            self._steps += n
+            return self._ema_rows(x)
+        out = x.copy()
+        if self._any_ema:
+            out[:, self._ema] = self._ema_rows(x)[:, self._ema]
+        if self._any_median:
             depth = self._hist.shape[0]
             groups = [(int(m), self._median & (self._med_len == m)) for m in np.unique(self._med_len[self._median])]
             for r in range(n):
@@ -180,6 +179,17 @@ class Smoother:
         else:
             self._steps += n
         return out
+
+    def _ema_rows(self, x: np.ndarray) -> np.ndarray:
+        a = self._alpha
+        b = 1.0 - a
+        state = self._ema_state
+        ema = np.empty_like(x)
+        for r in range(x.shape[0]):  # a recurrence; each step is one vector op over labels
+            state = a * x[r] + b * state
+            ema[r] = state
+        self._ema_state = state
+        return ema
 
     def process(self, scores: np.ndarray, centre_s: float) -> tuple[np.ndarray, list[Transition]]:
         """One hop: scores ``(L,)`` of the patch centred at ``centre_s`` (stream seconds)."""
@@ -195,7 +205,8 @@ class Smoother:
         if x.ndim != 2 or x.shape[1] != self._n_labels:
             raise ValueError(f"scores of shape {x.shape}; expected (n, {self._n_labels})")
         n = x.shape[0]
-        x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)
+        if not np.isfinite(x).all():
+            x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)
         s = self._smooth(x)
         if n:
             self.smoothed = s[-1]
@@ -208,9 +219,8 @@ class Smoother:
         reach = ((x >= self.on) & self.enabled).any(axis=0)
         quiet = ~reach & ~self.active
         self._above_since[quiet] = np.nan
-        off_val = np.maximum(x, s)
         for lab in np.flatnonzero(reach | self.active).tolist():
-            self._decide(lab, x[:, lab], off_val[:, lab], starts, ends, per_row, active_rows)
+            self._decide(lab, x[:, lab], np.maximum(x[:, lab], s[:, lab]), starts, ends, per_row, active_rows)
         transitions = [[t for _, _, t in sorted(row, key=lambda e: (e[0], e[1]))] for row in per_row]
         return Decisions(s, transitions, active_rows)
 
