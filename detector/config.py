@@ -4,7 +4,7 @@ Example ``sed.toml``::
 
     [listen]
     patch_hop_s = 0.48        # seconds between patch starts (files, stdin)
-    # live_patch_hop_s = 0.24 # live sources; unset: 0.12 s for <= 8 live streams, else patch_hop_s
+    # live_patch_hop_s = 0.24 # live sources; unset: 0.1 s for <= 8 live streams, else patch_hop_s
     endpoint = "tcp://127.0.0.1:5557"
     top_k = 5
 
@@ -39,8 +39,9 @@ from detector.decide.smoother import LabelPolicy, SmootherConfig
 
 __all__ = ["FEW_LIVE_STREAMS", "LIVE_FINE_HOP_S", "Config", "ListenConfig", "SecurityConfig", "load_config"]
 
-LIVE_FINE_HOP_S = 0.12
-"""Automatic live hop for a process with few live streams: onset latency p50 ~0.3 s."""
+LIVE_FINE_HOP_S = 0.1
+"""Automatic live hop for a process with few live streams: onset latency p50 ~0.26 s
+(0.12 s: ~0.30 s; 0.24 s: ~0.40 s) at ~2 % of a core per stream (docs/benchmarks.md)."""
 FEW_LIVE_STREAMS = 8
 """Up to this many live streams get LIVE_FINE_HOP_S; more get patch_hop_s."""
 
@@ -55,7 +56,7 @@ class ListenConfig:
     # Live sources (microphone, network streams, real-time replay). None = automatic:
     # LIVE_FINE_HOP_S when the process has at most FEW_LIVE_STREAMS live streams (an
     # onset waits on average half a hop for the patch that holds it, and one stream at
-    # 0.12 s costs ~1-2 % of a core), else patch_hop_s (inference for thousands of
+    # 0.1 s costs ~2 % of a core), else patch_hop_s (inference for thousands of
     # streams). docs/benchmarks.md has the figures. `sed-listen --hop` sets both.
     live_patch_hop_s: float | None = None
     endpoint: str = "tcp://127.0.0.1:5557"

@@ -38,11 +38,11 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -60,12 +60,18 @@ __all__ = ["FILE_BATCH_PATCHES", "FailedSource", "Listener", "StreamState", "det
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 FILE_BATCH_PATCHES = 64
 """Patches file streams read ahead for, per loop: inference costs least per patch around
 batch 64 on CPU (docs/benchmarks.md), and the read-ahead bounds memory (~31 s of audio
 for one file at a 0.48 s hop)."""
-MIN_WAIT_S = 0.002
+MIN_WAIT_S = 0.001
 """Shortest sleep of an idle loop: streams due within this are read together."""
+THREAD_MIN_FRAMES = 256
+THREAD_MIN_PATCHES = 8
+"""Less front-end or inference work than this runs on the loop's thread: handing it to
+another thread costs more than it saves (one quiet live stream)."""
 CONTROL_POLL_S = 0.1
 """Longest sleep while a control socket is open (requests are answered within this)."""
 
@@ -318,7 +324,19 @@ class Listener:
         batch = np.stack([p.patch.data for p in pending])
         self.batches += 1
         self.batch_sizes.append(len(pending))
-        return _Batch(pool.submit(self._infer, batch), pending)
+        return _Batch(self._run(pool, self._infer, batch, len(pending) >= THREAD_MIN_PATCHES), pending)
+
+    @staticmethod
+    def _run(pool: ThreadPoolExecutor, fn: Callable[[Any], _T], arg: Any, threaded: bool) -> Future[_T]:
+        """``fn(arg)`` on ``pool``, or here and now when the work is too small to hand over."""
+        if threaded:
+            return pool.submit(fn, arg)
+        done: Future[_T] = Future()
+        try:
+            done.set_result(fn(arg))
+        except Exception as e:  # raised where the result is taken, as from the pool
+            done.set_exception(e)
+        return done
 
     def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         t0, c0 = time.perf_counter(), time.thread_time()
@@ -461,7 +479,8 @@ class Listener:
                         visited.append(st)
                 # The front end (numpy FFT and BLAS, which release the GIL) runs on its own
                 # thread while this one makes the decisions of the batch scored meanwhile.
-                fe = fe_pool.submit(self._transform, [f for _, f in frames]) if frames else None
+                fe = self._run(fe_pool, self._transform, [f for _, f in frames],
+                               sum(f.shape[0] for _, f in frames) >= THREAD_MIN_FRAMES) if frames else None
                 if inflight is not None:
                     self._collect(inflight)
                     inflight = None

@@ -103,7 +103,7 @@ def test_a_paced_stream_is_read_when_a_hop_is_due_not_polled(toy_model: Path, to
     stop.set()
     th.join(10)
     hops = listener.streams[0].patches
-    assert hops >= 10  # 0.12 s hops from the first patch (0.96 s) on
+    assert hops >= 10  # 0.1 s hops from the first patch (0.96 s) on
     # A 5 ms poll drains ~600 times in 3 s (>= 2 reads each); waiting for the hop drains
     # about once per hop (a drain reads until the source is empty: 2 reads or a few).
     assert src.reads <= 6 * hops + 20, (src.reads, hops)
