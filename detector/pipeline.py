@@ -159,8 +159,9 @@ class Listener:
             for s in sources
         ]
         self.batches = 0
-        # CPU seconds of the thread that calls onnxruntime (its own worker threads not counted).
-        self.inference_thread_cpu_s = 0.0
+        # CPU seconds per stage, each on the thread that ran it (onnxruntime's own worker
+        # threads not counted): where the time goes (sed-bench, docs/benchmarks.md).
+        self.stage_cpu_s = {"read": 0.0, "frontend": 0.0, "inference": 0.0, "decide": 0.0}
         self.batch_sizes: deque[int] = deque(maxlen=LATENCY_WINDOW)
         self.commands = Commands(self)
         self.control = ControlServer(control_endpoint, self.handle) if control_endpoint else None
@@ -180,15 +181,25 @@ class Listener:
         its raw frames go to ``frames``. True if it produced audio or ended."""
         if st.paused and not _must_drain(st.source):
             return False  # a file or stdin simply waits while paused
+        if st.deferred_error is not None:
+            raise st.deferred_error
         got = 0
         while True:
             ended = False
             samples: np.ndarray | None
-            if _must_drain(st.source):
-                samples, ended = self._drain(st, chunk)
-            else:
-                samples = st.source.read(chunk)
-                ended = samples is None
+            try:
+                if _must_drain(st.source):
+                    samples, ended = self._drain(st, chunk)
+                else:
+                    samples = st.source.read(chunk)
+                    ended = samples is None
+            except Exception as e:
+                if got == 0:
+                    raise
+                # The audio read ahead before the error is analysed first; the stream
+                # fails at its next read, as it did when it was read one chunk a loop.
+                st.deferred_error = e
+                return True
             self._absorb_gap(st)
             if samples is not None and samples.size:
                 got += samples.size
@@ -212,8 +223,9 @@ class Listener:
 
     def _transform(self, parts: list[np.ndarray]) -> tuple[np.ndarray, float]:
         """The shared log-mel kernel on every stream's new frames (front-end thread)."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         mel = self.kernel.many(parts)
+        self.stage_cpu_s["frontend"] += time.thread_time() - c0
         return mel, time.perf_counter() - t0
 
     def _take(
@@ -341,12 +353,13 @@ class Listener:
     def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         t0, c0 = time.perf_counter(), time.thread_time()
         scores = self.scorer.score(batch)
-        self.inference_thread_cpu_s += time.thread_time() - c0
+        self.stage_cpu_s["inference"] += time.thread_time() - c0
         return scores, time.perf_counter() - t0
 
     def _collect(self, job: _Batch) -> None:
         """Wait for a batch's scores; each stream's patches go through its decisions as one block."""
         scores, t_inf = job.future.result()
+        c0 = time.thread_time()
         pending = job.pending
         share = t_inf / len(pending)
         rows: dict[int, list[int]] = {}  # each stream's patches, in order
@@ -362,6 +375,7 @@ class Listener:
             st.add_busy(share * len(idx) + done - t1)
             for i in idx:
                 st.add_latency(done - pending[i].ready_at)
+        self.stage_cpu_s["decide"] += time.thread_time() - c0
 
     def _wait(self, live: list[StreamState], stop: threading.Event, until_status: float) -> None:
         """Sleep until a paced stream's next patch is due, the next status message, or
@@ -461,6 +475,7 @@ class Listener:
                 visited: list[StreamState] = []
                 n_files = sum(not st.source.is_live for st in live)
                 mono = time.monotonic()
+                c0 = time.thread_time()
                 for st in live:
                     if st.source.paced and st.due > mono:
                         continue  # its next patch is not due yet: nothing to do
@@ -477,6 +492,7 @@ class Listener:
                         ended.append(st)
                     elif st.source.paced:
                         visited.append(st)
+                self.stage_cpu_s["read"] += time.thread_time() - c0
                 # The front end (numpy FFT and BLAS, which release the GIL) runs on its own
                 # thread while this one makes the decisions of the batch scored meanwhile.
                 fe = self._run(fe_pool, self._transform, [f for _, f in frames],

@@ -104,6 +104,7 @@ class StreamState:
         self.due = 0.0  # time.monotonic() when a paced source's next patch is complete
         self.paused = False
         self.error: str | None = None
+        self.deferred_error: Exception | None = None  # raised at the next read (pipeline)
         self.last_state: str = "starting"
         self.gap_seconds_seen = 0.0
         # Audio the pipeline itself dropped (processing too slow); the source counts its own.
