@@ -421,7 +421,12 @@ class Listener:
         st = self._stream(stream_id)
         if st.paused == paused or st.ended:
             return False
+        if not paused and _must_drain(st.source):
+            # What a live source captured during the pause is skipped now, not analysed
+            # at its next due read.
+            self._read(st, [], round(self.config.listen.file_chunk_s * st.sample_rate), 0)
         st.paused = paused
+        st.due = 0.0  # read it at the next loop iteration
         if paused:
             self.publish(st.close_events("paused"))
         self.publish([st.status(st.state_now(), time.time(), reason)])
@@ -503,8 +508,10 @@ class Listener:
                 if fe is not None:
                     self._take(frames, fe, pending)
                 mono = time.monotonic()
-                for st in visited:  # when each one's next patch is complete (patchers advanced)
-                    st.due = mono + MIN_WAIT_S + st.samples_to_next_patch() / st.sample_rate
+                for st in visited:  # when each one's next patch is complete (patchers advanced),
+                    # but never so late that more than half of max_backlog_s has piled up
+                    wait = min(st.samples_to_next_patch() / st.sample_rate, 0.5 * lc.max_backlog_s)
+                    st.due = mono + MIN_WAIT_S + wait
                 for st in ended:
                     if not st.error:
                         pending.extend(_Pending(st, p, time.perf_counter()) for p in st.finish())

@@ -316,7 +316,8 @@ def test_rtsp_stream_gives_the_files_events(tmp_path: Path) -> None:
     assert len(from_file) >= 3, from_file
     srv = RtspServer(x, RATE, connections=1, deadline_s=60)
     try:
-        from_rtsp = _onsets([srv.url], timeout=30, stop_after=13.0 + 4.0)
+        # The file's hop: a live source alone would get the automatic 0.1 s live hop.
+        from_rtsp = _onsets([srv.url, "--hop", "0.48"], timeout=30, stop_after=13.0 + 4.0)
     finally:
         srv.close()
     assert [label for label, _ in from_rtsp] == [label for label, _ in from_file], (from_rtsp, from_file)
