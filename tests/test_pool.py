@@ -226,3 +226,36 @@ def test_pool_cache_is_keyed_by_hash_and_resumes(tmp_path: Path) -> None:
         summary = list(csv.DictReader(f))
     assert [s["hash"] for s in summary] == ["h0", "h1"]
     assert summary[0]["top"].startswith("Hum:0.75")
+
+
+def test_a_build_killed_mid_package_resumes_at_the_next_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text("package,kind,split,note\nfake-a,mixed,train,\n")
+    monkeypatch.setattr(packages, "download", lambda name, cache: cache / f"{name}_1_all.deb")
+
+    def unpack(deb: Path, dest: Path) -> Path:
+        _fake_package(dest)
+        return dest
+
+    monkeypatch.setattr(packages, "unpack", unpack)
+    real = pool.decode_bytes
+    calls: list[int] = []
+
+    def dying(data: bytes, ext: str, rate: int) -> tuple[np.ndarray, int]:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the process is killed while decoding its third file
+        return real(data, ext, rate)
+
+    monkeypatch.setattr(pool, "decode_bytes", dying)
+    with pytest.raises(KeyboardInterrupt):
+        pool.build(tmp_path / "p", tmp_path / "debs", pool.PoolConfig(), None, listing)
+    assert (tmp_path / "p" / "partial" / "fake-a.jsonl").is_file()
+    calls.clear()
+    monkeypatch.setattr(pool, "decode_bytes", lambda d, e, r: (calls.append(1), real(d, e, r))[1])
+    rows = pool.build(tmp_path / "p", tmp_path / "debs", pool.PoolConfig(), None, listing)
+    assert len(calls) == 7 - 2  # the two files journalled before the kill are not decoded again
+    fresh = pool.build(tmp_path / "q", tmp_path / "debs", pool.PoolConfig(), None, listing)
+    assert [r["hash"] for r in rows] == [r["hash"] for r in fresh]
+    assert not (tmp_path / "p" / "partial" / "fake-a.jsonl").exists()
