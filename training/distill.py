@@ -34,6 +34,7 @@ Training resumes from ``OUT/last.pt`` (``--resume``) and logs examples per secon
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import hashlib
 import json
@@ -59,7 +60,7 @@ from training.metrics import average_precision
 from training.model import PRESETS, SedNet
 
 __all__ = ["DistillConfig", "LabelledSet", "MelAugment", "PoolSet", "load_config", "main",
-           "train"]
+           "source_key", "train", "validation_sources"]
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +151,36 @@ def _hash_percent(key: str) -> int:
     return int.from_bytes(hashlib.sha1(key.encode()).digest()[:4], "big") % 100
 
 
+def source_key(row: dict[str, str]) -> str:
+    """A pool row's file as the labelled corpus names it (``clips.csv``'s ``source``)."""
+    return f"{row['package'].removeprefix('shared:')}:{row['relpath']}"
+
+
+def validation_sources(clips_csv: Path) -> frozenset[str]:
+    """The sources of every clip in a validation *group* of a ``sed-corpus build``
+    (``clips.csv``): pool files that must not be trained on, or the labelled validation
+    would score recordings the student has heard (other takes of a group included)."""
+    if not clips_csv.is_file():
+        log.warning("%s not found: the pool cannot leave out the validation groups", clips_csv)
+        return frozenset()
+    with clips_csv.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    groups = {r["group"] for r in rows if r["split"] == "val"}
+    return frozenset(r["source"] for r in rows if r["group"] in groups)
+
+
 class PoolSet:
     """Cached log-mel of the selected pool files, split by hash into train and validation."""
 
-    def __init__(self, pool: Path, cfg: DistillConfig, features: FeatureConfig) -> None:
+    def __init__(self, pool: Path, cfg: DistillConfig, features: FeatureConfig,
+                 exclude: frozenset[str] = frozenset()) -> None:
         pcfg = pool_mod.PoolConfig(free_only=cfg.free_only, music_cap_hours=cfg.music_cap_hours,
                                    speech_cap_hours=cfg.speech_cap_hours)
-        rows = pool_mod.select(pool_mod.read_pool(pool), pcfg)
+        every = pool_mod.read_pool(pool)
+        rows = [r for r in pool_mod.select(every, pcfg) if source_key(r) not in exclude]
+        log.info("pool: %d of %d files selected; %d left out as the labelled corpus's "
+                 "validation groups", len(rows), len(every),
+                 sum(source_key(r) in exclude for r in every))
         self.mels: list[np.ndarray] = []
         self.teacher: list[np.ndarray] = []
         self.packages: list[str] = []
@@ -428,7 +452,8 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
     labels = [{"name": lab.name, "mid": lab.mid} for lab in teacher.contract.labels]
     names = [lab["name"] for lab in labels]
     aug_cfg = MelAugmentConfig.from_dict(cfg.augment)
-    pool = PoolSet(_expand(cfg.pool), cfg, features)
+    exclude = validation_sources(_expand(cfg.val_manifest).parent / "clips.csv")
+    pool = PoolSet(_expand(cfg.pool), cfg, features, exclude)
     cache = _expand(cfg.mel_cache)
     lab = LabelledSet(_expand(cfg.train_manifest), cache, names, features)
     val = LabelledSet(_expand(cfg.val_manifest), cache, names, features)
