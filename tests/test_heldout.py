@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from detector.cli_tag import PatchPool, pool_scores
-from detector.contract import Label
-from detector.features import FeatureConfig
+from detector.cli.tag import PatchPool, pool_scores
+from detector.frontend.features import FeatureConfig
+from detector.model.contract import Label
 from training import heldout
 from training.corpus.mapping import load_label_names, load_mapping
 from training.ontology import Ontology

@@ -12,7 +12,7 @@ corpus does. Labels marked ``?`` (heard in part) are kept: this is evaluation.
 
 ``python -m training.heldout eval OUT_DIR MODEL.onnx [--yamnet] [--pool mean|max]
 [--json out.json]`` scores every recording with the model (and YAMNet) over log-mel
-patches at hop 0.48 s (:func:`detector.cli_tag.score_file`, the path of ``sed-tag``),
+patches at hop 0.48 s (:func:`detector.cli.tag.score_file`, the path of ``sed-tag``),
 pools them by max or mean, and reports per-label average precision over the labels
 with at least :data:`MIN_POSITIVES` positive recordings that both models can express
 (YAMNet's 521 classes matched to ours by AudioSet mid), each model's mAP over them,
@@ -252,7 +252,7 @@ class _Scorer(Protocol):
 def score_recordings(recs: Sequence[Recording], scorer: _Scorer,
                      hop_s: float = HOP_SECONDS) -> dict[str, np.ndarray]:
     """``{pool: (N, L) clip scores}`` for every pool in :data:`POOLS`, one pass per file."""
-    from detector.cli_tag import score_file
+    from detector.cli.tag import score_file
 
     out: dict[str, list[np.ndarray]] = {p: [] for p in POOLS}
     for i, r in enumerate(recs):
@@ -350,7 +350,7 @@ def markdown_table(result: dict[str, Any], pool: str) -> str:
 def report(root: Path, model: Path, use_yamnet: bool, yamnet_path: Path | None = None,
            min_positives: int = MIN_POSITIVES, hop_s: float = HOP_SECONDS) -> dict[str, Any]:
     """Score ``root``'s recordings with ``model`` (and YAMNet) and :func:`evaluate` them."""
-    from detector.scorer import OnnxScorer
+    from detector.model.scorer import OnnxScorer
 
     recs = load_manifest(root)
     if not recs:
@@ -360,7 +360,7 @@ def report(root: Path, model: Path, use_yamnet: bool, yamnet_path: Path | None =
     s_mids = [lab.mid for lab in sed.contract.labels]
     y_scores, y_mids = None, []
     if use_yamnet:
-        from detector.yamnet import YamnetScorer, find_yamnet, how_to_fetch
+        from detector.model.yamnet import YamnetScorer, find_yamnet, how_to_fetch
 
         found = find_yamnet(yamnet_path)
         if found is None:
@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("out", type=Path, metavar="OUT_DIR")
     e.add_argument("model", type=Path, metavar="MODEL.onnx")
     e.add_argument("--yamnet", nargs="?", const="", default=None, metavar="PATH",
-                   help="also score YAMNet (default: the cached one, see detector.yamnet)")
+                   help="also score YAMNet (default: the cached one, see detector.model.yamnet)")
     e.add_argument("--pool", choices=POOLS, default="max", help="table printed (JSON has both)")
     e.add_argument("--min-positives", type=int, default=MIN_POSITIVES)
     e.add_argument("--json", type=Path, default=None)

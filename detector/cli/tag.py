@@ -83,7 +83,7 @@ def score_file(
     """Every patch of one file scored (hop ``hop_s`` seconds), pooled as it goes.
 
     ``scorer``: anything with ``contract.features`` and ``score(patches (B, T, M)) ->
-    (B, L)`` (:class:`~detector.scorer.OnnxScorer`, :class:`~detector.yamnet.YamnetScorer`).
+    (B, L)`` (:class:`~detector.model.scorer.OnnxScorer`, :class:`~detector.model.yamnet.YamnetScorer`).
     """
     cfg = scorer.contract.features
     src = FileSource(path, cfg.sample_rate, allow_truncated=allow_truncated)
