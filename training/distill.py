@@ -170,47 +170,61 @@ def validation_sources(clips_csv: Path) -> frozenset[str]:
 
 
 class PoolSet:
-    """Cached log-mel of the selected pool files, split by hash into train and validation."""
+    """Cached log-mel of the selected pool files, split by hash into train and validation.
+
+    :meth:`refresh` takes in files cached since (a pool still being built and cached
+    while training runs); files already loaded stay, their patches keep their indices.
+    """
 
     def __init__(self, pool: Path, cfg: DistillConfig, features: FeatureConfig,
                  exclude: frozenset[str] = frozenset()) -> None:
-        pcfg = pool_mod.PoolConfig(free_only=cfg.free_only, music_cap_hours=cfg.music_cap_hours,
-                                   speech_cap_hours=cfg.speech_cap_hours)
-        every = pool_mod.read_pool(pool)
-        rows = [r for r in pool_mod.select(every, pcfg) if source_key(r) not in exclude]
-        log.info("pool: %d of %d files selected; %d left out as the labelled corpus's "
-                 "validation groups", len(rows), len(every),
-                 sum(source_key(r) in exclude for r in every))
+        self.pool, self.cfg, self.features, self.exclude = pool, cfg, features, exclude
         self.mels: list[np.ndarray] = []
         self.teacher: list[np.ndarray] = []
         self.packages: list[str] = []
-        val_items: list[tuple[int, int]] = []
+        self.loaded: set[str] = set()
+        self.train = np.zeros((0, 2), dtype=np.int64)
+        self.val = np.zeros((0, 2), dtype=np.int64)
+        self.refresh()
+        if not len(self.train):
+            raise ValueError(f"{pool}: no cached pool patches; run `sed-corpus pool build` and "
+                             "`sed-corpus pool cache` first")
+
+    def refresh(self) -> int:
+        """Load the selected files cached since the last call; returns how many."""
+        cfg = self.cfg
+        pcfg = pool_mod.PoolConfig(free_only=cfg.free_only, music_cap_hours=cfg.music_cap_hours,
+                                   speech_cap_hours=cfg.speech_cap_hours)
+        every = pool_mod.read_pool(self.pool)
+        rows = [r for r in pool_mod.select(every, pcfg)
+                if source_key(r) not in self.exclude and r["hash"] not in self.loaded]
         train_items: list[tuple[int, int]] = []
-        missing = 0
+        val_items: list[tuple[int, int]] = []
+        added = 0
         for r in rows:
             try:
-                mel, teach = load_entry(pool, r["hash"])
+                mel, teach = load_entry(self.pool, r["hash"])
             except FileNotFoundError:
-                missing += 1
-                continue
+                continue  # not cached yet
             i = len(self.mels)
             self.mels.append(mel)
             self.teacher.append(teach)
             self.packages.append(r["package"])
-            starts = patch_starts(mel.shape[0], features)
-            items = val_items if _hash_percent(r["hash"]) < cfg.pool_val_percent else train_items
-            items.extend((i, int(s)) for s in starts)
-        if missing:
-            log.warning("%d selected pool files have no cache entry; run `sed-corpus pool cache`",
-                        missing)
-        if not train_items:
-            raise ValueError(f"{pool}: no cached pool patches; run `sed-corpus pool build` and "
-                             "`sed-corpus pool cache` first")
-        self.train = np.array(train_items, dtype=np.int64)
-        self.val = np.array(val_items, dtype=np.int64).reshape(-1, 2)
+            self.loaded.add(r["hash"])
+            added += 1
+            val = _hash_percent(r["hash"]) < cfg.pool_val_percent
+            (val_items if val else train_items).extend(
+                (i, int(s)) for s in patch_starts(mel.shape[0], self.features))
+        if train_items:
+            self.train = np.concatenate([self.train, np.array(train_items, dtype=np.int64)])
+        if val_items:
+            self.val = np.concatenate([self.val, np.array(val_items, dtype=np.int64)])
         hours = sum(m.shape[0] for m in self.mels) / 360000
-        log.info("pool: %d files, %.1f h; %d train and %d validation patches", len(self.mels),
+        log.info("pool: +%d files (%d of %d in the pool; %d left out as the labelled corpus's "
+                 "validation groups): %.1f h, %d train and %d validation patches", added,
+                 len(self.mels), len(every), sum(source_key(r) in self.exclude for r in every),
                  hours, len(self.train), len(self.val))
+        return added
 
     def patch(self, item: np.ndarray, frames: int) -> np.ndarray:
         f, s = int(item[0]), int(item[1])
@@ -486,10 +500,13 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
     n_lab = round(cfg.batch_size * cfg.labelled_fraction)
     n_alone = max(1, round(cfg.batch_size * cfg.bed_alone_fraction))
     n_pool = cfg.batch_size - n_lab - n_alone
-    summary = {"pool_train_patches": len(pool.train), "pool_val_patches": len(pool.val),
+    summary: dict[str, Any] = {"pool_train_patches": len(pool.train),
+               "pool_val_patches": len(pool.val),
                "labelled_patches": len(lab.items), "val_recordings": len(val.mels),
                "teacher": teacher.contract.model_version, "beds": len(beds)}
     for epoch in range(start_epoch, cfg.epochs):
+        if epoch > start_epoch:
+            pool.refresh()
         rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 1000 + epoch)
         model.train()
@@ -527,6 +544,8 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
                                  "lr": opt.param_groups[0]["lr"]}
         entry.update(evaluate(model, pool, val, features, cfg.val_patches, cfg.seed))
         entry["score"] = entry["val_clip_map"] + entry["pool_teacher_map"]
+        summary.update(pool_files=len(pool.mels), pool_train_patches=len(pool.train),
+                       pool_val_patches=len(pool.val))
         history.append(entry)
         log.info("epoch %d: %s", epoch + 1,
                  ", ".join(f"{k}={v:.4g}" for k, v in entry.items() if k != "epoch"))
