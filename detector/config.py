@@ -6,6 +6,7 @@ Example ``sed.toml``::
     patch_hop_s = 0.48        # seconds between patch starts
     endpoint = "tcp://127.0.0.1:5557"
     top_k = 5
+    labels = ["Dog", "Glass", "Smoke detector, smoke alarm"]  # raise events for these only
 
     [smoother]                # defaults for every label (detector.decide.smoother.LabelPolicy)
     method = "ema"
@@ -61,6 +62,9 @@ class ListenConfig:
     # A live source (microphone, real-time replay) more than this far behind loses its
     # oldest audio, counted as an overrun: memory stays bounded when the model is slow.
     max_backlog_s: float = 5.0
+    # The labels that raise events (names as detector.model.labels.parse_labels reads them:
+    # a list, or one string "Dog,Glass" / "Dog|Glass"); None: the model's event_labels.
+    labels: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.patch_hop_s <= 0:
@@ -96,6 +100,15 @@ def _check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
             return None
     else:
         allowed = (hint,)
+    if tuple[str, ...] in allowed and isinstance(value, str | list | tuple):
+        items = [value] if isinstance(value, str) else list(value)
+        if all(isinstance(v, str) for v in items):
+            return tuple(items)
+        raise ValueError(f"[{section}] {name} = {value!r}; expected a list of strings")
+    if tuple[str, ...] in allowed:
+        raise ValueError(
+            f"[{section}] {name} = {value!r} ({type(value).__name__}); expected a list of strings"
+        )
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if any(isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in allowed):

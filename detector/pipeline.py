@@ -40,8 +40,8 @@ from detector.config import Config, load_config
 from detector.frontend.patcher import Patch
 from detector.io.control import Commands, ControlError, ControlServer, SeqStore
 from detector.io.publisher import ListSink, Sink
-from detector.model.resolve import resolve_model
-from detector.model.scorer import OnnxScorer
+from detector.model.resolve import load_scorer
+from detector.model.scorer import Scorer
 from detector.sources.parse import FileSource, Source, StdinSource
 from detector.stream import LATENCY_WINDOW, StreamState, hop_frames_for
 
@@ -102,7 +102,7 @@ class Listener:
         sinks: Sequence[Sink],
         config: Config | None = None,
         model: str | Path | None = None,
-        scorer: OnnxScorer | None = None,
+        scorer: Scorer | None = None,
         control_endpoint: str | None = None,
         state_dir: str | Path | None = None,
         config_path: str | Path | None = None,
@@ -110,7 +110,7 @@ class Listener:
         self.config = config or Config()
         self.config_path = Path(config_path) if config_path is not None else None
         lc = self.config.listen
-        self.scorer = scorer or OnnxScorer(resolve_model(model), lc.device, lc.threads, lc.max_batch)
+        self.scorer = scorer or load_scorer(model, lc.device, lc.threads, lc.max_batch)
         self.sinks = list(sinks)
         self.session = uuid.uuid4().hex[:12]
         ids = [s.stream_id for s in sources]
@@ -364,7 +364,7 @@ def detect_file(
     model: str | Path | None = None,
     config: Config | None = None,
     chunk_samples: int | None = None,
-    scorer: OnnxScorer | None = None,
+    scorer: Scorer | None = None,
 ) -> list[dict[str, Any]]:
     """Run one file through the streaming pipeline; return its event messages in order.
 
@@ -372,7 +372,7 @@ def detect_file(
     depend on it).
     """
     config = config or Config()
-    scorer = scorer or OnnxScorer(resolve_model(model), config.listen.device, config.listen.threads)
+    scorer = scorer or load_scorer(model, config.listen.device, config.listen.threads)
     rate = scorer.contract.features.sample_rate
     if chunk_samples is not None:
         from dataclasses import replace

@@ -22,7 +22,8 @@ from detector.frontend.logmel import LogMelStage
 from detector.frontend.patcher import Patch, Patcher
 from detector.io.control import ControlError, SeqStore
 from detector.io.wire import envelope
-from detector.model.scorer import OnnxScorer
+from detector.model.labels import choose_event_labels
+from detector.model.scorer import Scorer
 from detector.sources.base import MAX_ABS_SAMPLE, sanitize
 from detector.sources.parse import Source
 
@@ -37,7 +38,7 @@ _POLICY_ARRAYS = ("on", "off", "enabled", "debounce", "hold", "min_dur")
 _STATE_ARRAYS = ("_ema", "_median", "_alpha", "_med_len")
 
 
-def hop_frames_for(patch_hop_s: float, scorer: OnnxScorer) -> int:
+def hop_frames_for(patch_hop_s: float, scorer: Scorer) -> int:
     cfg = scorer.contract.features
     frames = round(patch_hop_s * cfg.sample_rate / cfg.hop_length)
     if not 1 <= frames <= cfg.patch_frames:
@@ -58,7 +59,7 @@ class StreamState:
     def __init__(
         self,
         source: Source,
-        scorer: OnnxScorer,
+        scorer: Scorer,
         config: Config,
         session: str,
         seq_store: SeqStore | None = None,
@@ -111,7 +112,8 @@ class StreamState:
 
     def _make_smoother(self, config: Config) -> Smoother:
         c = self.contract
-        return Smoother(config.smoother, c.names, c.on_thresholds, c.off_thresholds, self.hop_s)
+        chosen = choose_event_labels(c.names, c.event_labels, config.listen.labels, "[listen] labels")
+        return Smoother(config.smoother, c.names, c.on_thresholds, c.off_thresholds, self.hop_s, chosen)
 
     def wall_of(self, t: float) -> float:
         return (self.wall_origin if self.wall_origin is not None else time.time()) + t

@@ -33,8 +33,9 @@ from detector.config import SecurityConfig, load_config
 from detector.io.control import DEFAULT_CONTROL_ENDPOINT
 from detector.io.publisher import JsonLinesSink, Sink, ZmqPublisher
 from detector.io.security import CurveServerConfig
-from detector.model.resolve import resolve_model
-from detector.model.scorer import DEVICES, OnnxScorer
+from detector.model.labels import choose_event_labels, parse_labels
+from detector.model.resolve import load_scorer
+from detector.model.scorer import DEVICES
 from detector.pipeline import FailedSource, Listener, hop_frames_for
 from detector.sources import parse as sources_mod
 from detector.sources.net import is_url, redact_url
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", action="append", default=[], metavar="PATH", help="an audio file (repeatable)")
     p.add_argument("--mic", metavar="NAME", help="input device name or index (see --list-devices)")
     p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
-    p.add_argument("--model", type=Path, help="ONNX model from sed-export (default: exports/default)")
+    add_model_options(p)
     p.add_argument("--device", choices=DEVICES, help="inference device: cpu, cuda or auto (default cpu)")
     p.add_argument("--threads", type=int, help="onnxruntime threads (default: onnxruntime's choice)")
     p.add_argument("--config", type=Path, help="TOML config ([listen], [smoother] sections)")
@@ -94,13 +95,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also publish events and Home Assistant sensors to this MQTT broker "
                    "(mqtt://[USER@]HOST[:PORT] or mqtts://; password in $SED_MQTT_PASSWORD; "
                    "docs/mqtt.md; sed-mqtt has every option)")
-    p.add_argument("--mqtt-label", action="append", default=[], metavar="NAME",
-                   help="with --mqtt: a label that gets a sensor (repeatable; default: each "
-                   "label at its first event)")
+    p.add_argument("--mqtt-label", action="append", default=[], metavar="NAMES",
+                   help="with --mqtt: labels that get a sensor, read as --labels (repeatable; "
+                   "default: each label at its first event)")
     p.add_argument("--mqtt-node-id", default="sed", metavar="ID",
                    help="with --mqtt: names this daemon in topics and Home Assistant ids")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (stderr)")
     return p
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The model and which of its labels raise events (grouped: other options go elsewhere)."""
+    p.add_argument("--model", metavar="PATH|yamnet",
+                   help="ONNX model from sed-export (default: exports/default), or 'yamnet' for "
+                   "the cached YAMNet (521 classes; fetch it with sed-bench fetch-yamnet)")
+    p.add_argument("--labels", action="append", metavar="NAMES",
+                   help="labels that raise events, e.g. 'Dog,Glass,Smoke detector, smoke alarm' "
+                   "(names contain commas, so they are matched against the model's labels, longest "
+                   "first; '|' also separates; repeatable). Default: [listen] labels, else the "
+                   "model's default set. Scores are still published for every label")
+    p.add_argument("--list-labels", action="store_true",
+                   help="print the model's labels, one a line, with a tab and 'events' after "
+                   "each that raises events, and exit")
 
 
 def _unique_ids(srcs: list[Source]) -> None:
@@ -173,14 +189,14 @@ def _curve(args: argparse.Namespace, sec: SecurityConfig) -> CurveServerConfig |
     return CurveServerConfig(key, allow)
 
 
-def _mqtt_sink(args: argparse.Namespace) -> Sink:
+def _mqtt_sink(args: argparse.Namespace, names: list[str]) -> Sink:
     """The MQTT bridge in-process: its own threads and bounded queue, so a slow or absent
     broker never holds up the audio path (drops are counted and logged)."""
     from detector.cli.mqtt import broker_url
     from detector.io.mqtt import MqttBridge, MqttConfig
 
-    config = MqttConfig(url=broker_url(args.mqtt), node_id=args.mqtt_node_id,
-                        labels=tuple(args.mqtt_label))
+    labels = parse_labels(args.mqtt_label, names, "--mqtt-label") if args.mqtt_label else ()
+    config = MqttConfig(url=broker_url(args.mqtt), node_id=args.mqtt_node_id, labels=labels)
     bridge = MqttBridge(config).start()
     log.info("MQTT to %s (Home Assistant discovery under %s/)", config.url, config.discovery_prefix)
     return bridge
@@ -195,6 +211,7 @@ def _run(args: argparse.Namespace) -> int:
         {
             "patch_hop_s": args.patch_hop_s, "device": args.device, "threads": args.threads,
             "top_k": args.top_k, "realtime": args.realtime, "endpoint": args.publish,
+            "labels": args.labels,
         },
     )
     lc = config.listen
@@ -203,8 +220,19 @@ def _run(args: argparse.Namespace) -> int:
         from detector.io.mqtt import parse_mqtt_url
 
         parse_mqtt_url(args.mqtt)
-    scorer = OnnxScorer(resolve_model(args.model), lc.device, lc.threads, lc.max_batch)
+    scorer = load_scorer(args.model, lc.device, lc.threads, lc.max_batch)
     hop_frames_for(lc.patch_hop_s, scorer)  # reject a bad hop before opening any device
+    c = scorer.contract  # reject unknown label names before opening any device
+    what = "--labels" if args.labels else "[listen] labels"
+    events = choose_event_labels(c.names, c.event_labels, lc.labels, what)
+    if args.mqtt_label:
+        parse_labels(args.mqtt_label, c.names, "--mqtt-label")
+    if args.list_labels:
+        chosen = set(events)
+        print("\n".join(n + ("\tevents" if n in chosen else "") for n in c.names))
+        return 0
+    log.info("events for %d of %d labels%s", len(events), len(c.names),
+             f" ({', '.join(events)})" if len(events) <= 10 else "")
     srcs = _make_sources(args, scorer.contract.features.sample_rate, lc.realtime)
     sinks: list[Sink] = []
     if args.json or args.json_all:
@@ -212,7 +240,7 @@ def _run(args: argparse.Namespace) -> int:
         sinks.append(JsonLinesSink(sys.stdout, kinds))
     try:
         if args.mqtt:
-            sinks.append(_mqtt_sink(args))
+            sinks.append(_mqtt_sink(args, scorer.contract.names))
         if not args.no_publish:
             pub = ZmqPublisher(lc.endpoint, hwm=lc.hwm, linger_ms=SHUTDOWN_LINGER_MS, curve=curve)
             log.info("publishing on %s%s", pub.bound, " (CURVE)" if curve else "")

@@ -8,7 +8,7 @@ file's patches** of that label's sigmoid score: a sound present anywhere in the
 file tags it, however long the file (``--pool mean``: the mean over patches instead,
 which ranks files by how much of them holds the sound). Files shorter than one patch
 are padded with silence to one patch. Labels are AudioSet display names; ``--mids``
-adds the mids.
+adds the mids. ``--model yamnet`` tags with YAMNet's 521 classes.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 from detector.cli.common import run_cli, setup_logging
 from detector.frontend.logmel import LogMelStage
 from detector.frontend.patcher import Patcher
-from detector.model.resolve import resolve_model
-from detector.model.scorer import DEVICES, OnnxScorer
+from detector.model.resolve import load_scorer
+from detector.model.scorer import DEVICES, Scorer
 from detector.pipeline import hop_frames_for
 from detector.sources.parse import FileSource, SourceError
 
@@ -77,7 +77,7 @@ class PatchPool:
 
 
 def score_file(
-    path: str | Path, scorer: OnnxScorer, hop_s: float = 0.48, batch: int = 64,
+    path: str | Path, scorer: Scorer, hop_s: float = 0.48, batch: int = 64,
     allow_truncated: bool = False,
 ) -> PatchPool:
     """Every patch of one file scored (hop ``hop_s`` seconds), pooled as it goes.
@@ -111,7 +111,7 @@ def score_file(
 
 
 def tag_file(
-    path: str | Path, scorer: OnnxScorer, hop_s: float = 0.48, batch: int = 64,
+    path: str | Path, scorer: Scorer, hop_s: float = 0.48, batch: int = 64,
     allow_truncated: bool = False, pool: str = "max",
 ) -> np.ndarray:
     """Clip scores ``(L,)`` of one file (see module docstring for the pooling)."""
@@ -121,7 +121,9 @@ def tag_file(
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sed-tag", description="Clip-level sound tags, one JSON line per file.")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    p.add_argument("--model", type=Path, help="ONNX model from sed-export (default: exports/default)")
+    p.add_argument("--model", metavar="PATH|yamnet",
+                   help="ONNX model from sed-export (default: exports/default), or 'yamnet' for "
+                   "the cached YAMNet (521 classes; fetch it with sed-bench fetch-yamnet)")
     p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--hop", type=float, default=0.48, metavar="SECONDS", help="patch hop (default 0.48)")
     p.add_argument("--pool", choices=POOLS, default="max",
@@ -135,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    scorer = OnnxScorer(resolve_model(args.model), args.device)
+    scorer = load_scorer(args.model, args.device)
     names = scorer.contract.names
     failures = 0
     for path in args.files:
