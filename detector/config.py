@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.decide.smoother import LabelPolicy, SmootherConfig
+from detector.io.endpoint import check_endpoint
 
 __all__ = ["Config", "ListenConfig", "SecurityConfig", "load_config"]
 
@@ -72,6 +73,7 @@ class ListenConfig:
         for name in ("update_interval_s", "status_interval_s", "file_chunk_s", "live_poll_s", "max_backlog_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)}; must be > 0")
+        check_endpoint(self.endpoint, "[listen] endpoint", bind=True)
         if self.top_k < 1 or self.max_batch < 1:
             raise ValueError(f"top_k={self.top_k}, max_batch={self.max_batch}; both must be >= 1")
 

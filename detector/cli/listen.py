@@ -31,6 +31,7 @@ from types import FrameType
 from detector.cli.common import run_cli, setup_logging
 from detector.config import SecurityConfig, load_config
 from detector.io.control import DEFAULT_CONTROL_ENDPOINT
+from detector.io.endpoint import check_endpoint
 from detector.io.publisher import JsonLinesSink, Sink, ZmqPublisher
 from detector.io.security import CurveServerConfig
 from detector.model.labels import choose_event_labels, parse_labels
@@ -206,6 +207,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.list_devices:
         print(sources_mod.list_devices())
         return 0
+    # Addresses are checked before any model or device is opened (libzmq would wrap
+    # tcp://127.0.0.1:99999 to port 34463 without a word).
+    if args.publish is not None:
+        check_endpoint(args.publish, "--publish", bind=True)
+    if args.control is not None:
+        check_endpoint(args.control, "--control", bind=True)
     config = load_config(
         args.config,
         {

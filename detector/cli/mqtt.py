@@ -27,6 +27,7 @@ from typing import Any
 
 import zmq
 
+from detector.io.endpoint import check_endpoint
 from detector.io.mqtt import MqttBridge, MqttConfig, MqttUrl, parse_mqtt_url
 from detector.io.security import configure_client
 from detector.io.wire import DEFAULT_ENDPOINT, WireError, decode
@@ -128,6 +129,7 @@ def _subscribe(ctx: zmq.Context[Any], args: argparse.Namespace) -> zmq.Socket[An
     for topic in (b"event.", b"status."):
         sock.setsockopt(zmq.SUBSCRIBE, topic)
     for ep in args.connect or [DEFAULT_ENDPOINT]:
+        check_endpoint(ep, "--connect")
         try:
             sock.connect(ep)
         except zmq.ZMQError as e:
@@ -137,6 +139,8 @@ def _subscribe(ctx: zmq.Context[Any], args: argparse.Namespace) -> zmq.Socket[An
 
 
 def _run(args: argparse.Namespace) -> int:
+    for ep in args.connect:  # bad input is refused before anything connects
+        check_endpoint(ep, "--connect")
     config = config_from_args(args)
     ctx: zmq.Context[Any] = zmq.Context()
     sock = _subscribe(ctx, args)
