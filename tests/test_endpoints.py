@@ -49,6 +49,7 @@ def test_bad_endpoints_one_line(ep: str, says: str) -> None:
 
 def test_any_port_when_binding() -> None:
     assert check_endpoint("tcp://127.0.0.1:*", bind=True)
+    assert check_endpoint("tcp://127.0.0.1:0", bind=True)
     pub = ZmqPublisher("tcp://127.0.0.1:*")  # a real bind to a free port
     try:
         assert 1 <= int(pub.bound.rsplit(":", 1)[1]) <= 65535

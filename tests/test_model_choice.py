@@ -80,7 +80,7 @@ def test_pool_scores() -> None:
     x = np.array([[0.1, 0.9], [0.3, 0.1]])
     np.testing.assert_allclose(pool_scores(x), [0.3, 0.9])
     np.testing.assert_allclose(pool_scores(x, "mean"), [0.2, 0.5])
-    with pytest.raises(ValueError, match="accepted: \\['max', 'mean'\\]"):
+    with pytest.raises(ValueError, match="pool 'median'; accepted"):
         pool_scores(x, "median")
     with pytest.raises(ValueError, match="no patches"):
         pool_scores(np.zeros((0, 2)))

@@ -7,7 +7,8 @@ in a config file or in a URL goes through :func:`check_endpoint` (or
 which accepts:
 
 - ``tcp://HOST:PORT``: a host (name, IPv4, ``[IPv6]``, an interface, or ``*`` to bind
-  every interface) and a port 1-65535 (``*``: any free port, when binding);
+  every interface) and a port 1-65535 (``*`` or ``0``: any free port, when binding;
+  the bound address is logged);
 - ``ipc://PATH`` and ``inproc://NAME``: a path or name that is not empty.
 
 Anything else raises ``ValueError`` with one line that says what was received and
@@ -36,7 +37,7 @@ def _host_port(text: str, what: str, accepted: str, any_port: bool) -> tuple[str
             raise ValueError(f"{what}: no port; {accepted}")
     if not host or any(c.isspace() or c in "/?#@" for c in host):
         raise ValueError(f"{what}: {'no host' if not host else f'bad host {host!r}'}; {accepted}")
-    if port_text == "*" and any_port:
+    if port_text in ("*", "0") and any_port:
         return host, None
     if not port_text.isdigit():
         raise ValueError(f"{what}: port {port_text!r} is not a number; {accepted}")
@@ -50,7 +51,7 @@ def check_endpoint(endpoint: str, what: str = "endpoint", *, bind: bool = False)
     """``endpoint`` unchanged if ZeroMQ can use it as meant, else ``ValueError``.
 
     ``what`` names the option or key in the message (``"--publish"``). ``bind``: the
-    endpoint is bound, so ``tcp://HOST:*`` (any free port) is accepted.
+    endpoint is bound, so ``tcp://HOST:*`` and ``tcp://HOST:0`` (any free port) are accepted.
     """
     label = f"{what} {endpoint!r}"
     if not isinstance(endpoint, str) or "://" not in endpoint:
