@@ -539,6 +539,9 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
             step += 1
             seen += cfg.batch_size
             loss_sum += float(loss.item()) * cfg.batch_size
+            if step % 50 == 0:
+                log.info("step %d: loss %.4f, %.0f examples/s", step, loss_sum / seen,
+                         seen / max(time.monotonic() - t0, 1e-9))
         entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                                  "examples_per_s": seen / max(time.monotonic() - t0, 1e-9),
                                  "lr": opt.param_groups[0]["lr"]}
