@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from detector.config import Config
-from detector.model.scorer import OnnxScorer
 from detector.pipeline import detect_file
 
 __all__ = ["evaluate_beds", "format_table", "load_scorer", "main", "read_beds"]
@@ -67,15 +66,11 @@ def read_beds(noise_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def load_scorer(model: str, threads: int = 1) -> Any:
-    """``OnnxScorer`` for an ONNX file, or ``YamnetScorer`` for ``yamnet`` (from the cache)."""
-    if model == "yamnet":
-        from detector.model.yamnet import YamnetScorer, find_yamnet, how_to_fetch
+    """The scorer ``sed-listen --model MODEL`` runs: an ONNX file, or ``yamnet`` with its
+    default event labels (:func:`detector.model.resolve.load_scorer`)."""
+    from detector.model.resolve import load_scorer as runtime_scorer
 
-        path = find_yamnet()
-        if path is None:
-            raise FileNotFoundError(how_to_fetch())
-        return YamnetScorer(path, threads)
-    return OnnxScorer(Path(model), "cpu", threads)
+    return runtime_scorer(model, "cpu", threads)
 
 
 def evaluate_beds(noise_dir: str | Path, scorer: Any, config: Config | None = None) -> dict[str, Any]:
