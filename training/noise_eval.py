@@ -7,9 +7,9 @@ the model's own thresholds and the default smoother (:class:`detector.config.Con
 and counts onsets. The beds hold no event, so **every onset is false**; the figure is
 onsets per hour over the whole set (issue 20: at most 2 per hour).
 
-``yamnet`` runs :class:`detector.model.yamnet.YamnetScorer` (the bench's baseline, thresholds
-0.5/0.35 on all 521 classes) through the same ``detect_file``; there every onset counts
-too, although YAMNet has classes such as "White noise" or "Hum" that name the bed.
+``yamnet`` runs YAMNet as ``sed-listen --model yamnet`` does (thresholds 0.5/0.35, events
+for its home/office set only) through the same ``detect_file``; every onset counts there
+too.
 
 Onsets understate a bed that opens an event and holds it for the whole file, so each
 file also reports how long each label's events stayed open (``open_s``, from the offset
