@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ import numpy as np
 
 from detector.config import Config, load_config
 from detector.frontend.patcher import Patch
+from detector.io.clips import ClipRecorder, ClipWriter
 from detector.io.control import Commands, ControlError, ControlServer, SeqStore
 from detector.io.publisher import ListSink, Sink
 from detector.model.resolve import load_scorer
@@ -94,6 +95,10 @@ class Listener:
         model / scorer: the ONNX model (path) or a ready scorer.
         control_endpoint: local REQ/REP endpoint for :mod:`detector.io.control` commands.
         state_dir: directory for :class:`~detector.io.control.SeqStore` (``seq`` across restarts).
+        clips: writer for event clips (:mod:`detector.io.clips`); each stream then keeps
+            a history of its recent audio and records every event.
+        latency_observer: called with ``(stream id, seconds)`` for every scored hop
+            (the Prometheus histogram, :mod:`detector.io.metrics`).
     """
 
     def __init__(
@@ -106,6 +111,8 @@ class Listener:
         control_endpoint: str | None = None,
         state_dir: str | Path | None = None,
         config_path: str | Path | None = None,
+        clips: ClipWriter | None = None,
+        latency_observer: Callable[[str, float], None] | None = None,
     ) -> None:
         self.config = config or Config()
         self.config_path = Path(config_path) if config_path is not None else None
@@ -121,6 +128,12 @@ class Listener:
         self.streams = [
             StreamState(s, self.scorer, self.config, self.session, self.seq_store) for s in sources
         ]
+        if clips is not None:
+            # Audio fed beyond the instant an event message names: a patch, plus one read.
+            lag = self.scorer.contract.features.patch_seconds + max(lc.file_chunk_s, lc.max_backlog_s)
+            for st in self.streams:
+                st.clips = ClipRecorder(st.id, self.session, st.sample_rate, clips, lag)
+        self.latency_observer = latency_observer
         self.batches = 0
         self.batch_sizes: deque[int] = deque(maxlen=LATENCY_WINDOW)
         self.commands = Commands(self)
@@ -233,6 +246,12 @@ class Listener:
             self.publish(st.close_events("gap"))
         self.publish([st.status(state, time.time())])
 
+    def _check_clips(self, st: StreamState) -> None:
+        """A clip that failed to write (full disk, ...) is reported on the stream's status."""
+        notice = st.clips.notice() if st.clips is not None else None
+        if notice:
+            self.publish([st.status(st.state_now(), time.time(), notice)])
+
     def _fail(self, st: StreamState, err: Exception) -> None:
         st.ended = True
         # Expected failures carry a message that names the input; others keep their type.
@@ -258,6 +277,8 @@ class Listener:
             done = time.perf_counter()
             st.add_busy(share + done - t1)
             st.add_latency(done - item.ready_at)
+            if self.latency_observer is not None:
+                self.latency_observer(st.id, done - item.ready_at)
 
     def handle(self, req: dict[str, Any]) -> Any:
         """Carry out one validated control request (see :class:`detector.io.control.Commands`)."""
@@ -330,6 +351,7 @@ class Listener:
                     try:
                         progressed |= self._read(st, pending, chunk)
                         self._check_gap(st)
+                        self._check_clips(st)
                     except Exception as e:  # one bad stream never stops the others
                         self._fail(st, e)
                 if pending:

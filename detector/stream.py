@@ -20,6 +20,7 @@ from detector.decide.events import EventBuilder
 from detector.decide.smoother import Smoother
 from detector.frontend.logmel import LogMelStage
 from detector.frontend.patcher import Patch, Patcher
+from detector.io.clips import ClipRecorder
 from detector.io.control import ControlError, SeqStore
 from detector.io.wire import envelope
 from detector.model.labels import choose_event_labels
@@ -109,6 +110,8 @@ class StreamState:
         self._last_status_wall = 0.0
         self._last_status_samples = 0
         self._last_status_busy = 0.0
+        # Event clips (sed-listen --clips): set by the Listener, None when off.
+        self.clips: ClipRecorder | None = None
 
     def _make_smoother(self, config: Config) -> Smoother:
         c = self.contract
@@ -135,10 +138,6 @@ class StreamState:
             return []
         if self.wall_origin is None:
             self.wall_origin = time.time() - samples.size / self.sample_rate
-        if self._realign:
-            samples = self._restart(samples)
-            if samples.size == 0:
-                return []
         with np.errstate(invalid="ignore"):
             clean = bool(np.all(np.abs(samples) <= MAX_ABS_SAMPLE))  # False for any NaN
         if not clean:
@@ -148,6 +147,12 @@ class StreamState:
                 log.warning("%s: NaN/Inf or out-of-range (|x| > %g) samples; replacing them by 0",
                             self.id, MAX_ABS_SAMPLE)
             self.nonfinite_samples += n_bad
+        if self.clips is not None:  # clips keep the audio the realignment below skips
+            self.clips.feed(self.samples, samples)
+        if self._realign:
+            samples = self._restart(samples)
+            if samples.size == 0:
+                return []
         self.samples += samples.size
         self._sum_sq += float(np.dot(samples, samples))
         self._level_n += samples.size
@@ -188,6 +193,8 @@ class StreamState:
             self.message("event", p, patch.end)
             for p in self.events.process(transitions, smoothed, centre)
         ]
+        if self.clips is not None:
+            self.clips.on_events(out)  # adds the clip's path to offsets
         self.patches += 1
         if self.listen.scores:
             k = min(self.listen.top_k, len(self.labels))
@@ -209,10 +216,14 @@ class StreamState:
     def close_events(self, reason: str) -> list[dict[str, Any]]:
         t = self.stream_time
         transitions = self.smoother.close(t)
-        return [
+        out = [
             self.message("event", p, t)
             for p in self.events.close(transitions, self.smoother.smoothed, reason)
         ]
+        if self.clips is not None:
+            self.clips.on_events(out)
+            self.clips.flush(reason)  # no audio follows contiguously: clips end here
+        return out
 
     def open_events(self) -> list[dict[str, Any]]:
         """Current open events as ``update`` payloads with the envelope (no ``seq`` used)."""
@@ -253,6 +264,7 @@ class StreamState:
             "paused_seconds": round(self.paused_samples / self.sample_rate, 3),
             "reconnects": int(getattr(src, "reconnects", 0)),
             "nonfinite_samples": int(getattr(src, "nonfinite_samples", 0)) + self.nonfinite_samples,
+            **(self.clips.counters() if self.clips is not None else {}),
         }
 
     def bad_input_notice(self) -> str | None:

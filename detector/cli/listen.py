@@ -14,6 +14,11 @@ Reliability and security (``docs/reliability.md``, ``docs/security.md``):
     sed-listen --state-dir /var/lib/sed       # seq continues across restarts; a crash shows as a gap
     sed-listen --publish tcp://0.0.0.0:5557 --curve-secret-key keys/server.key_secret \
                --curve-allow-dir keys/allowed # encrypted, only allowed subscribers
+
+Clips and metrics (``docs/wire.md``, ``docs/metrics.md``):
+
+    sed-listen --clips clips/ --clips-max-mb 500 --clips-max-age 7d  # each event as FLAC + JSON
+    sed-listen --metrics                      # Prometheus /metrics on 127.0.0.1:9108
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ import threading
 from collections import Counter
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from detector.cli.common import run_cli, setup_logging
 from detector.config import SecurityConfig, load_config
+from detector.io.clips import ClipConfig, ClipWriter, parse_age
 from detector.io.control import DEFAULT_CONTROL_ENDPOINT
 from detector.io.endpoint import check_endpoint
 from detector.io.publisher import JsonLinesSink, Sink, ZmqPublisher
@@ -41,6 +48,9 @@ from detector.pipeline import FailedSource, Listener, hop_frames_for
 from detector.sources import parse as sources_mod
 from detector.sources.net import is_url, redact_url
 from detector.sources.parse import Source
+
+if TYPE_CHECKING:
+    from detector.io.metrics import MetricsServer
 
 __all__ = ["build_parser", "main"]
 
@@ -102,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt-node-id", default="sed", metavar="ID",
                    help="with --mqtt: names this daemon in topics and Home Assistant ids")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (stderr)")
+    _add_recording_args(p)
     return p
 
 
@@ -118,6 +129,39 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list-labels", action="store_true",
                    help="print the model's labels, one a line, with a tab and 'events' after "
                    "each that raises events, and exit")
+
+
+def _add_recording_args(p: argparse.ArgumentParser) -> None:
+    """Event clips and Prometheus metrics (issue 22), kept in one group."""
+    g = p.add_argument_group("event clips and metrics")
+    g.add_argument("--clips", type=Path, metavar="DIR",
+                   help="write each event's audio here as FLAC with a JSON sidecar; the offset "
+                   "message carries the clip's path")
+    g.add_argument("--clip-pre", type=float, default=2.0, metavar="SECONDS",
+                   help="audio kept before the onset (default 2)")
+    g.add_argument("--clip-post", type=float, default=1.0, metavar="SECONDS",
+                   help="audio kept after the offset (default 1)")
+    g.add_argument("--clip-max", type=float, default=30.0, metavar="SECONDS",
+                   help="longest event part of a clip; longer events are cut (default 30)")
+    g.add_argument("--clips-max-mb", type=float, default=1024.0, metavar="MB",
+                   help="delete the oldest clips beyond this total size (default 1024)")
+    g.add_argument("--clips-max-age", metavar="AGE",
+                   help="delete clips older than this: 7d, 12h, 30m, or seconds (default: keep)")
+    g.add_argument("--metrics", nargs="?", const="", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics (on 127.0.0.1:9108 when no address is given; "
+                   "docs/metrics.md)")
+
+
+def _clip_config(args: argparse.Namespace) -> ClipConfig | None:
+    if args.clips is None:
+        return None
+    if not 0 < args.clips_max_mb < 2**40:
+        raise ValueError(f"--clips-max-mb {args.clips_max_mb:g}; accepted: a size > 0 MB")
+    return ClipConfig(
+        args.clips, pre_s=args.clip_pre, post_s=args.clip_post, max_s=args.clip_max,
+        max_bytes=round(args.clips_max_mb * 2**20),
+        max_age_s=parse_age(args.clips_max_age) if args.clips_max_age else None,
+    )
 
 
 def _unique_ids(srcs: list[Source]) -> None:
@@ -227,6 +271,12 @@ def _run(args: argparse.Namespace) -> int:
         from detector.io.mqtt import parse_mqtt_url
 
         parse_mqtt_url(args.mqtt)
+    clip_config = _clip_config(args)  # bad clip settings or metrics address: refused here too
+    if args.metrics is not None:
+        from detector.io.metrics import DEFAULT_METRICS_ADDRESS, parse_metrics_address
+
+        args.metrics = args.metrics or DEFAULT_METRICS_ADDRESS
+        parse_metrics_address(args.metrics)
     scorer = load_scorer(args.model, lc.device, lc.threads, lc.max_batch)
     hop_frames_for(lc.patch_hop_s, scorer)  # reject a bad hop before opening any device
     c = scorer.contract  # reject unknown label names before opening any device
@@ -242,10 +292,21 @@ def _run(args: argparse.Namespace) -> int:
              f" ({', '.join(events)})" if len(events) <= 10 else "")
     srcs = _make_sources(args, scorer.contract.features.sample_rate, lc.realtime)
     sinks: list[Sink] = []
+    clips: ClipWriter | None = None
     if args.json or args.json_all:
         kinds = ("event", "scores", "status") if args.json_all else ("event",)
         sinks.append(JsonLinesSink(sys.stdout, kinds))
     try:
+        metrics: MetricsServer | None = None
+        if args.metrics:
+            from detector.io.metrics import MetricsServer
+
+            metrics = MetricsServer(args.metrics)
+            sinks.append(metrics)
+            log.info("metrics on %s", metrics.url)
+        if clip_config is not None:
+            clips = ClipWriter(clip_config)
+            log.info("event clips in %s", clips.directory)
         if args.mqtt:
             sinks.append(_mqtt_sink(args, scorer.contract.names))
         if not args.no_publish:
@@ -254,9 +315,12 @@ def _run(args: argparse.Namespace) -> int:
             sinks.append(pub)
         listener = Listener(
             srcs, sinks, config, scorer=scorer, control_endpoint=args.control,
-            state_dir=args.state_dir, config_path=args.config,
+            state_dir=args.state_dir, config_path=args.config, clips=clips,
+            latency_observer=metrics.observe_latency if metrics is not None else None,
         )
     except BaseException:
+        if clips is not None:
+            clips.close()
         for sink in sinks:
             sink.close()
         for src in srcs:
@@ -276,6 +340,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if clips is not None:
+            clips.close()  # writes the clips still queued (the final offsets' too)
         for sink in sinks:
             sink.close()
     failed = [st for st in listener.streams if st.error]
