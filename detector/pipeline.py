@@ -131,8 +131,9 @@ class Listener:
         if clips is not None:
             # Audio fed beyond the instant an event message names: a patch, plus one read.
             lag = self.scorer.contract.features.patch_seconds + max(lc.file_chunk_s, lc.max_backlog_s)
+            offline = not any(s.is_live for s in sources)  # files only: waiting loses nothing
             for st in self.streams:
-                st.clips = ClipRecorder(st.id, self.session, st.sample_rate, clips, lag)
+                st.clips = ClipRecorder(st.id, self.session, st.sample_rate, clips, lag, offline)
         self.latency_observer = latency_observer
         self.batches = 0
         self.batch_sizes: deque[int] = deque(maxlen=LATENCY_WINDOW)

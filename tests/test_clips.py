@@ -262,6 +262,24 @@ def test_a_full_queue_drops_and_counts(tmp_path: Path, monkeypatch: pytest.Monke
     assert writer.counters("s") == {"clips": 2, "clip_errors": 0, "clips_dropped": 3}
 
 
+def test_files_only_wait_for_the_writer_instead_of_dropping(
+    scorer: OnnxScorer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline (files read as fast as they decode) nothing is lost by waiting: a slow disk
+    and a one-job queue still get every clip."""
+    real_write = clips_mod.write_file
+
+    def slow(path: Path, data: bytes) -> None:
+        time.sleep(0.02)
+        real_write(path, data)
+
+    monkeypatch.setattr(clips_mod, "write_file", slow)
+    messages, writer = _run(scorer, ClipConfig(tmp_path, queue_size=1))
+    offsets = [m for m in messages if m["type"] == "event" and m["event"] == "offset"]
+    assert writer.counters("demo.flac") == {"clips": len(offsets), "clip_errors": 0, "clips_dropped": 0}
+    assert all(Path(m["clip"]).exists() for m in offsets)
+
+
 def test_cli_clips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from detector.cli.listen import main
 

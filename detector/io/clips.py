@@ -9,6 +9,8 @@ Three parts, each with one concern:
   copies ``[onset - pre, min(offset, onset + max) + post)`` out of the history as soon
   as that audio has arrived. It never waits: a copy is a few hundred kB, and the job is
   handed to the writer with a non-blocking put (a full queue is counted, not waited on).
+  Only when every stream is an offline file (nothing is lost by waiting) does a full
+  queue hold the loop back instead, so that file analysis keeps every clip.
 * :class:`ClipWriter` -- one thread for all streams: encodes FLAC, writes the clip and
   its sidecar (each via a temporary file and a rename), then applies retention (total
   size, age). A write error (a full disk: ``ENOSPC``) is counted per stream, logged and
@@ -59,6 +61,8 @@ CLIP_NAME = re.compile(r"^\d{8}T\d{6}\.\d{3}Z_.+\.(flac|json)$")
 """File names this module writes; retention touches no other file in the directory."""
 _AGE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _ERROR_LOG_INTERVAL_S = 60.0
+OFFLINE_WAIT_S = 30.0
+"""Longest an offline (files only) run waits for room in the writer's queue (a hung disk)."""
 
 
 def parse_age(text: str) -> float:
@@ -269,11 +273,15 @@ class ClipWriter:
         with self._lock:
             return self._counts.setdefault(stream, _Counts())
 
-    def submit(self, job: ClipJob) -> bool:
-        """Queue ``job``; False (and counted as dropped) when the queue is full or closed."""
+    def submit(self, job: ClipJob, wait_s: float = 0.0) -> bool:
+        """Queue ``job``, waiting up to ``wait_s`` for room (0: never wait); False (and
+        counted as dropped) when the queue stays full or the writer is closed."""
         if not self._closed:
             try:
-                self._queue.put_nowait(job)
+                if wait_s > 0:
+                    self._queue.put(job, timeout=wait_s)
+                else:
+                    self._queue.put_nowait(job)
                 return True
             except queue.Full:
                 pass
@@ -351,7 +359,7 @@ class ClipWriter:
         try:
             self._queue.put(_STOP, timeout=timeout)
         except queue.Full:
-            log.warning("clip writer: still busy after %.0f s; %d queued clip job(s) not written",
+            log.warning("clip writer: still busy after %.1f s; %d queued clip job(s) not written",
                         timeout, self._queue.qsize())
             return
         self._thread.join(timeout)
@@ -386,9 +394,15 @@ class ClipRecorder:
         lag_s: the most audio (seconds) the pipeline may feed beyond the point an
             event message refers to (a patch, plus a read chunk or backlog); sizes the
             history so an onset's pre-roll is still held when the onset is decided.
+        offline: every stream of the daemon is a file read as fast as possible: a full
+            writer queue then makes the loop wait (up to ``OFFLINE_WAIT_S``) instead of
+            dropping the clip. Never for a live stream.
     """
 
-    def __init__(self, stream: str, session: str, sample_rate: int, writer: ClipWriter, lag_s: float) -> None:
+    def __init__(
+        self, stream: str, session: str, sample_rate: int, writer: ClipWriter, lag_s: float,
+        offline: bool = False,
+    ) -> None:
         cfg = writer.config
         self.stream = stream
         self.session = session
@@ -398,6 +412,7 @@ class ClipRecorder:
         self.post = round(cfg.post_s * sample_rate)
         self.max = round(cfg.max_s * sample_rate)
         self.history = ClipHistory(round((cfg.pre_s + cfg.max_s + cfg.post_s + 2 * lag_s + 1.0) * sample_rate))
+        self._wait_s = OFFLINE_WAIT_S if offline else 0.0
         self._pending: dict[int, _Pending] = {}
         self._errors_seen = 0
         self._dropped_seen = 0
@@ -481,7 +496,8 @@ class ClipRecorder:
             return
         # The clip now; its sidecar follows with the offset (a capped event may go on for long).
         self.writer.submit(ClipJob(self.stream, p.path, self.rate, audio=audio,
-                                   sidecar=self._sidecar(p) if p.offset is not None else None))
+                                   sidecar=self._sidecar(p) if p.offset is not None else None),
+                           self._wait_s)
         p.messages = p.messages if p.offset is None else []
 
     def _submit_done(self) -> None:
@@ -489,7 +505,8 @@ class ClipRecorder:
         for eid in done:
             p = self._pending.pop(eid)
             if p.messages:  # the clip went earlier (capped): the sidecar goes now
-                self.writer.submit(ClipJob(self.stream, p.path, self.rate, sidecar=self._sidecar(p)))
+                self.writer.submit(ClipJob(self.stream, p.path, self.rate, sidecar=self._sidecar(p)),
+                                   self._wait_s)
 
     def _sidecar(self, p: _Pending) -> dict[str, Any]:
         return {
