@@ -139,6 +139,31 @@ def test_history_ring_by_absolute_index() -> None:
     assert h.read(0, 100)[1].tolist() == list(range(15, 25))
 
 
+def test_a_hole_ends_the_clip_where_the_audio_stopped(tmp_path: Path) -> None:
+    """Audio is never invented: a gap (or pause, or overrun) after the onset cuts the clip
+    at the hole; the offset that follows still gets the path and the sidecar."""
+    writer = ClipWriter(ClipConfig(tmp_path, pre_s=0.5, post_s=1.0))
+    rec = clips_mod.ClipRecorder("mic:x", "abcdef123456", RATE, writer, lag_s=1.0)
+    ramp = (np.arange(3 * RATE, dtype=np.float32) / (3 * RATE) - 0.5).astype(np.float32)
+    try:
+        rec.feed(0, ramp[: 2 * RATE])
+        onset = {"type": "event", "event": "onset", "event_id": 4, "label": "Dog", "start": 1.0,
+                 "start_wall": 1.7e9}
+        rec.on_events([onset])
+        rec.feed(3 * RATE, ramp[: RATE // 10])  # 1 s of audio missing: a hole
+        offset = {**onset, "event": "offset", "end": 3.05, "reason": "score"}
+        rec.on_events([offset])
+    finally:
+        writer.close()
+    path = Path(offset["clip"])
+    audio, _ = sf.read(path, dtype="float32")
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert (side["clip_start"], side["clip_end"], side["truncated"]) == (0.5, 2.0, "gap")
+    np.testing.assert_allclose(audio, ramp[RATE // 2 : 2 * RATE], atol=1 / 32768)
+    assert [m["event"] for m in side["messages"]] == ["onset", "offset"]
+    assert side["messages"][-1]["clip"] == str(path)
+
+
 def _clip_file(d: Path, stamp: str, size: int, age_s: float, now: float) -> list[Path]:
     out = []
     for ext, n in ((".flac", size), (".json", 100)):
