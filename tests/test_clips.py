@@ -324,11 +324,13 @@ def test_cli_clips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (["--clip-max", "0"], "--clip-max 0 s; accepted"),
     (["--clips-max-mb", "0"], "--clips-max-mb 0; accepted"),
     (["--clips-max-age", "soon"], "--clips-max-age 'soon'; accepted"),
+    (["--clip-post", "2", "--no-clips"], "--clip-post set(s) how clips are kept, but --clips DIR is not given"),
 ])
 def test_cli_bad_clip_settings_one_line(args: list[str], expected: str, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     from detector.cli.listen import main
 
-    assert main([str(DEMO), "--no-publish", "--clips", str(tmp_path), *args]) == 2
+    clips = [] if "--no-clips" in args else ["--clips", str(tmp_path)]
+    assert main([str(DEMO), "--no-publish", *clips, *[a for a in args if a != "--no-clips"]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0], err

@@ -32,7 +32,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from detector.cli.common import run_cli, setup_logging
 from detector.config import SecurityConfig, load_config
@@ -134,17 +134,18 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 def _add_recording_args(p: argparse.ArgumentParser) -> None:
     """Event clips and Prometheus metrics (issue 22), kept in one group."""
     g = p.add_argument_group("event clips and metrics")
+    d = ClipConfig(Path("."))  # the defaults, stated once in ClipConfig
     g.add_argument("--clips", type=Path, metavar="DIR",
                    help="write each event's audio here as FLAC with a JSON sidecar; the offset "
                    "message carries the clip's path")
-    g.add_argument("--clip-pre", type=float, default=2.0, metavar="SECONDS",
-                   help="audio kept before the onset (default 2)")
-    g.add_argument("--clip-post", type=float, default=1.0, metavar="SECONDS",
-                   help="audio kept after the offset (default 1)")
-    g.add_argument("--clip-max", type=float, default=30.0, metavar="SECONDS",
-                   help="longest event part of a clip; longer events are cut (default 30)")
-    g.add_argument("--clips-max-mb", type=float, default=1024.0, metavar="MB",
-                   help="delete the oldest clips beyond this total size (default 1024)")
+    g.add_argument("--clip-pre", type=float, metavar="SECONDS",
+                   help=f"audio kept before the onset (default {d.pre_s:g})")
+    g.add_argument("--clip-post", type=float, metavar="SECONDS",
+                   help=f"audio kept after the offset (default {d.post_s:g})")
+    g.add_argument("--clip-max", type=float, metavar="SECONDS",
+                   help=f"longest event part of a clip; longer events are cut (default {d.max_s:g})")
+    g.add_argument("--clips-max-mb", type=float, metavar="MB",
+                   help=f"delete the oldest clips beyond this total size (default {(d.max_bytes or 0) / 2**20:g})")
     g.add_argument("--clips-max-age", metavar="AGE",
                    help="delete clips older than this: 7d, 12h, 30m, or seconds (default: keep)")
     g.add_argument("--metrics", nargs="?", const="", metavar="HOST:PORT",
@@ -154,14 +155,20 @@ def _add_recording_args(p: argparse.ArgumentParser) -> None:
 
 def _clip_config(args: argparse.Namespace) -> ClipConfig | None:
     if args.clips is None:
+        stray = [f for f, v in (("--clip-pre", args.clip_pre), ("--clip-post", args.clip_post),
+                                ("--clip-max", args.clip_max), ("--clips-max-mb", args.clips_max_mb),
+                                ("--clips-max-age", args.clips_max_age)) if v is not None]
+        if stray:
+            raise ValueError(f"{', '.join(stray)} set(s) how clips are kept, but --clips DIR is not given")
         return None
-    if not 0 < args.clips_max_mb < 2**40:
-        raise ValueError(f"--clips-max-mb {args.clips_max_mb:g}; accepted: a size > 0 MB")
-    return ClipConfig(
-        args.clips, pre_s=args.clip_pre, post_s=args.clip_post, max_s=args.clip_max,
-        max_bytes=round(args.clips_max_mb * 2**20),
-        max_age_s=parse_age(args.clips_max_age) if args.clips_max_age else None,
-    )
+    given: dict[str, Any] = {"pre_s": args.clip_pre, "post_s": args.clip_post, "max_s": args.clip_max}
+    if args.clips_max_mb is not None:
+        if not 0 < args.clips_max_mb < 2**40:
+            raise ValueError(f"--clips-max-mb {args.clips_max_mb:g}; accepted: a size > 0 MB")
+        given["max_bytes"] = round(args.clips_max_mb * 2**20)
+    if args.clips_max_age is not None:
+        given["max_age_s"] = parse_age(args.clips_max_age)
+    return ClipConfig(args.clips, **{k: v for k, v in given.items() if v is not None})
 
 
 def _unique_ids(srcs: list[Source]) -> None:
