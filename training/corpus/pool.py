@@ -47,6 +47,7 @@ import numpy as np
 import soundfile as sf
 
 from training.corpus import packages
+from training.corpus.build import is_noncommercial
 
 __all__ = [
     "DEFAULT_PACKAGES",
@@ -316,7 +317,7 @@ def shared_rows(shared: Path, pool: Path, cfg: PoolConfig, seen: set[str]) -> li
         folder = manifest.parent
         with manifest.open(newline="", encoding="utf-8") as f:
             for row in sorted(csv.DictReader(f), key=lambda r: r["path"]):
-                nc = int("NC" in row.get("license", "").upper())
+                nc = int(is_noncommercial(row.get("license", "")))
                 if nc and cfg.free_only:
                     continue
                 wave, sr = sf.read(str(folder / row["path"]), dtype="float32", always_2d=True)
