@@ -7,6 +7,7 @@ Example ``sed.toml``::
     # live_patch_hop_s = 0.24 # live sources; unset: 0.1 s for <= 8 live streams, else patch_hop_s
     endpoint = "tcp://127.0.0.1:5557"
     top_k = 5
+    labels = ["Dog", "Glass", "Smoke detector, smoke alarm"]  # raise events for these only
 
     [smoother]                # defaults for every label (detector.decide.smoother.LabelPolicy)
     method = "ema"
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.decide.smoother import LabelPolicy, SmootherConfig
+from detector.io.endpoint import check_endpoint
 
 __all__ = ["FEW_LIVE_STREAMS", "LIVE_FINE_HOP_S", "Config", "ListenConfig", "SecurityConfig", "load_config"]
 
@@ -74,6 +76,9 @@ class ListenConfig:
     # A live source (microphone, real-time replay) more than this far behind loses its
     # oldest audio, counted as an overrun: memory stays bounded when the model is slow.
     max_backlog_s: float = 5.0
+    # The labels that raise events (names as detector.model.labels.parse_labels reads them:
+    # a list, or one string "Dog,Glass" / "Dog|Glass"); None: the model's event_labels.
+    labels: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.patch_hop_s <= 0:
@@ -83,6 +88,7 @@ class ListenConfig:
         for name in ("update_interval_s", "status_interval_s", "file_chunk_s", "live_poll_s", "max_backlog_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)}; must be > 0")
+        check_endpoint(self.endpoint, "[listen] endpoint", bind=True)
         if self.top_k < 1 or self.max_batch < 1:
             raise ValueError(f"top_k={self.top_k}, max_batch={self.max_batch}; both must be >= 1")
 
@@ -121,6 +127,15 @@ def _check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
             return None
     else:
         allowed = (hint,)
+    if tuple[str, ...] in allowed and isinstance(value, str | list | tuple):
+        items = [value] if isinstance(value, str) else list(value)
+        if all(isinstance(v, str) for v in items):
+            return tuple(items)
+        raise ValueError(f"[{section}] {name} = {value!r}; expected a list of strings")
+    if tuple[str, ...] in allowed:
+        raise ValueError(
+            f"[{section}] {name} = {value!r} ({type(value).__name__}); expected a list of strings"
+        )
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if any(isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in allowed):

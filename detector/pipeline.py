@@ -49,10 +49,11 @@ import numpy as np
 from detector.config import Config, load_config
 from detector.frontend.logmel import LogMelKernel
 from detector.frontend.patcher import Patch
+from detector.io.clips import ClipRecorder, ClipWriter
 from detector.io.control import Commands, ControlError, ControlServer, SeqStore
 from detector.io.publisher import ListSink, Sink
-from detector.model.resolve import resolve_model
-from detector.model.scorer import OnnxScorer
+from detector.model.resolve import load_scorer
+from detector.model.scorer import Scorer
 from detector.sources.parse import FileSource, Source, StdinSource
 from detector.stream import LATENCY_WINDOW, StreamState, hop_frames_for
 
@@ -128,6 +129,10 @@ class Listener:
         model / scorer: the ONNX model (path) or a ready scorer.
         control_endpoint: local REQ/REP endpoint for :mod:`detector.io.control` commands.
         state_dir: directory for :class:`~detector.io.control.SeqStore` (``seq`` across restarts).
+        clips: writer for event clips (:mod:`detector.io.clips`); each stream then keeps
+            a history of its recent audio and records every event.
+        latency_observer: called with ``(stream id, seconds)`` for every scored hop
+            (the Prometheus histogram, :mod:`detector.io.metrics`).
     """
 
     def __init__(
@@ -136,15 +141,17 @@ class Listener:
         sinks: Sequence[Sink],
         config: Config | None = None,
         model: str | Path | None = None,
-        scorer: OnnxScorer | None = None,
+        scorer: Scorer | None = None,
         control_endpoint: str | None = None,
         state_dir: str | Path | None = None,
         config_path: str | Path | None = None,
+        clips: ClipWriter | None = None,
+        latency_observer: Callable[[str, float], None] | None = None,
     ) -> None:
         self.config = config or Config()
         self.config_path = Path(config_path) if config_path is not None else None
         lc = self.config.listen
-        self.scorer = scorer or OnnxScorer(resolve_model(model), lc.device, lc.threads, lc.max_batch)
+        self.scorer = scorer or load_scorer(model, lc.device, lc.threads, lc.max_batch)
         self.sinks = list(sinks)
         self.session = uuid.uuid4().hex[:12]
         ids = [s.stream_id for s in sources]
@@ -158,6 +165,15 @@ class Listener:
             StreamState(s, self.scorer, self.config, self.session, self.seq_store, self.kernel, n_live)
             for s in sources
         ]
+        if clips is not None:
+            # Audio fed beyond the instant an event message names: a patch, plus one read.
+            # (Files do not read ahead while clips are recorded: see run().)
+            lag = self.scorer.contract.features.patch_seconds + max(lc.file_chunk_s, lc.max_backlog_s)
+            offline = not any(s.is_live for s in sources)  # files only: waiting loses nothing
+            for st in self.streams:
+                st.clips = ClipRecorder(st.id, self.session, st.sample_rate, clips, lag, offline)
+        self.read_ahead = clips is None
+        self.latency_observer = latency_observer
         self.batches = 0
         # CPU seconds per stage, each on the thread that ran it (onnxruntime's own worker
         # threads not counted): where the time goes (sed-bench, docs/benchmarks.md).
@@ -322,6 +338,12 @@ class Listener:
             self.publish(st.close_events("gap"))
         self.publish([st.status(state, time.time())])
 
+    def _check_clips(self, st: StreamState) -> None:
+        """A clip that failed to write (full disk, ...) is reported on the stream's status."""
+        notice = st.clips.notice() if st.clips is not None else None
+        if notice:
+            self.publish([st.status(st.state_now(), time.time(), notice)])
+
     def _fail(self, st: StreamState, err: Exception) -> None:
         st.ended = True
         # Expected failures carry a message that names the input; others keep their type.
@@ -375,6 +397,8 @@ class Listener:
             st.add_busy(share * len(idx) + done - t1)
             for i in idx:
                 st.add_latency(done - pending[i].ready_at)
+                if self.latency_observer is not None:
+                    self.latency_observer(st.id, done - pending[i].ready_at)
         self.stage_cpu_s["decide"] += time.thread_time() - c0
 
     def _wait(self, live: list[StreamState], stop: threading.Event, until_status: float) -> None:
@@ -486,11 +510,12 @@ class Listener:
                         continue  # its next patch is not due yet: nothing to do
                     chunk = round(lc.file_chunk_s * st.sample_rate)
                     budget = chunk
-                    if not st.source.is_live:  # read ahead for a large inference batch
+                    if self.read_ahead and not st.source.is_live:  # for a large inference batch
                         budget = max(chunk, -(-FILE_BATCH_PATCHES * hop_samples[id(st)] // n_files))
                     try:
                         progressed |= self._read(st, frames, chunk, budget)
                         self._check_gap(st)
+                        self._check_clips(st)
                     except Exception as e:  # one bad stream never stops the others
                         self._fail(st, e)
                     if st.ended:
@@ -558,7 +583,7 @@ def detect_file(
     model: str | Path | None = None,
     config: Config | None = None,
     chunk_samples: int | None = None,
-    scorer: OnnxScorer | None = None,
+    scorer: Scorer | None = None,
 ) -> list[dict[str, Any]]:
     """Run one file through the streaming pipeline; return its event messages in order.
 
@@ -566,7 +591,7 @@ def detect_file(
     depend on it).
     """
     config = config or Config()
-    scorer = scorer or OnnxScorer(resolve_model(model), config.listen.device, config.listen.threads)
+    scorer = scorer or load_scorer(model, config.listen.device, config.listen.threads)
     rate = scorer.contract.features.sample_rate
     if chunk_samples is not None:
         from dataclasses import replace

@@ -20,9 +20,11 @@ from detector.decide.events import EventBuilder
 from detector.decide.smoother import Smoother
 from detector.frontend.logmel import LogMelKernel, LogMelStage
 from detector.frontend.patcher import Patch, Patcher
+from detector.io.clips import ClipRecorder
 from detector.io.control import ControlError, SeqStore
 from detector.io.wire import envelope
-from detector.model.scorer import OnnxScorer
+from detector.model.labels import choose_event_labels
+from detector.model.scorer import Scorer
 from detector.sources.base import MAX_ABS_SAMPLE, sanitize
 from detector.sources.parse import Source
 
@@ -37,7 +39,7 @@ _POLICY_ARRAYS = ("on", "off", "enabled", "debounce", "hold", "min_dur")
 _STATE_ARRAYS = ("_ema", "_median", "_alpha", "_med_len")
 
 
-def hop_frames_for(patch_hop_s: float, scorer: OnnxScorer) -> int:
+def hop_frames_for(patch_hop_s: float, scorer: Scorer) -> int:
     cfg = scorer.contract.features
     frames = round(patch_hop_s * cfg.sample_rate / cfg.hop_length)
     if not 1 <= frames <= cfg.patch_frames:
@@ -72,7 +74,7 @@ class StreamState:
     def __init__(
         self,
         source: Source,
-        scorer: OnnxScorer,
+        scorer: Scorer,
         config: Config,
         session: str,
         seq_store: SeqStore | None = None,
@@ -126,10 +128,13 @@ class StreamState:
         self._last_status_wall = 0.0
         self._last_status_samples = 0
         self._last_status_busy = 0.0
+        # Event clips (sed-listen --clips): set by the Listener, None when off.
+        self.clips: ClipRecorder | None = None
 
     def _make_smoother(self, config: Config) -> Smoother:
         c = self.contract
-        return Smoother(config.smoother, c.names, c.on_thresholds, c.off_thresholds, self.hop_s)
+        chosen = choose_event_labels(c.names, c.event_labels, config.listen.labels, "[listen] labels")
+        return Smoother(config.smoother, c.names, c.on_thresholds, c.off_thresholds, self.hop_s, chosen)
 
     def wall_of(self, t: float) -> float:
         return (self.wall_origin if self.wall_origin is not None else time.time()) + t
@@ -174,10 +179,6 @@ class StreamState:
             return empty
         if self.wall_origin is None:
             self.wall_origin = time.time() - samples.size / self.sample_rate
-        if self._realign:
-            samples = self._restart(samples)
-            if samples.size == 0:
-                return empty
         peak = float(np.max(np.abs(samples)))  # NaN if any sample is NaN
         if not peak <= MAX_ABS_SAMPLE:
             samples = samples.copy()  # a source's buffer may be read-only or shared
@@ -187,6 +188,12 @@ class StreamState:
                             self.id, MAX_ABS_SAMPLE)
             self.nonfinite_samples += n_bad
             peak = float(np.max(np.abs(samples)))
+        if self.clips is not None:  # clips keep the audio the realignment below skips
+            self.clips.feed(self.samples, samples)
+        if self._realign:
+            samples = self._restart(samples)
+            if samples.size == 0:
+                return empty
         self.samples += samples.size
         self._sum_sq += float(np.dot(samples, samples))
         self._level_n += samples.size
@@ -247,8 +254,11 @@ class StreamState:
         for r, patch in enumerate(patches):
             trs = d.transitions[r]
             if trs or self.events.open:
-                for p in self.events.process(trs, d.smoothed[r], float(centres[r])):
-                    out.append(self.message("event", p, patch.end))
+                events = [self.message("event", p, patch.end)
+                          for p in self.events.process(trs, d.smoothed[r], float(centres[r]))]
+                if self.clips is not None and events:
+                    self.clips.on_events(events)  # adds the clip's path to offsets
+                out.extend(events)
             if self.listen.scores:
                 entries = [
                     {"label": self.labels[i], "score": round(v, 4), "on": round(float(on[i]), 4),
@@ -263,10 +273,14 @@ class StreamState:
     def close_events(self, reason: str) -> list[dict[str, Any]]:
         t = self.stream_time
         transitions = self.smoother.close(t)
-        return [
+        out = [
             self.message("event", p, t)
             for p in self.events.close(transitions, self.smoother.smoothed, reason)
         ]
+        if self.clips is not None:
+            self.clips.on_events(out)
+            self.clips.flush(reason)  # no audio follows contiguously: clips end here
+        return out
 
     def open_events(self) -> list[dict[str, Any]]:
         """Current open events as ``update`` payloads with the envelope (no ``seq`` used)."""
@@ -307,6 +321,7 @@ class StreamState:
             "paused_seconds": round(self.paused_samples / self.sample_rate, 3),
             "reconnects": int(getattr(src, "reconnects", 0)),
             "nonfinite_samples": int(getattr(src, "nonfinite_samples", 0)) + self.nonfinite_samples,
+            **(self.clips.counters() if self.clips is not None else {}),
         }
 
     def bad_input_notice(self) -> str | None:

@@ -282,6 +282,9 @@ MODEL_CASES: list[tuple[str, Callable[[Path, Path], Path], tuple[str, ...]]] = [
      ("contract_version",)),
     ("input shape does not match", lambda tm, d: _wrong_shape_model(tm, d / "shape.onnx"),
      ("shape", "50", "96, 64")),
+    ("event_labels names an unknown label",
+     lambda tm, d: _edit_contract(tm, d / "events.onnx", lambda doc: doc.update(event_labels=["Sine wav"])),
+     ("event_labels", "'Sine wav' (did you mean 'Sine wave'?)")),
 ]
 
 
@@ -312,6 +315,11 @@ CONFIG_CASES = [
     ("unknown section", "[lisen]\ntop_k = 3\n", ("unknown section(s) ['lisen']",)),
     ("not TOML", "[listen\n", ("not valid TOML",)),
     ("bad smoother value", "[smoother]\non = 1.5\n", ("on threshold 1.5", "0 to 1")),
+    ("endpoint port out of range", '[listen]\nendpoint = "tcp://127.0.0.1:99999"\n',
+     ("[listen] endpoint", "port 99999 is out of range", "1-65535")),
+    ("unknown event label", '[listen]\nlabels = ["Sine wav"]\n',
+     ("[listen] labels", "did you mean 'Sine wave'")),
+    ("labels not strings", "[listen]\nlabels = [1]\n", ("[listen] labels", "list of strings")),
 ]
 
 

@@ -175,3 +175,19 @@ def test_short_run_exports_a_working_model(tmp_path: Path) -> None:
     assert len(scorer.contract.labels) == 521
     s = scorer.score(_noise_mel(rng)[None].astype(np.float32))
     assert s.shape == (1, 521) and np.all((s >= 0) & (s <= 1))
+
+
+def test_validation_groups_are_left_out_of_the_pool(tmp_path: Path) -> None:
+    from training.distill import source_key, validation_sources
+
+    clips = tmp_path / "clips.csv"
+    clips.write_text("path,labels,onset,offset,source,split,group,role,sha256\n"
+                     "a,Dog,,,pkg:dogs/bark1.wav,val,pkg:dogs/bark,event,x\n"
+                     "b,Dog,,,pkg:dogs/bark2.wav,train,pkg:dogs/bark,event,x\n"
+                     "c,Cat,,,pkg:cats/meow.wav,train,pkg:cats/meow,event,x\n"
+                     "d,Siren,,,urbansound8k:fold1/1.flac,val,us:1,event,x\n")
+    out = validation_sources(clips)
+    # the whole group of a validation clip, the training take included
+    assert out == {"pkg:dogs/bark1.wav", "pkg:dogs/bark2.wav", "urbansound8k:fold1/1.flac"}
+    assert source_key({"package": "shared:urbansound8k", "relpath": "fold1/1.flac"}) in out
+    assert source_key({"package": "pkg", "relpath": "cats/meow.wav"}) not in out

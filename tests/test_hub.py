@@ -145,7 +145,7 @@ def test_hub_subscription_filter_reaches_daemons(toy_model: Path, clip: Path) ->
 def test_hub_config_rejects_missing_upstream_and_bad_endpoint() -> None:
     with pytest.raises(ValueError, match="--connect"):
         HubConfig()
-    with pytest.raises(ValueError, match="expected e"):
+    with pytest.raises(ValueError, match="no scheme; accepted"):
         HubConfig(upstream=("127.0.0.1:5557",))
 
 

@@ -228,11 +228,11 @@ def test_monitor_imports_no_inference_code() -> None:
     heavy = {"numpy", "onnxruntime", "torch", "torchaudio", "scipy", "soundfile", "sounddevice"}
     assert not {m.split(".")[0] for m in modules} & heavy
     detector_modules = {m for m in modules if m.startswith("detector.")}
-    # control (the snapshot client), publisher (its endpoint check) and security (CURVE
-    # keys) need only pyzmq; the heavy set above shows they pull in no numpy.
+    # control (the snapshot client), publisher and endpoint (endpoint checks) and security
+    # (CURVE keys) need only pyzmq; the heavy set above shows they pull in no numpy.
     client = {
         "detector.io", "detector.io.wire", "detector.io.control", "detector.io.publisher",
-        "detector.io.security",
+        "detector.io.security", "detector.io.endpoint",
     }
     assert detector_modules <= client | {
         m for m in detector_modules if m.startswith("detector.monitor")

@@ -308,7 +308,7 @@ def test_bridge_discovery_states_retained_and_last_will(
     col = Collector(broker.port)
     collectors.append(col)
     daemon = FakeDaemon()
-    args = [a for label in LABELS for a in ("--label", label)]
+    args = ["--label", ",".join(LABELS)]  # "Dog,Baby cry, infant cry": read as --labels reads it
     proc = _sed_mqtt(broker.url, daemon.endpoint, *args)
     try:
         col.wait_topic(BRIDGE_AVAIL, "online")
@@ -585,3 +585,15 @@ def test_listen_rejects_bad_mqtt_url() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_bad_label_is_one_line_with_a_suggestion() -> None:
+    """--label is read against the model's labels before any connection is made."""
+    r = subprocess.run([str(REPO / "bin" / "sed-mqtt"), "mqtt://127.0.0.1:1", "--label", "Dog,Baby cyr"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(
+        "sed-mqtt: error: --label: 'Baby cyr' (did you mean 'Baby cry, infant cry'?) is not among "
+        "the model's "), lines

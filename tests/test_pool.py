@@ -226,3 +226,60 @@ def test_pool_cache_is_keyed_by_hash_and_resumes(tmp_path: Path) -> None:
         summary = list(csv.DictReader(f))
     assert [s["hash"] for s in summary] == ["h0", "h1"]
     assert summary[0]["top"].startswith("Hum:0.75")
+
+
+def test_a_build_killed_mid_package_resumes_at_the_next_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text("package,kind,split,note\nfake-a,mixed,train,\n")
+    monkeypatch.setattr(packages, "download", lambda name, cache: cache / f"{name}_1_all.deb")
+
+    def unpack(deb: Path, dest: Path) -> Path:
+        _fake_package(dest)
+        return dest
+
+    monkeypatch.setattr(packages, "unpack", unpack)
+    real = pool.decode_bytes
+    calls: list[int] = []
+
+    def dying(data: bytes, ext: str, rate: int) -> tuple[np.ndarray, int]:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the process is killed while decoding its third file
+        return real(data, ext, rate)
+
+    monkeypatch.setattr(pool, "decode_bytes", dying)
+    with pytest.raises(KeyboardInterrupt):
+        pool.build(tmp_path / "p", tmp_path / "debs", pool.PoolConfig(), None, listing)
+    assert (tmp_path / "p" / "partial" / "fake-a.jsonl").is_file()
+    calls.clear()
+    monkeypatch.setattr(pool, "decode_bytes", lambda d, e, r: (calls.append(1), real(d, e, r))[1])
+    rows = pool.build(tmp_path / "p", tmp_path / "debs", pool.PoolConfig(), None, listing)
+    assert len(calls) == 7 - 2  # the two files journalled before the kill are not decoded again
+    fresh = pool.build(tmp_path / "q", tmp_path / "debs", pool.PoolConfig(), None, listing)
+    assert [r["hash"] for r in rows] == [r["hash"] for r in fresh]
+    assert not (tmp_path / "p" / "partial" / "fake-a.jsonl").exists()
+
+
+def test_shared_data_groups_freesound_recordings_and_free_only_drops_nc(tmp_path: Path) -> None:
+    from training.corpus.build import is_noncommercial, shared_candidates
+
+    us = tmp_path / "urbansound8k"
+    (us / "audio").mkdir(parents=True)
+    free = tmp_path / "fsdd"
+    (free / "audio").mkdir(parents=True)
+    (us / "manifest.csv").write_text(
+        "path,labels,source,license,seconds\n"
+        "audio/1-a.ogg,Dog|Bark,UrbanSound8K:dog_bark:fold1:freesound101,CC BY-NC 3.0,4\n"
+        "audio/1-b.ogg,Dog|Bark,UrbanSound8K:dog_bark:fold1:freesound101,CC BY-NC 3.0,4\n"
+        "audio/2-a.ogg,Siren,UrbanSound8K:siren:fold2:freesound202,CC BY-NC 3.0,4\n")
+    (free / "manifest.csv").write_text("path,labels,source,license,seconds\n"
+                                       "audio/0_george_0.flac,Speech,fsdd:george,CC-BY-SA-4.0,0.3\n")
+    cands = shared_candidates(tmp_path)
+    groups = {c.relpath: c.group for c in cands}
+    assert groups["audio/1-a.ogg"] == groups["audio/1-b.ogg"] != groups["audio/2-a.ogg"]
+    assert groups["audio/0_george_0.flac"] == "fsdd:george"
+    assert [c.relpath for c in shared_candidates(tmp_path, free_only=True)] == [
+        "audio/0_george_0.flac"]
+    assert is_noncommercial("CC BY-NC-SA 4.0") and is_noncommercial("CC BY-NC 3.0")
+    assert not is_noncommercial("CC-BY-SA-4.0") and not is_noncommercial("CC0")

@@ -20,6 +20,7 @@ SWITCHES: dict[str, dict[str, Any]] = {
     "reverb": {"reverb_prob": 1.0},
     "band_limit": {"band_limit_prob": 1.0, "band_limit_hz": [4000.0]},
     "background": {"background_prob": 1.0},
+    "noise_bed": {"noise_bed_prob": 1.0, "noise_bed_alone_prob": 0.0},
 }
 
 
@@ -176,6 +177,52 @@ def test_spec_augment_masks_fill_with_mean_within_width() -> None:
         assert torch.allclose(y[i][changed], x[i].mean().expand_as(y[i][changed]))
 
 
+def test_noise_bed_under_the_clip_keeps_labels_at_a_level_in_range() -> None:
+    x = noise(6)
+    target = np.array([0.0, 1.0, 1.0], dtype=np.float32)
+    aug = WaveAugment(only("noise_bed", noise_bed_prob=1.0, noise_bed_alone_prob=0.0), SR, seed=0)
+    levels = []
+    for _ in range(40):
+        y, t = aug.apply(x, target)
+        assert t is target or np.array_equal(t, target)
+        added = y.astype(np.float64) - x
+        levels.append(10 * np.log10(np.mean(added**2)))
+    assert -70.05 <= min(levels) and max(levels) <= -19.95
+    assert max(levels) - min(levels) > 20  # drawn across the range, not fixed
+    assert not AugmentConfig().noise_bed and not AugmentConfig.off().noise_bed  # off by default
+
+
+def test_noise_bed_alone_replaces_the_clip_and_empties_its_labels() -> None:
+    x = noise(7)
+    target = np.array([1.0, 0.0, 1.0], dtype=np.float32)
+    cfg = only("noise_bed", noise_bed_alone_prob=1.0, noise_bed_dbfs=[-50.0, -30.0],
+               noise_bed_kinds=["hum50", "pink"])
+    aug = WaveAugment(cfg, SR, seed=0)
+    for _ in range(10):
+        y, t = aug.apply(x, target)
+        assert t.shape == target.shape and not t.any()
+        level = 10 * np.log10(np.mean(y.astype(np.float64) ** 2))
+        assert -50.05 <= level <= -29.95  # the bed alone: x (-20 dBFS) is gone
+    assert target.tolist() == [1.0, 0.0, 1.0]  # the caller's array is untouched
+    with pytest.raises(ValueError, match=r"call WaveAugment\.apply"):
+        aug(x)  # the wave-only call cannot carry the emptied labels
+    # band-limited examples get a band-limited bed, still at its level
+    lim = WaveAugment(AugmentConfig(**{**cfg.to_dict(), "noise_bed_kinds": ["white"],
+                                       "band_limit": True, "band_limit_prob": 1.0,
+                                       "band_limit_hz": [4000.0]}), SR, seed=0)
+    y, _ = lim.apply(x, target)
+    assert band_energy(y, 4000, SR / 2) < 1e-10 * band_energy(y, 0, SR / 2)
+    assert -50.05 <= 10 * np.log10(np.mean(y.astype(np.float64) ** 2)) <= -29.95
+
+
+def test_noise_bed_leaves_the_other_steps_draws_alone() -> None:
+    x = noise(8)
+    base = AugmentConfig(reverb_prob=1.0, band_limit_prob=0.0)
+    with_bed = AugmentConfig(**{**base.to_dict(), "noise_bed": True, "noise_bed_prob": 0.0,
+                                "noise_bed_alone_prob": 0.0})
+    np.testing.assert_array_equal(WaveAugment(base, SR, seed=3)(x), WaveAugment(with_bed, SR, seed=3)(x))
+
+
 def test_config_validation_and_toml_lists() -> None:
     cfg = AugmentConfig(gain_db=[-3, 3], band_limit_hz=[4000])  # type: ignore[arg-type]
     assert cfg.gain_db == (-3.0, 3.0) and cfg.band_limit_hz == (4000.0,)
@@ -185,3 +232,9 @@ def test_config_validation_and_toml_lists() -> None:
         AugmentConfig(reverb_prob=2)
     with pytest.raises(ValueError, match="sample_rate"):
         WaveAugment(AugmentConfig(), [], 0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"noise_bed_kinds=\['rain'\]"):
+        AugmentConfig(noise_bed_kinds=("rain",))
+    with pytest.raises(ValueError, match="noise_bed_dbfs"):
+        AugmentConfig(noise_bed_dbfs=(-20.0, 6.0))
+    with pytest.raises(ValueError, match=r"noise_bed_alone_prob=1\.5"):
+        AugmentConfig(noise_bed_alone_prob=1.5)

@@ -361,6 +361,27 @@ def test_balanced_sampler_ranks_take_disjoint_slices() -> None:
         BalancedSampler(targets, 5, rank=2, world_size=2)
 
 
+@pytest.mark.parametrize("alone", [0.0, 1.0])
+def test_dataset_targets_follow_a_noise_bed_augmentation(
+    corpus: tuple[list[Clip], WaveformStore], alone: float
+) -> None:
+    """A bed under the clip keeps its labels; a bed alone (the clip replaced) has none."""
+    from training.augment import AugmentConfig, WaveAugment
+
+    clips, store = corpus
+    fields = {**AugmentConfig.off().to_dict(), "noise_bed": True, "noise_bed_prob": 1.0,
+              "noise_bed_alone_prob": alone}
+    aug = WaveAugment(AugmentConfig(**fields), SR, seed=0)
+    for mode in ("random", "all"):
+        plain = PatchDataset(clips, store, ["Dog", "Speech", "Bark"], CFG, seed=1, mode=mode)
+        ds = PatchDataset(clips, store, ["Dog", "Speech", "Bark"], CFG, augment=aug, seed=1, mode=mode)
+        for i in range(len(ds)):
+            (w0, t0), (w, t) = plain[i], ds[i]
+            assert not torch.equal(w, w0)
+            assert t.tolist() == ([0.0, 0.0, 0.0] if alone else t0.tolist())
+        assert ds.targets.any()  # the dataset's own table is not emptied
+
+
 def test_all_mode_pad_edges_centres_cover_the_recording(corpus: tuple[list[Clip], WaveformStore]) -> None:
     clips, store = corpus
     ds = PatchDataset(clips, store, ["Dog"], CFG, mode="all", hop_s=0.1, pad_edges=True)

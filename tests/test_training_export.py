@@ -14,11 +14,13 @@ ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from detector.frontend.features import FeatureConfig, log_mel  # noqa: E402
-from detector.model.contract import ModelContract  # noqa: E402
+from detector.model.contract import ContractError, ModelContract  # noqa: E402
+from detector.model.labels import LabelError  # noqa: E402
 from training.export import (  # noqa: E402
     DEFAULT_OFF_THRESHOLD,
     DEFAULT_ON_THRESHOLD,
     PARITY_TOLERANCE,
+    event_labels_option,
     export_onnx,
     main,
     make_contract,
@@ -187,3 +189,29 @@ def test_cli_with_report_and_variants(toy_model: Path, tmp_path: Path, capsys: p
     with torch.no_grad():
         torch_scores = slim.scores(torch.from_numpy(x.astype(np.float32))).numpy()
     np.testing.assert_allclose(torch_scores, ref, atol=1e-5)
+
+
+def test_event_labels_default_file_and_unknown(tmp_path: Path) -> None:
+    names = [d["name"] for d in LABELS]
+    assert make_contract(LABELS, FEATURES).event_labels is None
+    # 'default': the home/office set's labels that this model has (all three here)
+    assert event_labels_option("default", names) == ("Speech", "Dog", "Cat")
+    f = tmp_path / "events.txt"
+    f.write_text("# mine\ndog\nSpeech  # people\n")
+    assert event_labels_option(str(f), names) == ("Dog", "Speech")
+    f.write_text("Dgo\n")
+    with pytest.raises(LabelError, match="did you mean 'Dog'"):
+        event_labels_option(str(f), names)
+    with pytest.raises(ValueError, match="none of the"):
+        event_labels_option("default", ["Sine wave"])
+    with pytest.raises(ContractError, match="'Cta' \\(did you mean 'Cat'\\?\\)"):
+        make_contract(LABELS, FEATURES, event_labels=["Cta"])
+
+
+def test_cli_writes_event_labels(toy_model: Path, tmp_path: Path) -> None:
+    f = tmp_path / "events.txt"
+    f.write_text("Beep, bleep\nSine wave\n")
+    out = tmp_path / "export"
+    assert main([str(toy_model.parent / "toy.pt"), "--out", str(out), "--event-labels", str(f)]) == 0
+    contract = ModelContract.read(out / "model.onnx")
+    assert contract.event_labels == ("Beep, bleep", "Sine wave")

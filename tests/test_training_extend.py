@@ -54,7 +54,9 @@ def test_freeze_known_leaves_old_labels_bit_identical(toy_manifest: Path, tmp_pa
     with torch.no_grad():
         before = load_checkpoint(tmp_path / "old" / "last.pt")[0].scores(patches)
         after = load_checkpoint(tmp_path / "new" / "last.pt")[0].scores(patches)
-    torch.testing.assert_close(after[:, rows], before, rtol=0, atol=0)
+    # The weights above are bit-identical; the scores agree to float rounding only, because
+    # a wider output layer lets the BLAS block the matrix product differently (6e-8 seen).
+    torch.testing.assert_close(after[:, rows], before, rtol=0, atol=1e-6)
     assert new["train_config"]["freeze_known"] and new["train_config"]["init_from"]
 
     # The new rows did learn: they moved between the first and the second epoch.

@@ -12,7 +12,16 @@
 4. band limiting (``band_limit_prob``): an FFT low-pass at a random cutoff from
    ``band_limit_hz`` (4 kHz = an 8-kHz recording, 5.5125 kHz = 11.025 kHz), so that
    missing high frequencies never identify a class; cutoffs at or above Nyquist do nothing;
-5. gain: a random gain in ``gain_db``.
+5. gain: a random gain in ``gain_db``;
+6. noise bed (``noise_bed``, off by default): with ``noise_bed_alone_prob`` the example is
+   replaced by a steady noise bed alone (:mod:`training.corpus.noise`: white, pink, brown,
+   hum, fan, HVAC, room tone, mic self-noise; its labels then no longer hold, so
+   :meth:`WaveAugment.apply` empties the target), else with ``noise_bed_prob`` a bed is
+   added under it. The kind is uniform over ``noise_bed_kinds``, the level uniform in
+   ``noise_bed_dbfs`` (RMS dBFS re 1.0, absolute: after the gain, so it is the level the
+   model hears); when step 4 band-limited the example, the bed is band-limited at the
+   same cutoff before it is set to its level. Its draws come after every other step's,
+   so switching it on leaves the other steps' random choices as they were.
 
 :func:`mix_batch` sums pairs of examples (labels: union); :class:`SpecAugment` filters,
 masks and warps ``(B, frames, mels)`` log-mel, in ``.train()`` mode only. The filter is
@@ -35,6 +44,8 @@ import torch
 from torch import nn
 
 from detector.frontend.features import FeatureConfig
+from training.corpus.noise import KINDS as NOISE_KINDS
+from training.corpus.noise import bed as noise_bed
 
 __all__ = ["AugmentConfig", "SpecAugment", "WaveAugment", "load_impulse_responses", "mix_batch"]
 
@@ -43,7 +54,7 @@ log = logging.getLogger(__name__)
 DECAY_DB = 60.0  # RT60: time for the reverb tail to fall by 60 dB
 _POWER_FLOOR = 1e-12
 DEFAULT_MIX_GAIN_DB = (-6.0, 0.0)
-_RANGES = ("gain_db", "rt60_s", "snr_db", "mix_gain_db")
+_RANGES = ("gain_db", "rt60_s", "snr_db", "mix_gain_db", "noise_bed_dbfs")
 Wave = TypeVar("Wave", np.ndarray, torch.Tensor)
 
 
@@ -69,6 +80,11 @@ class AugmentConfig:
     background: bool = True
     background_prob: float = 0.5
     snr_db: tuple[float, float] = (0.0, 20.0)
+    noise_bed: bool = False
+    noise_bed_prob: float = 0.3
+    noise_bed_alone_prob: float = 0.05
+    noise_bed_dbfs: tuple[float, float] = (-70.0, -20.0)
+    noise_bed_kinds: tuple[str, ...] = NOISE_KINDS
     mix: bool = True
     mix_prob: float = 0.5
     mix_gain_db: tuple[float, float] = DEFAULT_MIX_GAIN_DB
@@ -89,7 +105,9 @@ class AugmentConfig:
             lo_hi = getattr(self, name)
             if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
                 problems.append(f"{name}={list(lo_hi)} (need [low, high] with low <= high)")
-        for name in ("reverb_prob", "band_limit_prob", "background_prob", "mix_prob"):
+        object.__setattr__(self, "noise_bed_kinds", tuple(str(k) for k in self.noise_bed_kinds))
+        for name in ("reverb_prob", "band_limit_prob", "background_prob", "mix_prob",
+                     "noise_bed_prob", "noise_bed_alone_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name}={getattr(self, name)} (need 0..1)")
         if self.rt60_s[0] <= 0:
@@ -102,13 +120,20 @@ class AugmentConfig:
         problems += [f"{n}={getattr(self, n)} (need >= 0)" for n in counts if getattr(self, n) < 0]
         if self.filter_points < 2:
             problems.append(f"filter_points={self.filter_points} (need >= 2)")
+        unknown = [k for k in self.noise_bed_kinds if k not in NOISE_KINDS]
+        if unknown or not self.noise_bed_kinds:
+            problems.append(f"noise_bed_kinds={list(self.noise_bed_kinds)} "
+                            f"(need one or more of {list(NOISE_KINDS)})")
+        if self.noise_bed_dbfs[1] > 0:
+            problems.append(f"noise_bed_dbfs={list(self.noise_bed_dbfs)} (need levels <= 0 dBFS)")
         if problems:
             raise ValueError("invalid AugmentConfig: " + "; ".join(problems))
 
     @classmethod
     def off(cls) -> AugmentConfig:
         """Every augmentation switched off."""
-        switches = ("gain", "shift", "reverb", "band_limit", "background", "mix", "spec_augment")
+        switches = ("gain", "shift", "reverb", "band_limit", "background", "noise_bed", "mix",
+                    "spec_augment")
         off: dict[str, Any] = dict.fromkeys(switches, False)
         return cls(**off)
 
@@ -180,13 +205,38 @@ class WaveAugment:
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, wave: Wave, rng: np.random.Generator | None = None) -> Wave:
-        """Augment ``wave`` ``(n,)``; returns the same type (numpy float32 or torch)."""
+        """Augment ``wave`` ``(n,)``; returns the same type (numpy float32 or torch).
+
+        Refused when a noise bed may replace the example (``noise_bed_alone_prob`` > 0):
+        its labels would then be wrong; use :meth:`apply` with the target.
+        """
+        if self.cfg.noise_bed and self.cfg.noise_bed_alone_prob > 0:
+            raise ValueError(
+                f"noise_bed_alone_prob={self.cfg.noise_bed_alone_prob} can replace the example "
+                "by a bed alone, which changes its labels; call WaveAugment.apply(wave, target)"
+            )
+        out, _ = self._augment(wave, rng)
+        return out
+
+    def apply(self, wave: Wave, target: np.ndarray,
+              rng: np.random.Generator | None = None) -> tuple[Wave, np.ndarray]:
+        """Augment ``wave`` ``(n,)`` and its multi-hot ``target`` ``(L,)``.
+
+        The target is returned unchanged, except all zeros (a new array) when the example
+        was replaced by a noise bed alone.
+        """
+        out, alone = self._augment(wave, rng)
+        return out, (np.zeros_like(target) if alone else target)
+
+    def _augment(self, wave: Wave, rng: np.random.Generator | None) -> tuple[Wave, bool]:
+        """The augmented wave, and whether it is a noise bed alone."""
         rng = rng or self.rng
         raw = wave.detach().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
         x = raw.astype(np.float64)
         if x.ndim != 1:
             raise ValueError(f"WaveAugment expects one waveform (n,); got shape {x.shape}")
         c = self.cfg
+        cutoff: float | None = None
         if c.shift and x.size:
             x = self.shift(x, rng)
         if c.reverb and rng.random() < c.reverb_prob:
@@ -194,13 +244,34 @@ class WaveAugment:
         if c.background and self.backgrounds and rng.random() < c.background_prob:
             x = self.add_background(x, float(rng.uniform(*c.snr_db)), rng)
         if c.band_limit and rng.random() < c.band_limit_prob:
-            x = self.low_pass(x, float(rng.choice(c.band_limit_hz)))
+            cutoff = float(rng.choice(c.band_limit_hz))
+            x = self.low_pass(x, cutoff)
         if c.gain:
             x = x * 10.0 ** (rng.uniform(*c.gain_db) / 20.0)
+        alone = False
+        if c.noise_bed and x.size:
+            alone = bool(rng.random() < c.noise_bed_alone_prob)
+            if alone:
+                x = self.bed(x.size, cutoff, rng)
+            elif rng.random() < c.noise_bed_prob:
+                x = x + self.bed(x.size, cutoff, rng)
         out = x.astype(np.float32)
         if isinstance(wave, torch.Tensor):
-            return cast(Wave, torch.from_numpy(out).to(wave.device))
-        return cast(Wave, out)
+            return cast(Wave, torch.from_numpy(out).to(wave.device)), alone
+        return cast(Wave, out), alone
+
+    def bed(self, n: int, cutoff_hz: float | None, rng: np.random.Generator) -> np.ndarray:
+        """A random noise bed of ``n`` samples (kind and level from the config), low-passed
+        at ``cutoff_hz`` (if any) before it is set to its level."""
+        c = self.cfg
+        kind = c.noise_bed_kinds[int(rng.integers(len(c.noise_bed_kinds)))]
+        level = float(rng.uniform(*c.noise_bed_dbfs))
+        x = noise_bed(kind, n, level, rng, self.sample_rate).astype(np.float64)
+        if cutoff_hz is not None and cutoff_hz < self.sample_rate / 2:
+            y = self.low_pass(x, cutoff_hz)
+            after = _rms(y)
+            x = y * (_rms(x) / after) if after > _POWER_FLOOR else x
+        return x
 
     def shift(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Circular roll by a uniform non-zero number of samples in ``±shift_max_s``."""

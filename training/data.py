@@ -93,12 +93,16 @@ class AudioError(ValueError):
 
 
 class WaveTransform(Protocol):
-    """Random change to one example waveform ``(n,)`` (e.g. :class:`training.augment.WaveAugment`).
+    """Random change to one example waveform ``(n,)`` and its target ``(L,)``
+    (e.g. :class:`training.augment.WaveAugment`).
 
-    A Protocol, so this module need not import the augmentations (they import it).
+    ``apply`` returns the new wave and the target, changed where the transform changes
+    what the example holds (a noise bed replacing it has no labels). A Protocol, so this
+    module need not import the augmentations (they import it).
     """
 
-    def __call__(self, wave: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray: ...
+    def apply(self, wave: np.ndarray, target: np.ndarray,
+              rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def decode_audio(path: str | Path, sample_rate: int) -> np.ndarray:
@@ -372,7 +376,8 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             target = self.targets[i]
         patch = self._crop(wave, start)
         if self.augment is not None:
-            patch = np.asarray(self.augment(patch, rng=rng), dtype=np.float32)
+            aug, target = self.augment.apply(patch, target, rng=rng)
+            patch = np.asarray(aug, dtype=np.float32)
         return torch.from_numpy(patch), torch.from_numpy(np.array(target, dtype=np.float32))
 
 

@@ -34,6 +34,7 @@ Training resumes from ``OUT/last.pt`` (``--resume``) and logs examples per secon
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import hashlib
 import json
@@ -59,7 +60,7 @@ from training.metrics import average_precision
 from training.model import PRESETS, SedNet
 
 __all__ = ["DistillConfig", "LabelledSet", "MelAugment", "PoolSet", "load_config", "main",
-           "train"]
+           "source_key", "train", "validation_sources"]
 
 log = logging.getLogger(__name__)
 
@@ -150,43 +151,80 @@ def _hash_percent(key: str) -> int:
     return int.from_bytes(hashlib.sha1(key.encode()).digest()[:4], "big") % 100
 
 
-class PoolSet:
-    """Cached log-mel of the selected pool files, split by hash into train and validation."""
+def source_key(row: dict[str, str]) -> str:
+    """A pool row's file as the labelled corpus names it (``clips.csv``'s ``source``)."""
+    return f"{row['package'].removeprefix('shared:')}:{row['relpath']}"
 
-    def __init__(self, pool: Path, cfg: DistillConfig, features: FeatureConfig) -> None:
-        pcfg = pool_mod.PoolConfig(free_only=cfg.free_only, music_cap_hours=cfg.music_cap_hours,
-                                   speech_cap_hours=cfg.speech_cap_hours)
-        rows = pool_mod.select(pool_mod.read_pool(pool), pcfg)
+
+def validation_sources(clips_csv: Path) -> frozenset[str]:
+    """The sources of every clip in a validation *group* of a ``sed-corpus build``
+    (``clips.csv``): pool files that must not be trained on, or the labelled validation
+    would score recordings the student has heard (other takes of a group included)."""
+    if not clips_csv.is_file():
+        log.warning("%s not found: the pool cannot leave out the validation groups", clips_csv)
+        return frozenset()
+    with clips_csv.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    groups = {r["group"] for r in rows if r["split"] == "val"}
+    return frozenset(r["source"] for r in rows if r["group"] in groups)
+
+
+class PoolSet:
+    """Cached log-mel of the selected pool files, split by hash into train and validation.
+
+    :meth:`refresh` takes in files cached since (a pool still being built and cached
+    while training runs); files already loaded stay, their patches keep their indices.
+    """
+
+    def __init__(self, pool: Path, cfg: DistillConfig, features: FeatureConfig,
+                 exclude: frozenset[str] = frozenset()) -> None:
+        self.pool, self.cfg, self.features, self.exclude = pool, cfg, features, exclude
         self.mels: list[np.ndarray] = []
         self.teacher: list[np.ndarray] = []
         self.packages: list[str] = []
-        val_items: list[tuple[int, int]] = []
+        self.loaded: set[str] = set()
+        self.train = np.zeros((0, 2), dtype=np.int64)
+        self.val = np.zeros((0, 2), dtype=np.int64)
+        self.refresh()
+        if not len(self.train):
+            raise ValueError(f"{pool}: no cached pool patches; run `sed-corpus pool build` and "
+                             "`sed-corpus pool cache` first")
+
+    def refresh(self) -> int:
+        """Load the selected files cached since the last call; returns how many."""
+        cfg = self.cfg
+        pcfg = pool_mod.PoolConfig(free_only=cfg.free_only, music_cap_hours=cfg.music_cap_hours,
+                                   speech_cap_hours=cfg.speech_cap_hours)
+        every = pool_mod.read_pool(self.pool)
+        rows = [r for r in pool_mod.select(every, pcfg)
+                if source_key(r) not in self.exclude and r["hash"] not in self.loaded]
         train_items: list[tuple[int, int]] = []
-        missing = 0
+        val_items: list[tuple[int, int]] = []
+        added = 0
         for r in rows:
             try:
-                mel, teach = load_entry(pool, r["hash"])
+                mel, teach = load_entry(self.pool, r["hash"])
             except FileNotFoundError:
-                missing += 1
-                continue
+                continue  # not cached yet
             i = len(self.mels)
             self.mels.append(mel)
             self.teacher.append(teach)
             self.packages.append(r["package"])
-            starts = patch_starts(mel.shape[0], features)
-            items = val_items if _hash_percent(r["hash"]) < cfg.pool_val_percent else train_items
-            items.extend((i, int(s)) for s in starts)
-        if missing:
-            log.warning("%d selected pool files have no cache entry; run `sed-corpus pool cache`",
-                        missing)
-        if not train_items:
-            raise ValueError(f"{pool}: no cached pool patches; run `sed-corpus pool build` and "
-                             "`sed-corpus pool cache` first")
-        self.train = np.array(train_items, dtype=np.int64)
-        self.val = np.array(val_items, dtype=np.int64).reshape(-1, 2)
+            self.loaded.add(r["hash"])
+            added += 1
+            val = _hash_percent(r["hash"]) < cfg.pool_val_percent
+            (val_items if val else train_items).extend(
+                (i, int(s)) for s in patch_starts(mel.shape[0], self.features))
+        if train_items:
+            self.train = np.concatenate([self.train, np.array(train_items, dtype=np.int64)])
+        if val_items:
+            self.val = np.concatenate([self.val, np.array(val_items, dtype=np.int64)])
         hours = sum(m.shape[0] for m in self.mels) / 360000
-        log.info("pool: %d files, %.1f h; %d train and %d validation patches", len(self.mels),
+        log.info("pool: +%d files (%d of %d in the pool; %d left out as the labelled corpus's "
+                 "validation groups): %.1f h, %d train and %d validation patches", added,
+                 len(self.mels), len(every), sum(source_key(r) in self.exclude for r in every),
                  hours, len(self.train), len(self.val))
+        return added
 
     def patch(self, item: np.ndarray, frames: int) -> np.ndarray:
         f, s = int(item[0]), int(item[1])
@@ -428,7 +466,8 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
     labels = [{"name": lab.name, "mid": lab.mid} for lab in teacher.contract.labels]
     names = [lab["name"] for lab in labels]
     aug_cfg = MelAugmentConfig.from_dict(cfg.augment)
-    pool = PoolSet(_expand(cfg.pool), cfg, features)
+    exclude = validation_sources(_expand(cfg.val_manifest).parent / "clips.csv")
+    pool = PoolSet(_expand(cfg.pool), cfg, features, exclude)
     cache = _expand(cfg.mel_cache)
     lab = LabelledSet(_expand(cfg.train_manifest), cache, names, features)
     val = LabelledSet(_expand(cfg.val_manifest), cache, names, features)
@@ -461,10 +500,13 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
     n_lab = round(cfg.batch_size * cfg.labelled_fraction)
     n_alone = max(1, round(cfg.batch_size * cfg.bed_alone_fraction))
     n_pool = cfg.batch_size - n_lab - n_alone
-    summary = {"pool_train_patches": len(pool.train), "pool_val_patches": len(pool.val),
+    summary: dict[str, Any] = {"pool_train_patches": len(pool.train),
+               "pool_val_patches": len(pool.val),
                "labelled_patches": len(lab.items), "val_recordings": len(val.mels),
                "teacher": teacher.contract.model_version, "beds": len(beds)}
     for epoch in range(start_epoch, cfg.epochs):
+        if epoch > start_epoch:
+            pool.refresh()
         rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 1000 + epoch)
         model.train()
@@ -497,11 +539,16 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
             step += 1
             seen += cfg.batch_size
             loss_sum += float(loss.item()) * cfg.batch_size
+            if step % 50 == 0:
+                log.info("step %d: loss %.4f, %.0f examples/s", step, loss_sum / seen,
+                         seen / max(time.monotonic() - t0, 1e-9))
         entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                                  "examples_per_s": seen / max(time.monotonic() - t0, 1e-9),
                                  "lr": opt.param_groups[0]["lr"]}
         entry.update(evaluate(model, pool, val, features, cfg.val_patches, cfg.seed))
         entry["score"] = entry["val_clip_map"] + entry["pool_teacher_map"]
+        summary.update(pool_files=len(pool.mels), pool_train_patches=len(pool.train),
+                       pool_val_patches=len(pool.val))
         history.append(entry)
         log.info("epoch %d: %s", epoch + 1,
                  ", ".join(f"{k}={v:.4g}" for k, v in entry.items() if k != "epoch"))

@@ -19,6 +19,13 @@ Usage::
 
     sed-export runs/small/best.pt --out exports/small [--report eval/report.json]
         [--val-manifest data/val.csv --cache cache/] [--fp16] [--int8]
+        [--event-labels default|FILE]
+
+``--event-labels`` writes the contract's ``event_labels``: the labels that raise events
+unless the user picks others (``sed-listen --labels``). ``default`` is the home/office
+set in ``detector/data/event_labels_home.txt`` (written for YAMNet's 521 classes; the
+labels of it that the model has); a FILE names one label a line. Without it every label
+raises events.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from torch import nn
 
 from detector.frontend.features import FeatureConfig
 from detector.model.contract import CONTRACT_KEY, Label, ModelContract
+from detector.model.labels import HOME_EVENT_LABELS, parse_labels, read_label_file
 from training.model import PreActBlock, SedNet, load_checkpoint
 
 __all__ = [
@@ -53,6 +61,7 @@ __all__ = [
     "PARITY_TOLERANCE",
     "ExportCheck",
     "ScoresModel",
+    "event_labels_option",
     "export_onnx",
     "fold_batchnorm",
     "git_revision",
@@ -163,22 +172,51 @@ def make_contract(
     off: Sequence[float] | None = None,
     model_version: str | None = None,
     extra: dict[str, Any] | None = None,
+    event_labels: Sequence[str] | None = None,
 ) -> ModelContract:
-    """A :class:`ModelContract` from checkpoint-style labels (``[{"name", "mid"}]``)."""
+    """A :class:`ModelContract` from checkpoint-style labels (``[{"name", "mid"}]``).
+
+    ``event_labels``: exact label names that raise events by default (None: every label).
+    """
     n = len(labels)
     on_t = tuple(float(x) for x in on) if on is not None else (DEFAULT_ON_THRESHOLD,) * n
     off_t = tuple(float(x) for x in off) if off is not None else (DEFAULT_OFF_THRESHOLD,) * n
     version = model_version or f"sed-{datetime.date.today().isoformat()}"
     doc_extra = {"git_revision": git_revision()}
     doc_extra.update(extra or {})
-    return ModelContract(
+    contract = ModelContract(
         labels=tuple(Label(str(d["name"]), str(d["mid"])) for d in labels),
         features=features,
         on_thresholds=on_t,
         off_thresholds=off_t,
         model_version=version,
+        event_labels=tuple(event_labels) if event_labels is not None else None,
         extra=doc_extra,
     )
+    # Read back as the detector will: unknown event_labels fail here, not at sed-listen.
+    return ModelContract.from_json(contract.to_json(), "sed-export")
+
+
+def event_labels_option(value: str, names: Sequence[str]) -> tuple[str, ...]:
+    """``--event-labels default|FILE`` -> label names of this model.
+
+    ``default``: the labels of :data:`detector.model.labels.HOME_EVENT_LABELS` the model
+    has (the file is written for YAMNet's 521 classes). A FILE: one name a line, each
+    a label of the model (read as ``sed-listen --labels`` reads names).
+    """
+    if value == "default":
+        home = read_label_file(HOME_EVENT_LABELS)
+        have = set(names)
+        chosen = tuple(n for n in home if n in have)
+        if not chosen:
+            raise ValueError(
+                f"--event-labels default: none of the {len(home)} labels in {HOME_EVENT_LABELS} "
+                "is a label of this model"
+            )
+        log.info("event labels: %d of the %d default home/office labels (%d not in this model)",
+                 len(chosen), len(home), len(home) - len(chosen))
+        return chosen
+    return parse_labels(list(read_label_file(value)), names, f"--event-labels {value}")
 
 
 def onnx_scores(path: str | Path, patches: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -396,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-limit", type=int, default=512, help="at most this many val patches")
     p.add_argument("--fp16", action="store_true", help="also write an fp16 variant")
     p.add_argument("--int8", action="store_true", help="also write an int8 variant")
+    p.add_argument("--event-labels", metavar="default|FILE",
+                   help="labels that raise events by default: 'default' (the home/office set, "
+                   "detector/data/event_labels_home.txt) or a file of names, one a line "
+                   "(default: every label)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -413,8 +455,10 @@ def main(argv: list[str] | None = None) -> int:
         "data": ckpt.get("data_summary", {}),
         "checkpoint_git_revision": ckpt.get("git_revision", "unknown"),
     }
+    events = event_labels_option(args.event_labels, names) if args.event_labels else None
     contract = make_contract(labels, model.features, on=on, off=off,
-                             model_version=args.model_version or args.checkpoint.stem, extra=extra)
+                             model_version=args.model_version or args.checkpoint.stem, extra=extra,
+                             event_labels=events)
     val_x = val_y = None
     if args.val_manifest:
         val_x, val_y = _val_patches(args.val_manifest, args.cache, names, model.features,

@@ -14,6 +14,11 @@ Reliability and security (``docs/reliability.md``, ``docs/security.md``):
     sed-listen --state-dir /var/lib/sed       # seq continues across restarts; a crash shows as a gap
     sed-listen --publish tcp://0.0.0.0:5557 --curve-secret-key keys/server.key_secret \
                --curve-allow-dir keys/allowed # encrypted, only allowed subscribers
+
+Clips and metrics (``docs/wire.md``, ``docs/metrics.md``):
+
+    sed-listen --clips clips/ --clips-max-mb 500 --clips-max-age 7d  # each event as FLAC + JSON
+    sed-listen --metrics                      # Prometheus /metrics on 127.0.0.1:9108
 """
 
 from __future__ import annotations
@@ -27,18 +32,25 @@ import threading
 from collections import Counter
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from detector.cli.common import run_cli, setup_logging
 from detector.config import SecurityConfig, load_config
+from detector.io.clips import ClipConfig, ClipWriter, parse_age
 from detector.io.control import DEFAULT_CONTROL_ENDPOINT
+from detector.io.endpoint import check_endpoint
 from detector.io.publisher import JsonLinesSink, Sink, ZmqPublisher
 from detector.io.security import CurveServerConfig
-from detector.model.resolve import resolve_model
-from detector.model.scorer import DEVICES, OnnxScorer
+from detector.model.labels import choose_event_labels, parse_labels
+from detector.model.resolve import load_scorer
+from detector.model.scorer import DEVICES
 from detector.pipeline import FailedSource, Listener, hop_frames_for
 from detector.sources import parse as sources_mod
 from detector.sources.net import is_url, redact_url
 from detector.sources.parse import Source
+
+if TYPE_CHECKING:
+    from detector.io.metrics import MetricsServer
 
 __all__ = ["build_parser", "main"]
 
@@ -63,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", action="append", default=[], metavar="PATH", help="an audio file (repeatable)")
     p.add_argument("--mic", metavar="NAME", help="input device name or index (see --list-devices)")
     p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
-    p.add_argument("--model", type=Path, help="ONNX model from sed-export (default: exports/default)")
+    add_model_options(p)
     p.add_argument("--device", choices=DEVICES, help="inference device: cpu, cuda or auto (default cpu)")
     p.add_argument("--threads", type=int, help="onnxruntime threads (default: onnxruntime's choice)")
     p.add_argument("--config", type=Path, help="TOML config ([listen], [smoother] sections)")
@@ -94,13 +106,69 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also publish events and Home Assistant sensors to this MQTT broker "
                    "(mqtt://[USER@]HOST[:PORT] or mqtts://; password in $SED_MQTT_PASSWORD; "
                    "docs/mqtt.md; sed-mqtt has every option)")
-    p.add_argument("--mqtt-label", action="append", default=[], metavar="NAME",
-                   help="with --mqtt: a label that gets a sensor (repeatable; default: each "
-                   "label at its first event)")
+    p.add_argument("--mqtt-label", action="append", default=[], metavar="NAMES",
+                   help="with --mqtt: labels that get a sensor, read as --labels (repeatable; "
+                   "default: each label at its first event)")
     p.add_argument("--mqtt-node-id", default="sed", metavar="ID",
                    help="with --mqtt: names this daemon in topics and Home Assistant ids")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (stderr)")
+    _add_recording_args(p)
     return p
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The model and which of its labels raise events (grouped: other options go elsewhere)."""
+    p.add_argument("--model", metavar="PATH|yamnet",
+                   help="ONNX model from sed-export (default: exports/default), or 'yamnet' for "
+                   "the cached YAMNet (521 classes; fetch it with sed-bench fetch-yamnet)")
+    p.add_argument("--labels", action="append", metavar="NAMES",
+                   help="labels that raise events, e.g. 'Dog,Glass,Smoke detector, smoke alarm' "
+                   "(names contain commas, so they are matched against the model's labels, longest "
+                   "first; '|' also separates; repeatable). Default: [listen] labels, else the "
+                   "model's default set. Scores are still published for every label")
+    p.add_argument("--list-labels", action="store_true",
+                   help="print the model's labels, one a line, with a tab and 'events' after "
+                   "each that raises events, and exit")
+
+
+def _add_recording_args(p: argparse.ArgumentParser) -> None:
+    """Event clips and Prometheus metrics (issue 22), kept in one group."""
+    g = p.add_argument_group("event clips and metrics")
+    d = ClipConfig(Path("."))  # the defaults, stated once in ClipConfig
+    g.add_argument("--clips", type=Path, metavar="DIR",
+                   help="write each event's audio here as FLAC with a JSON sidecar; the offset "
+                   "message carries the clip's path")
+    g.add_argument("--clip-pre", type=float, metavar="SECONDS",
+                   help=f"audio kept before the onset (default {d.pre_s:g})")
+    g.add_argument("--clip-post", type=float, metavar="SECONDS",
+                   help=f"audio kept after the offset (default {d.post_s:g})")
+    g.add_argument("--clip-max", type=float, metavar="SECONDS",
+                   help=f"longest event part of a clip; longer events are cut (default {d.max_s:g})")
+    g.add_argument("--clips-max-mb", type=float, metavar="MB",
+                   help=f"delete the oldest clips beyond this total size (default {(d.max_bytes or 0) / 2**20:g})")
+    g.add_argument("--clips-max-age", metavar="AGE",
+                   help="delete clips older than this: 7d, 12h, 30m, or seconds (default: keep)")
+    g.add_argument("--metrics", nargs="?", const="", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics (on 127.0.0.1:9108 when no address is given; "
+                   "docs/metrics.md)")
+
+
+def _clip_config(args: argparse.Namespace) -> ClipConfig | None:
+    if args.clips is None:
+        stray = [f for f, v in (("--clip-pre", args.clip_pre), ("--clip-post", args.clip_post),
+                                ("--clip-max", args.clip_max), ("--clips-max-mb", args.clips_max_mb),
+                                ("--clips-max-age", args.clips_max_age)) if v is not None]
+        if stray:
+            raise ValueError(f"{', '.join(stray)} set(s) how clips are kept, but --clips DIR is not given")
+        return None
+    given: dict[str, Any] = {"pre_s": args.clip_pre, "post_s": args.clip_post, "max_s": args.clip_max}
+    if args.clips_max_mb is not None:
+        if not 0 < args.clips_max_mb < 2**40:
+            raise ValueError(f"--clips-max-mb {args.clips_max_mb:g}; accepted: a size > 0 MB")
+        given["max_bytes"] = round(args.clips_max_mb * 2**20)
+    if args.clips_max_age is not None:
+        given["max_age_s"] = parse_age(args.clips_max_age)
+    return ClipConfig(args.clips, **{k: v for k, v in given.items() if v is not None})
 
 
 def _unique_ids(srcs: list[Source]) -> None:
@@ -173,14 +241,14 @@ def _curve(args: argparse.Namespace, sec: SecurityConfig) -> CurveServerConfig |
     return CurveServerConfig(key, allow)
 
 
-def _mqtt_sink(args: argparse.Namespace) -> Sink:
+def _mqtt_sink(args: argparse.Namespace, names: list[str]) -> Sink:
     """The MQTT bridge in-process: its own threads and bounded queue, so a slow or absent
     broker never holds up the audio path (drops are counted and logged)."""
     from detector.cli.mqtt import broker_url
     from detector.io.mqtt import MqttBridge, MqttConfig
 
-    config = MqttConfig(url=broker_url(args.mqtt), node_id=args.mqtt_node_id,
-                        labels=tuple(args.mqtt_label))
+    labels = parse_labels(args.mqtt_label, names, "--mqtt-label") if args.mqtt_label else ()
+    config = MqttConfig(url=broker_url(args.mqtt), node_id=args.mqtt_node_id, labels=labels)
     bridge = MqttBridge(config).start()
     log.info("MQTT to %s (Home Assistant discovery under %s/)", config.url, config.discovery_prefix)
     return bridge
@@ -190,11 +258,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.list_devices:
         print(sources_mod.list_devices())
         return 0
+    # Addresses are checked before any model or device is opened (libzmq would wrap
+    # tcp://127.0.0.1:99999 to port 34463 without a word).
+    if args.publish is not None:
+        check_endpoint(args.publish, "--publish", bind=True)
+    if args.control is not None:
+        check_endpoint(args.control, "--control", bind=True)
     config = load_config(
         args.config,
         {
-            "patch_hop_s": args.patch_hop_s, "live_patch_hop_s": args.patch_hop_s, "device": args.device, "threads": args.threads,
+            "patch_hop_s": args.patch_hop_s, "live_patch_hop_s": args.patch_hop_s, "device": args.device,
+            "threads": args.threads,
             "top_k": args.top_k, "realtime": args.realtime, "endpoint": args.publish,
+            "labels": args.labels,
         },
     )
     lc = config.listen
@@ -203,26 +279,57 @@ def _run(args: argparse.Namespace) -> int:
         from detector.io.mqtt import parse_mqtt_url
 
         parse_mqtt_url(args.mqtt)
-    scorer = OnnxScorer(resolve_model(args.model), lc.device, lc.threads, lc.max_batch)
+    clip_config = _clip_config(args)  # bad clip settings or metrics address: refused here too
+    if args.metrics is not None:
+        from detector.io.metrics import DEFAULT_METRICS_ADDRESS, parse_metrics_address
+
+        args.metrics = args.metrics or DEFAULT_METRICS_ADDRESS
+        parse_metrics_address(args.metrics)
+    scorer = load_scorer(args.model, lc.device, lc.threads, lc.max_batch)
     for hop in {lc.hop_for(False), lc.hop_for(True)}:
         hop_frames_for(hop, scorer)  # reject a bad hop before opening any device
+    c = scorer.contract  # reject unknown label names before opening any device
+    what = "--labels" if args.labels else "[listen] labels"
+    events = choose_event_labels(c.names, c.event_labels, lc.labels, what)
+    if args.mqtt_label:
+        parse_labels(args.mqtt_label, c.names, "--mqtt-label")
+    if args.list_labels:
+        chosen = set(events)
+        print("\n".join(n + ("\tevents" if n in chosen else "") for n in c.names))
+        return 0
+    log.info("events for %d of %d labels%s", len(events), len(c.names),
+             f" ({', '.join(events)})" if len(events) <= 10 else "")
     srcs = _make_sources(args, scorer.contract.features.sample_rate, lc.realtime)
     sinks: list[Sink] = []
+    clips: ClipWriter | None = None
     if args.json or args.json_all:
         kinds = ("event", "scores", "status") if args.json_all else ("event",)
         sinks.append(JsonLinesSink(sys.stdout, kinds))
     try:
+        metrics: MetricsServer | None = None
+        if args.metrics:
+            from detector.io.metrics import MetricsServer
+
+            metrics = MetricsServer(args.metrics)
+            sinks.append(metrics)
+            log.info("metrics on %s", metrics.url)
+        if clip_config is not None:
+            clips = ClipWriter(clip_config)
+            log.info("event clips in %s", clips.directory)
         if args.mqtt:
-            sinks.append(_mqtt_sink(args))
+            sinks.append(_mqtt_sink(args, scorer.contract.names))
         if not args.no_publish:
             pub = ZmqPublisher(lc.endpoint, hwm=lc.hwm, linger_ms=SHUTDOWN_LINGER_MS, curve=curve)
             log.info("publishing on %s%s", pub.bound, " (CURVE)" if curve else "")
             sinks.append(pub)
         listener = Listener(
             srcs, sinks, config, scorer=scorer, control_endpoint=args.control,
-            state_dir=args.state_dir, config_path=args.config,
+            state_dir=args.state_dir, config_path=args.config, clips=clips,
+            latency_observer=metrics.observe_latency if metrics is not None else None,
         )
     except BaseException:
+        if clips is not None:
+            clips.close()
         for sink in sinks:
             sink.close()
         for src in srcs:
@@ -242,6 +349,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if clips is not None:
+            clips.close()  # writes the clips still queued (the final offsets' too)
         for sink in sinks:
             sink.close()
     failed = [st for st in listener.streams if st.error]

@@ -3,7 +3,7 @@
     sed-mqtt mqtt://broker:1883                               # from sed-listen on 127.0.0.1:5557
     sed-mqtt mqtts://user@broker --password-file pw --connect tcp://hub:5559 \\
              --curve-secret-key keys/mqtt.key_secret --curve-server-key keys/server.key
-    sed-mqtt mqtt://broker --label Doorbell --label "Smoke detector, smoke alarm"
+    sed-mqtt mqtt://broker --label "Doorbell,Smoke detector, smoke alarm" --model yamnet
 
 A separate process, so the detector's audio path never waits on a broker, one bridge
 serves several daemons or a sed-hub, and CURVE-secured streams work with the same
@@ -27,9 +27,12 @@ from typing import Any
 
 import zmq
 
+from detector.io.endpoint import check_endpoint
 from detector.io.mqtt import MqttBridge, MqttConfig, MqttUrl, parse_mqtt_url
 from detector.io.security import configure_client
 from detector.io.wire import DEFAULT_ENDPOINT, WireError, decode
+from detector.model.labels import parse_labels
+from detector.model.resolve import model_labels
 
 __all__ = ["add_broker_options", "broker_url", "build_parser", "main"]
 
@@ -70,19 +73,31 @@ def add_broker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", default=MqttConfig.prefix, help="topic prefix (default sed)")
     p.add_argument("--discovery-prefix", default=MqttConfig.discovery_prefix,
                    help="Home Assistant discovery prefix (default homeassistant)")
-    p.add_argument("--label", action="append", default=[], metavar="NAME",
-                   help="a label that gets a sensor, announced when its stream is first heard "
-                   "(repeatable; default: every label, each at its first event)")
+    p.add_argument("--label", action="append", default=[], metavar="NAMES",
+                   help="labels that get a sensor, announced when its stream is first heard, "
+                   "read as sed-listen --labels ('Dog,Smoke detector, smoke alarm'; '|' also "
+                   "separates; repeatable; default: every label, each at its first event)")
+    p.add_argument("--model", metavar="PATH|yamnet",
+                   help="the model the daemons run, whose labels --label names (default: "
+                   "exports/default or $SED_MODEL)")
     p.add_argument("--qos", type=int, default=MqttConfig.qos, help="MQTT QoS 0, 1 or 2 (default 1)")
     p.add_argument("--stats-interval", type=float, default=MqttConfig.stats_interval_s,
                    metavar="SECONDS", help="log and publish the bridge's counters this often")
+
+
+def _labels(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--label`` values read as ``sed-listen --labels`` reads them, against the labels of
+    ``--model`` (the bridge sees no model; it names the one the daemons run)."""
+    if not args.label:
+        return ()
+    return parse_labels(args.label, model_labels(args.model), "--label")
 
 
 def config_from_args(args: argparse.Namespace) -> MqttConfig:
     return MqttConfig(
         url=broker_url(args.broker, args.username, args.password_file),
         prefix=args.prefix, discovery_prefix=args.discovery_prefix, node_id=args.node_id,
-        labels=tuple(args.label), qos=args.qos, cafile=args.cafile, certfile=args.certfile,
+        labels=_labels(args), qos=args.qos, cafile=args.cafile, certfile=args.certfile,
         keyfile=args.keyfile, insecure=args.insecure, stats_interval_s=args.stats_interval,
     )
 
@@ -114,6 +129,7 @@ def _subscribe(ctx: zmq.Context[Any], args: argparse.Namespace) -> zmq.Socket[An
     for topic in (b"event.", b"status."):
         sock.setsockopt(zmq.SUBSCRIBE, topic)
     for ep in args.connect or [DEFAULT_ENDPOINT]:
+        check_endpoint(ep, "--connect")
         try:
             sock.connect(ep)
         except zmq.ZMQError as e:
@@ -123,6 +139,8 @@ def _subscribe(ctx: zmq.Context[Any], args: argparse.Namespace) -> zmq.Socket[An
 
 
 def _run(args: argparse.Namespace) -> int:
+    for ep in args.connect:  # bad input is refused before anything connects
+        check_endpoint(ep, "--connect")
     config = config_from_args(args)
     ctx: zmq.Context[Any] = zmq.Context()
     sock = _subscribe(ctx, args)

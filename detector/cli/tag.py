@@ -5,8 +5,10 @@
 Each file runs through the streaming stages (file source, incremental log-mel,
 patcher, batched scorer). The clip score of a label is the **maximum over the
 file's patches** of that label's sigmoid score: a sound present anywhere in the
-file tags it, however long the file. Files shorter than one patch are padded with
-silence to one patch. Labels are AudioSet display names; ``--mids`` adds the mids.
+file tags it, however long the file (``--pool mean``: the mean over patches instead,
+which ranks files by how much of them holds the sound). Files shorter than one patch
+are padded with silence to one patch. Labels are AudioSet display names; ``--mids``
+adds the mids. ``--model yamnet`` tags with YAMNet's 521 classes.
 """
 
 from __future__ import annotations
@@ -22,43 +24,79 @@ import numpy as np
 from detector.cli.common import run_cli, setup_logging
 from detector.frontend.logmel import LogMelStage
 from detector.frontend.patcher import Patcher
-from detector.model.resolve import resolve_model
-from detector.model.scorer import DEVICES, OnnxScorer
+from detector.model.resolve import load_scorer
+from detector.model.scorer import DEVICES, Scorer
 from detector.pipeline import hop_frames_for
 from detector.sources.parse import FileSource, SourceError
 
-__all__ = ["main", "pool_scores", "tag_file"]
+__all__ = ["POOLS", "PatchPool", "main", "pool_scores", "score_file", "tag_file"]
 
 log = logging.getLogger("sed-tag")
 
 READ_SECONDS = 10.0  # audio read per step; bounds memory for long files
+POOLS = ("max", "mean")
 
 
-def pool_scores(patch_scores: np.ndarray) -> np.ndarray:
-    """``(n_patches, L)`` -> ``(L,)``: max over patches."""
+def pool_scores(patch_scores: np.ndarray, pool: str = "max") -> np.ndarray:
+    """``(n_patches, L)`` -> ``(L,)``: max (or mean) over patches."""
     if patch_scores.shape[0] == 0:
         raise ValueError("no patches to pool")
-    return patch_scores.max(axis=0)
+    if pool == "max":
+        return patch_scores.max(axis=0)
+    if pool == "mean":
+        return patch_scores.mean(axis=0)
+    raise ValueError(f"pool {pool!r}; accepted: {POOLS}")
 
 
-def tag_file(
-    path: str | Path, scorer: OnnxScorer, hop_s: float = 0.48, batch: int = 64,
+class PatchPool:
+    """Running max and mean of per-patch scores ``(B, L)``, fed batch by batch."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._max: np.ndarray | None = None
+        self._sum: np.ndarray | None = None
+
+    def add(self, scores: np.ndarray) -> None:
+        """Fold in a batch of patch scores ``(B, L)``."""
+        if scores.shape[0] == 0:
+            return
+        s = np.asarray(scores, dtype=np.float64)
+        self._max = s.max(axis=0) if self._max is None else np.maximum(self._max, s.max(axis=0))
+        self._sum = s.sum(axis=0) if self._sum is None else self._sum + s.sum(axis=0)
+        self.n += s.shape[0]
+
+    def pooled(self, pool: str = "max") -> np.ndarray:
+        """``(L,)`` float32 clip scores; ``pool`` is one of :data:`POOLS`."""
+        if self._max is None or self._sum is None:
+            raise ValueError("no patches to pool")
+        if pool == "max":
+            return self._max.astype(np.float32)
+        if pool == "mean":
+            return (self._sum / self.n).astype(np.float32)
+        raise ValueError(f"pool {pool!r}; accepted: {POOLS}")
+
+
+def score_file(
+    path: str | Path, scorer: Scorer, hop_s: float = 0.48, batch: int = 64,
     allow_truncated: bool = False,
-) -> np.ndarray:
-    """Clip scores ``(L,)`` of one file (see module docstring for the pooling)."""
+) -> PatchPool:
+    """Every patch of one file scored (hop ``hop_s`` seconds), pooled as it goes.
+
+    ``scorer``: anything with ``contract.features`` and ``score(patches (B, T, M)) ->
+    (B, L)`` (:class:`~detector.model.scorer.OnnxScorer`, :class:`~detector.model.yamnet.YamnetScorer`).
+    """
     cfg = scorer.contract.features
     src = FileSource(path, cfg.sample_rate, allow_truncated=allow_truncated)
     logmel = LogMelStage(cfg)
     patcher = Patcher(cfg, hop_frames_for(hop_s, scorer))
-    pooled: np.ndarray | None = None
+    pool = PatchPool()
     pending: list[np.ndarray] = []
     read = round(READ_SECONDS * cfg.sample_rate)
 
     def drain(force: bool) -> None:
-        nonlocal pooled, pending
+        nonlocal pending
         if pending and (force or len(pending) >= batch):
-            s = pool_scores(scorer.score(np.stack(pending)))
-            pooled = s if pooled is None else np.maximum(pooled, s)
+            pool.add(scorer.score(np.stack(pending)))
             pending = []
 
     with src:
@@ -67,17 +105,29 @@ def tag_file(
             drain(False)
         pending.extend(p.data for p in patcher.flush())
     drain(True)
-    if pooled is None:
+    if pool.n == 0:
         raise SourceError(f"{path}: no audio (0 samples); nothing to tag")
-    return pooled
+    return pool
+
+
+def tag_file(
+    path: str | Path, scorer: Scorer, hop_s: float = 0.48, batch: int = 64,
+    allow_truncated: bool = False, pool: str = "max",
+) -> np.ndarray:
+    """Clip scores ``(L,)`` of one file (see module docstring for the pooling)."""
+    return score_file(path, scorer, hop_s, batch, allow_truncated).pooled(pool)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sed-tag", description="Clip-level sound tags, one JSON line per file.")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    p.add_argument("--model", type=Path, help="ONNX model from sed-export (default: exports/default)")
+    p.add_argument("--model", metavar="PATH|yamnet",
+                   help="ONNX model from sed-export (default: exports/default), or 'yamnet' for "
+                   "the cached YAMNet (521 classes; fetch it with sed-bench fetch-yamnet)")
     p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--hop", type=float, default=0.48, metavar="SECONDS", help="patch hop (default 0.48)")
+    p.add_argument("--pool", choices=POOLS, default="max",
+                   help="clip score from the patches' scores: max (default) or mean")
     p.add_argument("--top", type=int, default=0, help="keep only the N highest labels (default: all)")
     p.add_argument("--mids", action="store_true", help="add a 'mids' object {label: mid}")
     p.add_argument("--allow-truncated", action="store_true",
@@ -87,12 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    scorer = OnnxScorer(resolve_model(args.model), args.device)
+    scorer = load_scorer(args.model, args.device)
     names = scorer.contract.names
     failures = 0
     for path in args.files:
         try:
-            scores = tag_file(path, scorer, args.hop, allow_truncated=args.allow_truncated)
+            scores = tag_file(path, scorer, args.hop, allow_truncated=args.allow_truncated,
+                              pool=args.pool)
         except (SourceError, OSError) as e:
             print(f"sed-tag: error: {e}", file=sys.stderr)
             failures += 1
@@ -103,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
         doc: dict[str, object] = {
             "path": str(path),
             "model": scorer.contract.model_version,
-            "pooling": "max",
+            "pooling": args.pool,
             "scores": {names[i]: round(float(scores[i]), 4) for i in order},
         }
         if args.mids:

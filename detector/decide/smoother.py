@@ -16,7 +16,9 @@ Per label, with the smoothed score ``s``:
 - ``on``/``off`` default to the model's tuned thresholds (``None`` = use the model's).
 
 Defaults live in :class:`LabelPolicy`; ``SmootherConfig.labels`` overrides any field
-for one label (by display name). Transitions are returned, never printed or sent.
+for one label (by display name). Only the labels in ``event_labels`` (the user's
+``--labels``, else the model's default set) and ``enabled`` open events; every label's
+score is still smoothed. Transitions are returned, never printed or sent.
 
 :meth:`Smoother.process_many` takes a block of hops at once (file mode): smoothing is
 array work over hops x labels, and the hysteresis runs only on the labels whose raw
@@ -27,7 +29,7 @@ is the same code on one hop.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,15 +121,18 @@ class Smoother:
         model_on: Sequence[float],
         model_off: Sequence[float],
         hop_s: float,
+        event_labels: Collection[str] | None = None,
     ) -> None:
         config.check_labels(labels)
         pols = [config.policy(name) for name in labels]
+        chosen = set(labels if event_labels is None else event_labels)
         self.hop_s = hop_s
         L = len(labels)
         self.on = np.array([p.on if p.on is not None else model_on[i] for i, p in enumerate(pols)])
         self.off = np.array([p.off if p.off is not None else model_off[i] for i, p in enumerate(pols)])
         self.off = np.minimum(self.off, self.on)
-        self.enabled = np.array([p.enabled for p in pols])
+        # Every label is smoothed (its scores are published); only these open events.
+        self.enabled = np.array([p.enabled and name in chosen for p, name in zip(pols, labels, strict=True)])
         self.debounce = np.array([p.debounce_s for p in pols])
         self.hold = np.array([p.hold_s for p in pols])
         self.min_dur = np.array([p.min_duration_s for p in pols])

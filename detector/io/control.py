@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import zmq
 
+from detector.io.endpoint import check_endpoint
 from detector.io.publisher import is_loopback_endpoint
 
 __all__ = [
@@ -134,7 +135,8 @@ class ControlServer:
         handler: Callable[[dict[str, Any]], Any],
         context: zmq.Context | None = None,
     ) -> None:
-        if "://" not in endpoint or not is_loopback_endpoint(endpoint):
+        check_endpoint(endpoint, "control endpoint", bind=True)
+        if not is_loopback_endpoint(endpoint):
             raise ValueError(
                 f"control endpoint {endpoint!r}: the control socket is local only; accepted: "
                 "tcp://127.0.0.1:PORT, tcp://localhost:PORT, ipc://PATH or inproc://NAME"
@@ -296,6 +298,7 @@ def request(
 
     Raises ``TimeoutError`` when no reply comes within ``timeout_s`` (daemon not running).
     """
+    check_endpoint(endpoint, "control endpoint")
     ctx = context or zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
@@ -394,6 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("cmd", choices=sorted(COMMANDS))
     p.add_argument("args", nargs="*", metavar="NAME=VALUE", help="e.g. label=Dog on=0.6 off=0.4")
     a = p.parse_args(argv)
+    try:
+        check_endpoint(a.endpoint, "--endpoint")
+    except ValueError as e:
+        print(f"sed-control: error: {e}", file=sys.stderr)
+        return 2
     kwargs: dict[str, Any] = {}
     for item in a.args:
         name, sep, value = item.partition("=")

@@ -28,6 +28,7 @@ from types import FrameType
 
 import zmq
 
+from detector.io.endpoint import check_endpoint
 from detector.io.publisher import is_loopback_endpoint
 
 __all__ = ["Hub", "HubConfig", "build_parser", "main"]
@@ -59,11 +60,12 @@ class HubConfig:
             )
         if not self.publish:
             raise ValueError("a hub needs at least one --publish endpoint for consumers")
-        for ep in (*self.publish, *self.upstream, *self.listen):
-            if "://" not in ep:
-                raise ValueError(
-                    f"ZeroMQ endpoint {ep!r}; expected e.g. tcp://127.0.0.1:5557 or ipc:///tmp/sed"
-                )
+        for ep in self.publish:
+            check_endpoint(ep, "--publish", bind=True)
+        for ep in self.listen:
+            check_endpoint(ep, "--listen", bind=True)
+        for ep in self.upstream:
+            check_endpoint(ep, "--connect")
         if self.hwm < 1:
             raise ValueError(f"hwm={self.hwm}; must be >= 1")
 

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import zmq
 
+from detector.io.endpoint import check_endpoint
 from detector.io.wire import encode
 
 if TYPE_CHECKING:
@@ -69,10 +70,7 @@ class ZmqPublisher:
         context: zmq.Context | None = None,
         curve: CurveServerConfig | None = None,
     ) -> None:
-        if "://" not in endpoint:
-            raise ValueError(
-                f"ZeroMQ endpoint {endpoint!r}; expected e.g. tcp://127.0.0.1:5557 or ipc:///tmp/sed"
-            )
+        check_endpoint(endpoint, "publish endpoint", bind=True)
         if not is_loopback_endpoint(endpoint) and curve is None:
             log.warning(
                 "publishing on %s: reachable beyond this machine, unencrypted and "

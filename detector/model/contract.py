@@ -13,6 +13,8 @@ runtime needs neither torch nor the ``onnx`` package)::
       "input": {"name": "patches", "shape": ["batch", 96, 64]},
       "output": {"name": "scores", "activation": "sigmoid"},
       "pooling": "max",                # how clip scores are pooled over patches
+      "event_labels": ["Dog", ...],    # optional: the labels that raise events by default
+                                       # (absent: every label; sed-listen --labels overrides)
       "training": {...}, "data": {...}, "git_revision": "..."   # informational
     }
 
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.frontend.features import FeatureConfig
+from detector.model.labels import suggest
 from detector.model.session import ContractError, open_session
 
 __all__ = [
@@ -48,6 +51,26 @@ class Label:
     mid: str
 
 
+def _event_labels(
+    value: Any, labels: tuple[Label, ...], source: str
+) -> tuple[str, ...] | None:
+    """The contract's ``event_labels``: exact label names (None when absent)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ContractError(f"{source}: event_labels must be a list of label names; got {value!r}")
+    names = [lab.name for lab in labels]
+    known = set(names)
+    bad = [v for v in value if v not in known]
+    if bad:
+        hints = {b: suggest(b, names, 1) for b in bad}
+        raise ContractError(
+            f"{source}: event_labels names {len(bad)} label(s) the model does not have: "
+            + ", ".join(f"{b!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for b, h in hints.items())
+        )
+    return tuple(dict.fromkeys(value))
+
+
 @dataclass(frozen=True)
 class ModelContract:
     labels: tuple[Label, ...]
@@ -58,6 +81,8 @@ class ModelContract:
     input_name: str = "patches"
     output_name: str = "scores"
     pooling: str = "max"
+    #: Labels that raise events unless the user chooses (``--labels``); None: every label.
+    event_labels: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -79,6 +104,8 @@ class ModelContract:
             output={"name": self.output_name, "activation": "sigmoid"},
             pooling=self.pooling,
         )
+        if self.event_labels is not None:
+            doc["event_labels"] = list(self.event_labels)
         return json.dumps(doc, sort_keys=True)
 
     @classmethod
@@ -116,9 +143,10 @@ class ModelContract:
         pooling = str(doc.get("pooling", "max"))
         if pooling not in POOLINGS:
             raise ContractError(f"{source}: pooling {pooling!r}; accepted: {list(POOLINGS)}")
+        event_labels = _event_labels(doc.get("event_labels"), labels, source)
         known = {
             "contract_version", "model_version", "labels", "features", "thresholds",
-            "input", "output", "pooling",
+            "input", "output", "pooling", "event_labels",
         }
         return cls(
             labels=labels,
@@ -129,6 +157,7 @@ class ModelContract:
             input_name=str(doc.get("input", {}).get("name", "patches")),
             output_name=str(doc.get("output", {}).get("name", "scores")),
             pooling=pooling,
+            event_labels=event_labels,
             extra={k: v for k, v in doc.items() if k not in known},
         )
 

@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from detector.model.contract import ModelContract
 from detector.model.session import DEVICES, ContractError, open_session, providers_for
 
-__all__ = ["DEVICES", "OnnxScorer", "open_session", "providers_for"]  # the last two from .session
+__all__ = ["DEVICES", "OnnxScorer", "Scorer", "open_session", "providers_for"]  # the last two from .session
 
 log = logging.getLogger(__name__)
+
+
+class Scorer(Protocol):
+    """What the pipeline needs of a model: :class:`OnnxScorer`, or
+    :class:`detector.model.yamnet.YamnetScorer` (``--model yamnet``)."""
+
+    contract: ModelContract
+    max_batch: int
+
+    def score(self, patches: np.ndarray) -> np.ndarray:
+        """``(B, patch_frames, n_mels)`` float32 log-mel -> ``(B, n_labels)`` probabilities."""
+        ...
 
 
 class OnnxScorer:

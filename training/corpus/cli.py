@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--synthetic-voices", action="store_true",
                    help="also make the opt-in synthetic meows, screams, singing, sneezes, toilet "
                    "flushes and trains (training.corpus.synth.VOICE_KINDS; off for the default model)")
+    b.add_argument("--free-only", action="store_true",
+                   help="leave out every non-commercial source (CC BY-NC: urbansound8k, virufy); "
+                   "a model trained on them inherits their terms")
     r = sub.add_parser("report", help="rewrite DIR/REPORT.md from DIR/corpus.json and print it")
     r.add_argument("dir", type=Path)
     lab = sub.add_parser("labels", help="print the labels DIR supports as a TOML `labels = [...]` "
@@ -138,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = replace(cfg, soundfont_per_program=0)
         if args.synthetic_voices:
             cfg = replace(cfg, synthetic_voices=True)
+        if args.free_only:
+            cfg = replace(cfg, free_only=True)
         try:
             summary = build(out, shared, (args.deb_cache or out / "debs").expanduser(), cfg,
                             extra_data=args.extra_data)

@@ -29,10 +29,11 @@ pool: they are for leave-package-out evaluation only. The reserved packages
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import io
+import json
 import logging
+import math
 import re
 import shutil
 import subprocess
@@ -41,12 +42,12 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soundfile as sf
 
 from training.corpus import packages
+from training.corpus.build import is_noncommercial
 
 __all__ = [
     "DEFAULT_PACKAGES",
@@ -172,20 +173,15 @@ def decode_bytes(data: bytes, ext: str, sample_rate: int) -> tuple[np.ndarray, i
     return np.frombuffer(proc.stdout, dtype="<f4").copy(), src
 
 
-@functools.lru_cache(maxsize=16)
-def _resampler(sr: int, rate: int) -> Any:
-    import torchaudio.transforms as AT  # the kernel is built once per rate pair
-
-    return AT.Resample(sr, rate)
-
-
 def _resample(wave: np.ndarray, sr: int, rate: int) -> np.ndarray:
+    """Polyphase resampling (scipy's Kaiser-windowed FIR): about 1 ms a second of audio."""
     if sr == rate:
         return np.ascontiguousarray(wave, dtype=np.float32)
-    import torch
+    from scipy.signal import resample_poly
 
-    with torch.no_grad():
-        return _resampler(sr, rate)(torch.from_numpy(np.ascontiguousarray(wave))).numpy()
+    g = math.gcd(int(sr), int(rate))
+    return resample_poly(np.asarray(wave, dtype=np.float32), rate // g, int(sr) // g).astype(
+        np.float32)
 
 
 def _ext(name: str) -> str:
@@ -233,42 +229,81 @@ def read_pool(pool: Path) -> list[dict[str, str]]:
 
 def _decode_package(pkg: PoolPackage, root: Path, pool: Path, cfg: PoolConfig,
                     seen: set[str]) -> tuple[list[dict[str, object]], dict[str, int]]:
+    """Decode one unpacked package; every file's outcome is journalled as it happens
+    (``POOL/partial/<package>.jsonl``), so a killed build resumes at the next file."""
+    journal = pool / "partial" / f"{pkg.package}.jsonl"
     rows: list[dict[str, object]] = []
     skipped: dict[str, int] = defaultdict(int)
-    music_s = 0.0
-    for rel, data in _audio_files(root):
-        if file_kind(pkg.kind, rel) == "music" and music_s >= cfg.music_per_package_hours * 3600:
-            skipped["music over the package's share"] += 1
-            continue
-        try:
-            wave, src_rate = decode_bytes(data, _ext(rel), cfg.sample_rate)
-        except (ValueError, subprocess.TimeoutExpired) as e:
-            log.debug("%s:%s: %s", pkg.package, rel, e)
-            skipped["undecodable"] += 1
-            continue
-        wave = np.nan_to_num(wave[: round(cfg.max_seconds * cfg.sample_rate)])
-        if wave.size < cfg.min_seconds * cfg.sample_rate:
-            skipped["too short"] += 1
-            continue
-        if float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) < cfg.silence_rms:
-            skipped["silent"] += 1
-            continue
-        h = pcm_hash(wave)
-        if h in seen:
-            skipped["duplicate"] += 1
-            continue
-        seen.add(h)
-        if file_kind(pkg.kind, rel) == "music":
-            music_s += wave.size / cfg.sample_rate
-        out = pool / "audio" / pkg.package / f"{h}.flac"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(out), np.clip(wave, -1.0, 1.0), cfg.sample_rate, subtype="PCM_16",
-                 format="FLAC")
-        rows.append({"hash": h, "path": out.relative_to(pool).as_posix(), "package": pkg.package,
-                     "relpath": rel, "seconds": round(wave.size / cfg.sample_rate, 3),
-                     "source_rate": src_rate, "kind": file_kind(pkg.kind, rel),
-                     "license": "debian", "noncommercial": 0})
+    done_rel: set[str] = set()
+    if journal.is_file():
+        for line in journal.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            done_rel.add(entry["relpath"])
+            if "row" in entry:
+                rows.append(entry["row"])
+                seen.add(str(entry["row"]["hash"]))
+            else:
+                skipped[entry["skip"]] += 1
+        log.info("%s: resuming after %d files", pkg.package, len(done_rel))
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    music_s = sum(float(str(r["seconds"])) for r in rows if r["kind"] == "music")
+    with journal.open("a", encoding="utf-8") as jf:
+
+        def note(rel: str, **entry: object) -> None:
+            jf.write(json.dumps({"relpath": rel, **entry}) + "\n")
+            jf.flush()
+
+        for rel, data in _audio_files(root):
+            if rel in done_rel:
+                continue
+            kind = file_kind(pkg.kind, rel)
+            reason = _skip_reason(kind, music_s, cfg)
+            wave = np.zeros(0, np.float32)
+            src_rate = 0
+            if reason is None:
+                try:
+                    wave, src_rate = decode_bytes(data, _ext(rel), cfg.sample_rate)
+                except (ValueError, subprocess.TimeoutExpired) as e:
+                    log.debug("%s:%s: %s", pkg.package, rel, e)
+                    reason = "undecodable"
+            wave = np.nan_to_num(wave[: round(cfg.max_seconds * cfg.sample_rate)])
+            if reason is None:
+                reason = _level_reason(wave, cfg)
+            h = pcm_hash(wave) if reason is None else ""
+            if reason is None and h in seen:
+                reason = "duplicate"
+            if reason is not None:
+                skipped[reason] += 1
+                note(rel, skip=reason)
+                continue
+            seen.add(h)
+            if kind == "music":
+                music_s += wave.size / cfg.sample_rate
+            out = pool / "audio" / pkg.package / f"{h}.flac"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(out), np.clip(wave, -1.0, 1.0), cfg.sample_rate, subtype="PCM_16",
+                     format="FLAC")
+            row: dict[str, object] = {
+                "hash": h, "path": out.relative_to(pool).as_posix(), "package": pkg.package,
+                "relpath": rel, "seconds": round(wave.size / cfg.sample_rate, 3),
+                "source_rate": src_rate, "kind": kind, "license": "debian", "noncommercial": 0}
+            rows.append(row)
+            note(rel, row=row)
     return rows, dict(skipped)
+
+
+def _skip_reason(kind: str, music_s: float, cfg: PoolConfig) -> str | None:
+    if kind == "music" and music_s >= cfg.music_per_package_hours * 3600:
+        return "music over the package's share"
+    return None
+
+
+def _level_reason(wave: np.ndarray, cfg: PoolConfig) -> str | None:
+    if wave.size < cfg.min_seconds * cfg.sample_rate:
+        return "too short"
+    if float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) < cfg.silence_rms:
+        return "silent"
+    return None
 
 
 def shared_rows(shared: Path, pool: Path, cfg: PoolConfig, seen: set[str]) -> list[dict[str, object]]:
@@ -282,7 +317,7 @@ def shared_rows(shared: Path, pool: Path, cfg: PoolConfig, seen: set[str]) -> li
         folder = manifest.parent
         with manifest.open(newline="", encoding="utf-8") as f:
             for row in sorted(csv.DictReader(f), key=lambda r: r["path"]):
-                nc = int("NC" in row.get("license", "").upper())
+                nc = int(is_noncommercial(row.get("license", "")))
                 if nc and cfg.free_only:
                     continue
                 wave, sr = sf.read(str(folder / row["path"]), dtype="float32", always_2d=True)
@@ -328,6 +363,7 @@ def build(pool: Path, deb_cache: Path, cfg: PoolConfig, shared: Path | None = No
         finally:
             shutil.rmtree(root, ignore_errors=True)
         _write_rows(done, rows)
+        (pool / "partial" / f"{pkg.package}.jsonl").unlink(missing_ok=True)
         log.info("%s: %d files, %.2f h kept; skipped %s", pkg.package, len(rows),
                  sum(float(str(r["seconds"])) for r in rows) / 3600, skipped or "none")
     if shared is not None and only is None:
