@@ -3,6 +3,7 @@ refusal, and the pooling + AP logic on two tiny FLACs scored by a fake model."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import subprocess
@@ -158,3 +159,25 @@ def test_decode_any_reads_raw_g722_through_ffmpeg(tmp_path: Path) -> None:
     w = heldout.decode_any(g, RATE)
     assert abs(w.size - RATE) < 200
     assert 0.15 < float(np.sqrt(np.mean(w**2))) < 0.25
+
+
+def test_compare_table_puts_models_side_by_side_on_shared_labels(tmp_path: Path) -> None:
+    from training.heldout import compare_table
+
+    def result(rows: list[tuple[str, int, float, float]]) -> dict[str, object]:
+        per = [{"label": lab, "positives": n, "sed_ap": a, "yamnet_ap": y} for lab, n, a, y in rows]
+        return {"pools": {"mean": {"per_label": per}, "max": {"per_label": per}}}
+
+    a = tmp_path / "a.json"
+    b = tmp_path / "b.json"
+    a.write_text(json.dumps(result([("Dog", 5, 0.5, 1.0), ("Cat", 3, 0.25, 0.5)])))
+    b.write_text(json.dumps(result([("Dog", 5, 0.75, 1.0), ("Cat", 3, 1.0, 0.5),
+                                     ("Hum", 9, 0.1, 0.2)])))
+    text = compare_table([f"old={a}", f"new={b}"])
+    lines = text.splitlines()
+    assert lines[0] == "| label | positives | old | new | YAMNet |"
+    assert lines[2] == "| Dog | 5 | 0.50 | 0.75 | 1.00 |"  # most positives first
+    assert "Hum" not in text  # only labels every result scored
+    assert lines[-1] == "| **mAP, 2 labels** | | **0.375** | **0.875** | **0.750** |"
+    with pytest.raises(ValueError, match=r"NAME=EVAL\.json"):
+        compare_table([str(a)])

@@ -11,6 +11,7 @@ import getpass
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -274,6 +275,24 @@ def _sed_mqtt(broker_url: str, endpoint: str, *extra: str) -> subprocess.Popen[s
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60.0) -> str:
+    """stderr of ``proc`` up to and including the first line holding ``needle``."""
+    assert proc.stderr is not None
+    seen: list[str] = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.5)
+        if ready:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            if needle in line:
+                return "".join(seen)
+    raise AssertionError(f"no {needle!r} from sed-mqtt in {timeout} s; stderr so far:\n"
+                         + "".join(seen))
+
+
 def _stop(proc: subprocess.Popen[str]) -> str:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -417,9 +436,11 @@ def test_wrong_password_is_one_clear_line(tmp_path: Path, collectors: list[Colle
         col_client.disconnect()
         proc = _sed_mqtt(f"mqtt://127.0.0.1:{b.port}", "tcp://127.0.0.1:1",
                          "--username", "sed", "--password-file", str(pw))
-        time.sleep(2.0)
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        err = _stop(proc)
+        # wait for the connection itself: on a loaded machine start-up alone can take
+        # seconds, and a SIGTERM before the handlers are set would kill it (-15)
+        head = _wait_for_line(proc, "connected to MQTT broker")
+        assert proc.poll() is None, head
+        err = head + _stop(proc)
         assert proc.returncode == 0 and "connected to MQTT broker" in err, err
     finally:
         b.stop()

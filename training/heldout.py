@@ -375,6 +375,42 @@ def report(root: Path, model: Path, use_yamnet: bool, yamnet_path: Path | None =
     return result
 
 
+def compare_table(results: list[str], pool: str = "mean") -> str:
+    """Per-label AP of several models' ``eval --json`` results as one markdown table.
+
+    ``results``: ``NAME=PATH`` items. Rows are the labels every result scored (the
+    labels both a model and YAMNet express differ with the model's label set), with
+    each model's mAP over exactly those rows; YAMNet's column comes from the first result.
+    """
+    named: list[tuple[str, dict[str, dict[str, Any]]]] = []
+    for item in results:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{item!r}; accepted: NAME=EVAL.json")
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        named.append((name, {r["label"]: r for r in doc["pools"][pool]["per_label"]}))
+    common = set.intersection(*(set(rows) for _, rows in named))
+    if not common:
+        raise ValueError("the results share no label")
+    first = named[0][1]
+    yam = all(first[lab].get("yamnet_ap") is not None for lab in common)
+    labels = sorted(common, key=lambda lab: (-first[lab]["positives"], lab))
+    cols = [n for n, _ in named] + (["YAMNet"] if yam else [])
+    out = [f"| label | positives | {' | '.join(cols)} |", "|---|---:|" + "---:|" * len(cols)]
+
+    def cell(v: Any) -> str:
+        return "–" if v is None else f"{v:.2f}"
+
+    for lab in labels:
+        vals = [rows[lab]["sed_ap"] for _, rows in named] + ([first[lab]["yamnet_ap"]] if yam else [])
+        out.append(f"| {lab} | {first[lab]['positives']} | {' | '.join(cell(v) for v in vals)} |")
+    means = [float(np.mean([rows[lab]["sed_ap"] for lab in labels])) for _, rows in named]
+    if yam:
+        means.append(float(np.mean([first[lab]["yamnet_ap"] for lab in labels])))
+    out.append(f"| **mAP, {len(labels)} labels** | | {' | '.join(f'**{m:.3f}**' for m in means)} |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.heldout", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -392,8 +428,20 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--pool", choices=POOLS, default="max", help="table printed (JSON has both)")
     e.add_argument("--min-positives", type=int, default=MIN_POSITIVES)
     e.add_argument("--json", type=Path, default=None)
+    c = sub.add_parser("compare", help="several eval --json results side by side, per label")
+    c.add_argument("results", nargs="+", metavar="NAME=EVAL.json",
+                   help="a column name and an `eval --json` file (the first one's YAMNet column "
+                   "is shown too, when it has one)")
+    c.add_argument("--pool", choices=POOLS, default="mean")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    if args.cmd == "compare":
+        try:
+            print(compare_table(args.results, args.pool), end="")
+        except (OSError, ValueError, KeyError) as err:
+            print(f"python -m training.heldout: error: {err}", file=sys.stderr)
+            return 2
+        return 0
     try:
         if args.cmd == "build":
             summary = build(args.out, args.deb_cache, args.mapping, args.packages)

@@ -142,6 +142,15 @@ def _run(args: argparse.Namespace) -> int:
     for ep in args.connect:  # bad input is refused before anything connects
         check_endpoint(ep, "--connect")
     config = config_from_args(args)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: publishing what is queued and exiting", signal.Signals(signum).name)
+        stop.set()
+
+    # before the first connection: a stop asked for during start-up is a clean exit too
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     ctx: zmq.Context[Any] = zmq.Context()
     sock = _subscribe(ctx, args)
     try:
@@ -150,14 +159,6 @@ def _run(args: argparse.Namespace) -> int:
         sock.close(0)
         ctx.term()
         raise
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s: publishing what is queued and exiting", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     log.info("bridging %s -> %s", ", ".join(args.connect or [DEFAULT_ENDPOINT]), config.url)
     try:
         while not stop.is_set():
