@@ -91,9 +91,13 @@ def test_corrupt_model_is_reported(tmp_path: Path, toy_scene: Path) -> None:
 
 
 def test_tag_prints_one_json_line_per_file(toy_model: Path, toy_scene: Path, speech_clip_path: Path) -> None:
-    r = _run("detector.cli.tag", str(toy_scene), str(speech_clip_path), "--model", str(toy_model), "--mids")
+    # max pooling: each scene event lasts 1-3 s of the 12 s scene (the default mean would
+    # dilute it; test_model_choice covers mean <= max)
+    r = _run("detector.cli.tag", str(toy_scene), str(speech_clip_path), "--model", str(toy_model),
+             "--mids", "--pool", "max")
     assert r.returncode == 0, r.stderr
     docs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert all(d["pooling"] == "max" for d in docs)
     assert [d["path"] for d in docs] == [str(toy_scene), str(speech_clip_path)]
     scene = docs[0]["scores"]
     for label, _, _ in SCENE_EVENTS:
@@ -135,6 +139,7 @@ def test_truncated_wav_is_refused_then_read_with_allow_truncated(
     cut.write_bytes(data[: len(data) // 2])  # header still declares the full length
     r = _run("detector.cli.tag", str(cut), "--model", str(toy_model))
     assert r.returncode == 1 and "--allow-truncated" in r.stderr and "Traceback" not in r.stderr
-    r = _run("detector.cli.tag", str(cut), "--model", str(toy_model), "--allow-truncated")
+    r = _run("detector.cli.tag", str(cut), "--model", str(toy_model), "--allow-truncated",
+             "--pool", "max")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["scores"]["Sine wave"] > 0.8  # the first half holds the tone

@@ -105,5 +105,8 @@ def test_sed_tag_pool_flag(toy_model: Path, toy_scene: Path) -> None:
         out[pool] = json.loads(r.stdout)
         assert out[pool]["pooling"] == pool
     assert all(out["max"]["scores"][k] >= v for k, v in out["mean"]["scores"].items())
+    # the default is the mean (set on the held-out packages; detector/cli/tag.py)
+    r = _cli("detector.cli.tag", str(toy_scene), "--model", str(toy_model))
+    assert r.returncode == 0 and json.loads(r.stdout) == out["mean"], r.stderr
     r = _cli("detector.cli.tag", str(toy_scene), "--model", str(toy_model), "--pool", "median")
     assert r.returncode == 2 and "invalid choice: 'median'" in r.stderr
