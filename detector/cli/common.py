@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from types import FrameType
 
 from detector.model.contract import ContractError
 
-__all__ = ["EXPECTED_ERRORS", "run_cli", "setup_logging"]
+__all__ = ["EXPECTED_ERRORS", "run_cli", "setup_logging", "stop_on_signals"]
 
 #: Errors that mean "bad input or environment": reported in one line, exit status 2.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
@@ -34,3 +37,19 @@ def run_cli(prog: str, body: Callable[[], int]) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def stop_on_signals(log: logging.Logger, what: str) -> threading.Event:
+    """An event set by SIGINT or SIGTERM, which are logged as ``SIGNAME: what``.
+
+    Call it before anything connects, so a stop asked for during start-up is a clean exit.
+    """
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: %s", signal.Signals(signum).name, what)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return stop

@@ -17,16 +17,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import zmq
 
+from detector.cli.common import stop_on_signals
 from detector.io.endpoint import check_endpoint
 from detector.io.mqtt import MqttBridge, MqttConfig, MqttUrl, parse_mqtt_url
 from detector.io.security import configure_client
@@ -128,8 +126,7 @@ def _subscribe(ctx: zmq.Context[Any], args: argparse.Namespace) -> zmq.Socket[An
         configure_client(sock, args.curve_secret_key, args.curve_server_key)
     for topic in (b"event.", b"status."):
         sock.setsockopt(zmq.SUBSCRIBE, topic)
-    for ep in args.connect or [DEFAULT_ENDPOINT]:
-        check_endpoint(ep, "--connect")
+    for ep in args.connect or [DEFAULT_ENDPOINT]:  # checked by _run before anything connects
         try:
             sock.connect(ep)
         except zmq.ZMQError as e:
@@ -142,15 +139,7 @@ def _run(args: argparse.Namespace) -> int:
     for ep in args.connect:  # bad input is refused before anything connects
         check_endpoint(ep, "--connect")
     config = config_from_args(args)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s: publishing what is queued and exiting", signal.Signals(signum).name)
-        stop.set()
-
-    # before the first connection: a stop asked for during start-up is a clean exit too
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = stop_on_signals(log, "publishing what is queued and exiting")
     ctx: zmq.Context[Any] = zmq.Context()
     sock = _subscribe(ctx, args)
     try:

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import FrameType
 
 import zmq
 
@@ -180,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from detector.cli.common import run_cli, setup_logging
+    from detector.cli.common import run_cli, setup_logging, stop_on_signals
 
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
@@ -193,14 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hwm=args.hwm,
         )
         hub = Hub(config)
-        stop = threading.Event()
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("%s: stopping", signal.Signals(signum).name)
-            stop.set()
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
+        stop = stop_on_signals(log, "stopping")
         hub.start()
         while not stop.wait(0.2):
             pass
