@@ -51,7 +51,7 @@ from detector.frontend.logmel import LogMelKernel
 from detector.frontend.patcher import Patch
 from detector.io.clips import ClipRecorder, ClipWriter
 from detector.io.control import Commands, ControlError, ControlServer, SeqStore
-from detector.io.publisher import ListSink, Sink
+from detector.io.publisher import ListSink, Sink, sink_wants
 from detector.model.resolve import load_scorer
 from detector.model.scorer import Scorer
 from detector.sources.parse import FileSource, Source, StdinSource
@@ -179,6 +179,7 @@ class Listener:
         # threads not counted): where the time goes (sed-bench, docs/benchmarks.md).
         self.stage_cpu_s = {"read": 0.0, "frontend": 0.0, "inference": 0.0, "decide": 0.0}
         self.batch_sizes: deque[int] = deque(maxlen=LATENCY_WINDOW)
+        self._subscriptions_seen: tuple[int, ...] | None = None
         self.commands = Commands(self)
         self.control = ControlServer(control_endpoint, self.handle) if control_endpoint else None
 
@@ -187,6 +188,17 @@ class Listener:
         for m in messages:
             for sink in self.sinks:
                 sink.send(m)
+
+    def _update_scores_wanted(self) -> None:
+        """Which streams' ``scores`` messages any sink takes; redone when a ZeroMQ
+        subscriber (un)subscribes. A scores message nobody receives is never built."""
+        seen = tuple(s.poll_subscriptions() if hasattr(s, "poll_subscriptions") else 0 for s in self.sinks)
+        if seen == self._subscriptions_seen:
+            return
+        self._subscriptions_seen = seen
+        for st in self.streams:
+            topic = f"scores.{st.id}"
+            st.scores_wanted = any(sink_wants(s, topic) for s in self.sinks)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -527,6 +539,7 @@ class Listener:
                 # thread while this one makes the decisions of the batch scored meanwhile.
                 fe = self._run(fe_pool, self._transform, [f for _, f in frames],
                                sum(f.shape[0] for _, f in frames) >= THREAD_MIN_FRAMES) if frames else None
+                self._update_scores_wanted()
                 if inflight is not None:
                     self._collect(inflight)
                     inflight = None

@@ -128,6 +128,9 @@ class StreamState:
         self._last_status_wall = 0.0
         self._last_status_samples = 0
         self._last_status_busy = 0.0
+        # Whether any sink takes this stream's scores messages (the Listener keeps it
+        # current from ZeroMQ subscriptions): nobody listening, nothing built.
+        self.scores_wanted = True
         # Event clips (sed-listen --clips): set by the Listener, None when off.
         self.clips: ClipRecorder | None = None
 
@@ -243,7 +246,8 @@ class StreamState:
         centres = np.array([0.5 * (p.start + p.start + 2.0 * half) for p in patches])
         d = self.smoother.process_many(raw, centres)
         top_k = min(self.listen.top_k, len(self.labels))
-        if self.listen.scores:
+        scores = self.listen.scores and self.scores_wanted
+        if scores:
             top = np.argsort(-d.smoothed, axis=1, kind="stable")[:, :top_k]
             rows = np.arange(n)[:, None]
             top_scores = d.smoothed[rows, top].tolist()
@@ -259,7 +263,7 @@ class StreamState:
                 if self.clips is not None and events:
                     self.clips.on_events(events)  # adds the clip's path to offsets
                 out.extend(events)
-            if self.listen.scores:
+            if scores:
                 entries = [
                     {"label": self.labels[i], "score": round(v, 4), "on": round(float(on[i]), 4),
                      "off": round(float(off[i]), 4), "active": a}

@@ -130,6 +130,59 @@ def test_zmq_round_trip_over_tcp(scorer: OnnxScorer, toy_scene: Path) -> None:
     assert any(t == "status.scene.wav" for t, _ in received)
 
 
+def _subscribed(pub: ZmqPublisher, version: int) -> int:
+    deadline = time.monotonic() + 5.0
+    while pub.poll_subscriptions() == version and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pub.subscription_version != version, "the subscription never reached the publisher"
+    return pub.subscription_version
+
+
+def test_scores_are_built_only_for_streams_someone_subscribed_to(scorer: OnnxScorer, toy_scene: Path) -> None:
+    ctx = zmq.Context()
+    pub = ZmqPublisher("tcp://127.0.0.1:0", context=ctx)
+    sub = ctx.socket(zmq.SUB)
+    sub.connect(pub.bound)
+    version = pub.poll_subscriptions()
+    sub.setsockopt(zmq.SUBSCRIBE, b"event.")
+    version = _subscribed(pub, version)
+    assert pub.wants("event.Dog") and not pub.wants("scores.scene.wav") and not pub.wants("status.x")
+    sub.setsockopt(zmq.SUBSCRIBE, b"scores.b")  # another stream's scores only
+    version = _subscribed(pub, version)
+    assert pub.wants("scores.b") and not pub.wants("scores.scene.wav")
+    runs = {}
+    for name, extra in (("events", None), ("scores", b"scores.scene")):
+        if extra:
+            sub.setsockopt(zmq.SUBSCRIBE, extra)
+            version = _subscribed(pub, version)
+        listener = Listener([FileSource(toy_scene, 16000, stream_id="scene.wav")], [pub], Config(), scorer=scorer)
+        listener.run()
+        runs[name] = listener.streams[0]
+    got = []
+    while sub.poll(1000):
+        topic, _msg = decode(sub.recv_multipart())
+        got.append(topic)
+    pub.close()
+    sub.close()
+    ctx.term()
+    hops = runs["events"].patches
+    assert hops > 10 and runs["scores"].patches == hops
+    # One scores message per hop only once someone asked for this stream's scores.
+    assert runs["scores"].seq - runs["events"].seq == hops
+    assert got.count("scores.scene.wav") == hops
+
+
+def test_json_lines_and_in_process_sinks_say_what_they_take() -> None:
+    import io
+
+    from detector.io.publisher import JsonLinesSink, sink_wants
+
+    assert sink_wants(ListSink(), "scores.a")
+    assert not sink_wants(JsonLinesSink(io.StringIO()), "scores.a")
+    assert sink_wants(JsonLinesSink(io.StringIO(), kinds=("event", "scores")), "scores.a")
+    assert sink_wants(JsonLinesSink(io.StringIO()), "event.Dog")
+
+
 def test_stop_closes_open_events_with_shutdown(scorer: OnnxScorer, toy_scene: Path) -> None:
     sink = ListSink()
     stop = threading.Event()

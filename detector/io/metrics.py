@@ -182,6 +182,9 @@ class MetricsServer:
         with self._lock:
             return {sid: _Stream(dict(s.status), dict(s.events)) for sid, s in self._streams.items()}
 
+    def wants(self, topic: str) -> bool:
+        return topic.startswith(("status.", "event."))
+
     def send(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind not in ("status", "event"):

@@ -317,6 +317,9 @@ class MqttBridge:
         self._worker.start()
         return self
 
+    def wants(self, topic: str) -> bool:
+        return topic.startswith(("status.", "event."))  # scores are not bridged
+
     def send(self, message: dict[str, Any]) -> None:
         """Queue one wire message; never blocks (a full queue drops it, counted)."""
         if message.get("type") not in ("event", "status"):

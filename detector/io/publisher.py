@@ -1,8 +1,11 @@
 """Sinks for wire messages: a ZeroMQ PUB socket and JSON lines on a text stream.
 
-A sink has ``send(message: dict)`` and ``close()``. The PUB socket never blocks the
+A sink has ``send(message: dict)`` and ``close()``, and may say which topics it takes
+(``wants(topic)``; a sink without it takes everything). The PUB socket never blocks the
 detector: a slow or dead subscriber only loses its own messages once the
-high-water mark fills (ZeroMQ PUB semantics).
+high-water mark fills (ZeroMQ PUB semantics). It is an XPUB socket, so it knows what its
+subscribers asked for: ``scores.<stream>`` messages (one per hop and stream) are only
+built for a stream someone subscribed to (docs/benchmarks.md, issue 21).
 
 Binding beyond loopback logs a warning unless CURVE is on
 (:class:`detector.io.security.CurveServerConfig`): then traffic is encrypted and only
@@ -27,7 +30,7 @@ from detector.io.wire import encode
 if TYPE_CHECKING:
     from detector.io.security import CurveServerConfig
 
-__all__ = ["JsonLinesSink", "ListSink", "Sink", "ZmqPublisher", "is_loopback_endpoint"]
+__all__ = ["JsonLinesSink", "ListSink", "Sink", "ZmqPublisher", "is_loopback_endpoint", "sink_wants"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,12 @@ log = logging.getLogger(__name__)
 class Sink(Protocol):
     def send(self, message: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
+
+
+def sink_wants(sink: Sink, topic: str) -> bool:
+    """Whether ``sink`` takes messages on ``topic`` (a sink without ``wants`` takes all)."""
+    wants = getattr(sink, "wants", None)
+    return True if wants is None else bool(wants(topic))
 
 
 def is_loopback_endpoint(endpoint: str) -> bool:
@@ -83,7 +92,8 @@ class ZmqPublisher:
         # most linger_ms for queued messages, so the final offsets go out on exit.
         self._own_ctx = context is None or curve is not None
         self._ctx: zmq.Context[Any] = zmq.Context() if context is None or self._own_ctx else context
-        self._sock = self._ctx.socket(zmq.PUB)
+        # XPUB: a PUB socket that also hands us its subscribers' (un)subscriptions.
+        self._sock = self._ctx.socket(zmq.XPUB)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, linger_ms)
         self._auth: Any = None  # zmq.auth.thread.ThreadAuthenticator when CURVE is on
@@ -100,6 +110,31 @@ class ZmqPublisher:
         self.bound = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.sent = 0
         self.dropped = 0
+        self._subscriptions: set[bytes] = set()  # topic prefixes someone subscribed to
+        self.subscription_version = 0  # changes whenever that set does
+
+    def poll_subscriptions(self) -> int:
+        """Take the (un)subscriptions that arrived; return :attr:`subscription_version`.
+
+        Without ``XPUB_VERBOSE`` ZeroMQ passes the first subscription to a prefix and the
+        last unsubscription from it, so a set of prefixes is exact.
+        """
+        sock = self._sock
+        while not sock.closed and int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            msg = sock.recv(zmq.NOBLOCK)
+            if msg[:1] == b"\x01":
+                self._subscriptions.add(msg[1:])
+            elif msg[:1] == b"\x00":
+                self._subscriptions.discard(msg[1:])
+            else:
+                continue
+            self.subscription_version += 1
+        return self.subscription_version
+
+    def wants(self, topic: str) -> bool:
+        """Whether any subscriber's prefix matches ``topic`` (as of the last poll)."""
+        t = topic.encode("utf-8")
+        return any(t.startswith(prefix) for prefix in self._subscriptions)
 
     def send(self, message: dict[str, Any]) -> None:
         try:
@@ -137,6 +172,9 @@ class JsonLinesSink:
         self.stream = stream or sys.stdout
         self.kinds = frozenset(kinds)
         self.broken = False
+
+    def wants(self, topic: str) -> bool:
+        return topic.split(".", 1)[0] in self.kinds
 
     def send(self, message: dict[str, Any]) -> None:
         if self.broken or message["type"] not in self.kinds:
