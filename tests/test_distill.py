@@ -4,6 +4,7 @@ from caches to a checkpoint that sed-export turns into a working ONNX model."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,47 @@ def test_short_run_exports_a_working_model(tmp_path: Path) -> None:
     s = scorer.score(_noise_mel(rng)[None].astype(np.float32))
     assert s.shape == (1, 521) and np.all((s >= 0) & (s <= 1))
 
+
+
+@pytest.mark.skipif(find_yamnet(None) is None, reason="YAMNet not fetched (bin/setup does)")
+def test_embedding_target_trains_a_projection_and_resumes(tmp_path: Path) -> None:
+    from training.corpus import pool_cache
+    from training.corpus.pool import POOL_COLUMNS
+
+    rng = np.random.default_rng(4)
+    pool = tmp_path / "pool"
+    (pool / "audio").mkdir(parents=True)
+    rows = []
+    for i in range(4):
+        p = pool / "audio" / f"e{i}.flac"
+        sf.write(p, (0.1 * rng.standard_normal(3 * SR)).astype(np.float32), SR)
+        rows.append({"hash": f"e{i}", "path": f"audio/e{i}.flac", "package": "fx", "relpath": str(i),
+                     "seconds": 3, "source_rate": SR, "kind": "events", "license": "", "noncommercial": 0})
+    (pool / "done").mkdir()
+    with (pool / "done" / "fx.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=POOL_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    assert pool_cache.main_cache(pool) == 0
+    data = Path(__file__).parent / "data"
+    m = tmp_path / "m.csv"
+    m.write_text(f'path,labels\n{data / "speech_digit.flac"},Speech\n')
+    cfg = DistillConfig(pool=str(pool), train_manifest=str(m), val_manifest=str(m),
+                        mel_cache=str(tmp_path / "mc"), out_dir=str(tmp_path / "run"),
+                        epochs=1, steps_per_epoch=2, batch_size=8, pool_val_percent=50,
+                        threads=1, val_patches=20, embedding_weight=0.5)
+    last = train(cfg)
+    ck = torch.load(last, weights_only=True)
+    assert ck["embed_proj"]["weight"].shape == (1024, 128)  # small preset: 128-d patch embedding
+    d = ck["history"][0]["train_embedding_cosine_distance"]
+    assert 0.0 < d <= 2.0
+    assert not any(k.startswith("embed_proj") for k in ck["model"])  # not part of the exported model
+    resumed = train(dataclasses.replace(cfg, epochs=2), resume=True)
+    assert len(torch.load(resumed, weights_only=True)["history"]) == 2
+    plain = dataclasses.replace(cfg, embedding_weight=0.0, out_dir=str(tmp_path / "run2"))
+    train(plain)
+    with pytest.raises(ValueError, match="without embedding_weight"):
+        train(dataclasses.replace(plain, epochs=2, embedding_weight=0.5), resume=True)
 
 def test_validation_groups_are_left_out_of_the_pool(tmp_path: Path) -> None:
     from training.distill import source_key, validation_sources

@@ -90,6 +90,7 @@ class DistillConfig:
     music_cap_hours: float = 9.0
     speech_cap_hours: float = 9.0
     pool_val_percent: int = 5  # pool files whose hash falls here are validation only
+    embedding_weight: float = 0.0  # > 0: also match YAMNet's 1024-d embedding (cosine), this much
     labelled_fraction: float = 0.35
     bed_alone_fraction: float = 0.05
     val_patches: int = 4000
@@ -455,14 +456,15 @@ def _teacher_agreement(student: np.ndarray, teacher: np.ndarray, min_pos: int = 
 
 def train(cfg: DistillConfig, resume: bool = False) -> Path:
     """Run (or resume) a distillation; returns the path of ``last.pt``."""
-    from detector.model.yamnet import YamnetScorer, find_yamnet, how_to_fetch
+    from detector.model.yamnet import EMBEDDING_DIM, YamnetScorer, find_yamnet, how_to_fetch
 
     torch.set_num_threads(cfg.threads)
     features = FeatureConfig()
     ypath = find_yamnet(None)
     if ypath is None:
         raise FileNotFoundError(how_to_fetch())
-    teacher = YamnetScorer(ypath, threads=cfg.teacher_threads)
+    use_embedding = cfg.embedding_weight > 0
+    teacher = YamnetScorer(ypath, threads=cfg.teacher_threads, embedding=use_embedding)
     labels = [{"name": lab.name, "mid": lab.mid} for lab in teacher.contract.labels]
     names = [lab["name"] for lab in labels]
     aug_cfg = MelAugmentConfig.from_dict(cfg.augment)
@@ -479,13 +481,21 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
     model = SedNet(PRESETS[cfg.preset], len(labels), features)
     out = _expand(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # The teacher's embedding as a second target: a linear map from the student's patch
+    # embedding to YAMNet's 1024 dimensions, used in training only (not exported).
+    proj = nn.Linear(model.embed_dim, EMBEDDING_DIM) if use_embedding else None
+    params = list(model.parameters()) + (list(proj.parameters()) if proj is not None else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict[str, Any]] = []
     start_epoch, step, best = 0, 0, -1.0
     last = out / "last.pt"
     if resume and last.is_file():
         ck = torch.load(last, map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
+        if proj is not None:
+            if "embed_proj" not in ck:
+                raise ValueError(f"{last} was trained without embedding_weight; resume it without, or start afresh")
+            proj.load_state_dict(ck["embed_proj"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch, step = int(ck["epoch"]), int(ck["step"])
         history = list(ck.get("history", []))
@@ -510,7 +520,7 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
         rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 1000 + epoch)
         model.train()
-        t0, seen, loss_sum = time.monotonic(), 0, 0.0
+        t0, seen, loss_sum, emb_sum = time.monotonic(), 0, 0.0, 0.0
         for _ in range(cfg.steps_per_epoch):
             pi = pool.train[rng.integers(len(pool.train), size=n_pool + n_alone)]
             li = rng.integers(len(lab.items), size=n_lab)
@@ -525,16 +535,24 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
             xa, took = mel_aug(x, partner, alone, rng)
             hard = np.where(took[:, None], np.maximum(hard, hard[perm]), hard)
             hard[alone] = 0.0
-            soft = teacher.score(xa)
+            if proj is not None:
+                soft, t_emb = teacher.score_and_embed(xa)
+            else:
+                soft, t_emb = teacher.score(xa), None
             target = torch.from_numpy(np.maximum(soft, hard))
             inp = spec(torch.from_numpy(xa))
             for g in opt.param_groups:
                 g["lr"] = _lr(step, total, cfg.warmup_steps, cfg.lr)
-            logits = model(inp)
+            logits, emb = model.forward_with_embedding(inp)
             loss = nn.functional.binary_cross_entropy_with_logits(logits, target)
+            if proj is not None and t_emb is not None:
+                cos = nn.functional.cosine_similarity(proj(emb), torch.from_numpy(t_emb), dim=1, eps=1e-6)
+                emb_loss = (1.0 - cos).mean()
+                emb_sum += float(emb_loss.item()) * cfg.batch_size
+                loss = loss + cfg.embedding_weight * emb_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             step += 1
             seen += cfg.batch_size
@@ -545,6 +563,8 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
         entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                                  "examples_per_s": seen / max(time.monotonic() - t0, 1e-9),
                                  "lr": opt.param_groups[0]["lr"]}
+        if proj is not None:
+            entry["train_embedding_cosine_distance"] = emb_sum / max(seen, 1)
         entry.update(evaluate(model, pool, val, features, cfg.val_patches, cfg.seed))
         entry["score"] = entry["val_clip_map"] + entry["pool_teacher_map"]
         summary.update(pool_files=len(pool.mels), pool_train_patches=len(pool.train),
@@ -558,6 +578,8 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
                 "train_config": {"recipe": "distill", **cfg.to_dict()},
                 "augment_config": dataclasses.asdict(aug_cfg), "data_summary": summary,
                 "git_revision": _git_revision()}
+        if proj is not None:
+            ckpt["embed_proj"] = proj.state_dict()
         tmp = last.with_suffix(".tmp")
         torch.save(ckpt, tmp)
         tmp.replace(last)

@@ -216,13 +216,19 @@ class SedNet(nn.Module):
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, n_labels)``; apply a sigmoid for probabilities (see :meth:`scores`)."""
+        return self.forward_with_embedding(patches)[0]
+
+    def forward_with_embedding(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, n_labels)`` and the patch embedding ``(B, C)`` they come from
+        (the pooled frames; their mean over time with attention pooling). Distillation
+        matches the embedding to the teacher's (``training.distill``)."""
         h = self.frames(patches)  # (B, T', C)
         if self.attention is not None:
             logits_t = self.head(self.dropout(h))  # (B, T', L)
             weights = torch.softmax(self.attention(h), dim=1)
-            return (weights * logits_t).sum(dim=1)
+            return (weights * logits_t).sum(dim=1), h.mean(dim=1)
         pooled = h.amax(dim=1) if self.cfg.pooling == "max" else h.mean(dim=1)
-        return self.head(self.dropout(pooled))
+        return self.head(self.dropout(pooled)), pooled
 
     def scores(self, patches: torch.Tensor) -> torch.Tensor:
         """Sigmoid probabilities ``(B, n_labels)``."""

