@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from detector.config import Config
 from detector.decide.events import EventBuilder
-from detector.decide.smoother import Smoother
+from detector.decide.smoother import Smoother, SmootherConfig
 from detector.frontend.logmel import LogMelKernel, LogMelStage
 from detector.frontend.patcher import Patch, Patcher
 from detector.io.clips import ClipRecorder
@@ -28,7 +29,7 @@ from detector.model.scorer import Scorer
 from detector.sources.base import MAX_ABS_SAMPLE, sanitize
 from detector.sources.parse import Source
 
-__all__ = ["LATENCY_WINDOW", "StreamState", "hop_frames_for"]
+__all__ = ["LATENCY_WINDOW", "StreamState", "hop_frames_for", "with_model_timing"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,17 @@ def hop_frames_for(patch_hop_s: float, scorer: Scorer) -> int:
             f"{cfg.frame_seconds:g} to {cfg.patch_seconds:g} s"
         )
     return frames
+
+
+def with_model_timing(config: SmootherConfig, timing: Mapping[str, Mapping[str, float]]) -> SmootherConfig:
+    """The user's smoother settings over the model's per-label event timing (its contract's
+    ``event_timing``): a label the user's ``[smoother.labels]`` names keeps every field the
+    user gave, and takes the model's for the rest."""
+    if not timing:
+        return config
+    merged = {name: {**timing.get(name, {}), **config.labels.get(name, {})}
+              for name in (*timing, *config.labels)}
+    return SmootherConfig(config.default, merged)
 
 
 def _percentiles(x: np.ndarray, *qs: float) -> list[float]:
@@ -137,7 +149,8 @@ class StreamState:
     def _make_smoother(self, config: Config) -> Smoother:
         c = self.contract
         chosen = choose_event_labels(c.names, c.event_labels, config.listen.labels, "[listen] labels")
-        return Smoother(config.smoother, c.names, c.on_thresholds, c.off_thresholds, self.hop_s, chosen)
+        return Smoother(with_model_timing(config.smoother, c.event_timing), c.names, c.on_thresholds,
+                        c.off_thresholds, self.hop_s, chosen)
 
     def wall_of(self, t: float) -> float:
         return (self.wall_origin if self.wall_origin is not None else time.time()) + t

@@ -173,10 +173,12 @@ def make_contract(
     model_version: str | None = None,
     extra: dict[str, Any] | None = None,
     event_labels: Sequence[str] | None = None,
+    event_timing: dict[str, dict[str, float]] | None = None,
 ) -> ModelContract:
     """A :class:`ModelContract` from checkpoint-style labels (``[{"name", "mid"}]``).
 
     ``event_labels``: exact label names that raise events by default (None: every label).
+    ``event_timing``: per-label event timing (``training.tune_events``).
     """
     n = len(labels)
     on_t = tuple(float(x) for x in on) if on is not None else (DEFAULT_ON_THRESHOLD,) * n
@@ -191,6 +193,7 @@ def make_contract(
         off_thresholds=off_t,
         model_version=version,
         event_labels=tuple(event_labels) if event_labels is not None else None,
+        event_timing=dict(event_timing or {}),
         extra=doc_extra,
     )
     # Read back as the detector will: unknown event_labels fail here, not at sed-listen.
@@ -427,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint", type=Path, help="sed-train checkpoint (.pt)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--name", default="model", help="file stem of the .onnx (default: model)")
-    p.add_argument("--report", type=Path, help="sed-eval report.json with tuned thresholds")
+    p.add_argument("--report", type=Path, help="sed-eval or training.tune_events report.json: tuned "
+                   "thresholds (and event_timing, per-label hold from tune_events)")
     p.add_argument("--model-version", help="version string stored in the contract")
     p.add_argument("--val-manifest", type=Path, help="manifest of real clips for checks")
     p.add_argument("--cache", type=Path, default=Path("cache"), help="waveform cache directory")
@@ -447,8 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     labels = list(ckpt["labels"])
     names = [str(d["name"]) for d in labels]
     on = off = None
+    timing: dict[str, dict[str, float]] = {}
     if args.report:
         on, off = thresholds_from_report(args.report, names)
+        timing = json.loads(args.report.read_text()).get("event_timing") or {}
     extra = {
         "training": {"model": ckpt.get("model_config"), "train": ckpt.get("train_config"),
                      "epoch": ckpt.get("epoch"), "history": ckpt.get("history", [])[-1:]},
@@ -458,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     events = event_labels_option(args.event_labels, names) if args.event_labels else None
     contract = make_contract(labels, model.features, on=on, off=off,
                              model_version=args.model_version or args.checkpoint.stem, extra=extra,
-                             event_labels=events)
+                             event_labels=events, event_timing=timing)
     val_x = val_y = None
     if args.val_manifest:
         val_x, val_y = _val_patches(args.val_manifest, args.cache, names, model.features,

@@ -15,6 +15,9 @@ runtime needs neither torch nor the ``onnx`` package)::
       "pooling": "max",                # how clip scores are pooled over patches
       "event_labels": ["Dog", ...],    # optional: the labels that raise events by default
                                        # (absent: every label; sed-listen --labels overrides)
+      "event_timing": {"Bird": {"hold_s": 3.0}, ...},   # optional: per-label event timing
+                                       # (training.tune_events); a [smoother.labels] entry
+                                       # of the user's config for that label overrides it
       "training": {...}, "data": {...}, "git_revision": "..."   # informational
     }
 
@@ -71,6 +74,33 @@ def _event_labels(
     return tuple(dict.fromkeys(value))
 
 
+TIMING_FIELDS = ("hold_s", "debounce_s", "min_duration_s")
+"""What a model may say about its labels' event timing (seconds; see LabelPolicy)."""
+
+
+def _event_timing(value: Any, labels: tuple[Label, ...], source: str) -> dict[str, dict[str, float]]:
+    """The contract's ``event_timing``: ``{label: {field: seconds}}`` ({} when absent)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ContractError(f"{source}: event_timing must map label names to timing; got {value!r}")
+    known = {lab.name for lab in labels}
+    out: dict[str, dict[str, float]] = {}
+    for name, fields in value.items():
+        if name not in known:
+            raise ContractError(f"{source}: event_timing names {name!r}, not a label of the model")
+        if not isinstance(fields, dict) or not fields:
+            raise ContractError(f"{source}: event_timing[{name!r}] must be a non-empty object; got {fields!r}")
+        bad = sorted(set(fields) - set(TIMING_FIELDS))
+        if bad:
+            raise ContractError(f"{source}: event_timing[{name!r}] has {bad}; accepted: {list(TIMING_FIELDS)}")
+        vals = {k: v for k, v in fields.items()}
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 3600 for v in vals.values()):
+            raise ContractError(f"{source}: event_timing[{name!r}] = {fields!r}; seconds from 0 to 3600")
+        out[name] = {k: float(v) for k, v in vals.items()}
+    return out
+
+
 @dataclass(frozen=True)
 class ModelContract:
     labels: tuple[Label, ...]
@@ -83,6 +113,8 @@ class ModelContract:
     pooling: str = "max"
     #: Labels that raise events unless the user chooses (``--labels``); None: every label.
     event_labels: tuple[str, ...] | None = None
+    #: Per-label event timing the model was tuned with (``{label: {"hold_s": 3.0}}``).
+    event_timing: dict[str, dict[str, float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -106,6 +138,8 @@ class ModelContract:
         )
         if self.event_labels is not None:
             doc["event_labels"] = list(self.event_labels)
+        if self.event_timing:
+            doc["event_timing"] = self.event_timing
         return json.dumps(doc, sort_keys=True)
 
     @classmethod
@@ -144,9 +178,10 @@ class ModelContract:
         if pooling not in POOLINGS:
             raise ContractError(f"{source}: pooling {pooling!r}; accepted: {list(POOLINGS)}")
         event_labels = _event_labels(doc.get("event_labels"), labels, source)
+        event_timing = _event_timing(doc.get("event_timing"), labels, source)
         known = {
             "contract_version", "model_version", "labels", "features", "thresholds",
-            "input", "output", "pooling", "event_labels",
+            "input", "output", "pooling", "event_labels", "event_timing",
         }
         return cls(
             labels=labels,
@@ -158,6 +193,7 @@ class ModelContract:
             output_name=str(doc.get("output", {}).get("name", "scores")),
             pooling=pooling,
             event_labels=event_labels,
+            event_timing=event_timing,
             extra={k: v for k, v in doc.items() if k not in known},
         )
 

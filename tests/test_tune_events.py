@@ -1,0 +1,148 @@
+"""training.tune_events: the replayed decisions are sed-listen's, and tuning finds the threshold that made the references."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from detector.config import Config
+from detector.decide.smoother import SmootherConfig
+from detector.model.resolve import load_scorer
+from detector.pipeline import detect_file
+from training.tune_events import decide, main, score_scenes, tune
+
+DEMO = Path(__file__).resolve().parents[1] / "detector" / "data" / "demo.flac"
+
+
+def _events(messages: list[dict[str, object]]) -> list[tuple[str, float, float]]:
+    starts = {m["event_id"]: m["start"] for m in messages if m["event"] == "onset"}
+    return sorted((str(m["label"]), float(starts[m["event_id"]]), float(m["end"]))  # type: ignore[arg-type]
+                  for m in messages if m["event"] == "offset")
+
+
+def _manifest(tmp_path: Path, rows: list[tuple[str, float, float]]) -> Path:
+    path = tmp_path / "scenes.csv"
+    lines = ["path,labels,onset,offset,source,split"]
+    lines += [f'{DEMO},"{label}",{on:.3f},{off:.3f},scene:test,train' for label, on, off in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _config(on: float | None = None, labels: tuple[str, ...] | None = None) -> Config:
+    c = Config()
+    policy = dataclasses.replace(c.smoother.default, on=on, off=None if on is None else on * 0.5)
+    return dataclasses.replace(c, smoother=SmootherConfig(policy), listen=dataclasses.replace(c.listen, labels=labels))
+
+
+@pytest.mark.parametrize("on", [None, 0.3])
+def test_replayed_decisions_are_the_pipelines(tmp_path: Path, on: float | None) -> None:
+    scorer = load_scorer(None, threads=1)
+    scene = score_scenes(scorer, _manifest(tmp_path, [("Speech", 0.5, 4.5)]))[0]
+    names = scorer.contract.names
+    config = _config(on)
+    replayed = sorted((names[k], a, b) for _, k, a, b in decide(scene, scorer, config))
+    streamed = _events(detect_file(DEMO, config=config, scorer=scorer))
+    assert replayed == streamed
+    assert len(replayed) >= 5  # the demo holds several events either way
+
+
+def test_tune_recovers_the_threshold_that_made_the_references(tmp_path: Path) -> None:
+    scorer = load_scorer(None, threads=1)
+    # References: what sed-listen raises at on = 0.3 for every label; the model's own
+    # thresholds (tuned for clips) give other events on the demo for some of them.
+    at_03 = _events(detect_file(DEMO, config=_config(0.3), scorer=scorer))
+    scenes = score_scenes(scorer, _manifest(tmp_path, at_03))
+    labels = sorted({lab for lab, _, _ in at_03})
+    report = tune(scenes, scorer, labels, grid=(0.3, 0.6, 0.9), min_events=1, holds=(0.5,))
+    assert report["tuned"], "no label's F1 improved over the model's own thresholds"
+    names = list(scorer.contract.names)
+    for name, t in report["tuned"].items():
+        assert t["on"] == 0.3 and t["f1"] == pytest.approx(1.0) and t["f1"] > t["f1_before"]
+        assert report["event_timing"][name] == {"hold_s": 0.5}
+        assert report["thresholds"]["on"][names.index(name)] == 0.3
+        assert report["thresholds"]["off"][names.index(name)] == pytest.approx(0.15)
+    untouched = [k for k, n in enumerate(names) if n not in report["tuned"]]
+    assert all(report["thresholds"]["on"][k] == scorer.contract.on_thresholds[k] for k in untouched)
+
+
+def test_cli_writes_a_report_sed_export_reads(tmp_path: Path) -> None:
+    from training.export import thresholds_from_report
+
+    model = Path(__file__).resolve().parents[1] / "exports" / "default" / "model.onnx"
+    manifest = _manifest(tmp_path, [("Speech", 0.72, 4.56), ("Dog", 5.04, 6.96)])
+    assert main([str(model), "--scenes", str(manifest), "--out", str(tmp_path / "t"), "--threads", "1"]) == 0
+    names = load_scorer(None, threads=1).contract.names
+    on, off = thresholds_from_report(tmp_path / "t" / "report.json", names)
+    assert len(on) == len(names) and all(0 < b <= a for a, b in zip(on, off, strict=True))
+    assert "micro F1" in (tmp_path / "t" / "summary.md").read_text(encoding="utf-8")
+    listed = (tmp_path / "t" / "event_labels.txt").read_text(encoding="utf-8")
+    assert "Speech" in listed.splitlines()  # the model's event labels stay event labels
+    # sed-export writes the report's thresholds and event timing into the contract
+    pytest.importorskip("torch")
+    import json
+
+    from detector.model.scorer import OnnxScorer
+    from training.export import main as export_main
+
+    doc = json.loads((tmp_path / "t" / "report.json").read_text(encoding="utf-8"))
+    doc["event_timing"] = {"Dog": {"hold_s": 2.0}}
+    (tmp_path / "t" / "report.json").write_text(json.dumps(doc), encoding="utf-8")
+    out = tmp_path / "export"
+    assert export_main([str(model.with_suffix(".pt")), "--out", str(out), "--report", str(tmp_path / "t" / "report.json"),
+                        "--event-labels", str(tmp_path / "t" / "event_labels.txt")]) == 0
+    exported = OnnxScorer(out / "model.onnx", threads=1).contract
+    assert exported.event_timing == {"Dog": {"hold_s": 2.0}}
+    assert list(exported.on_thresholds) == doc["thresholds"]["on"]
+
+
+def test_candidates_join_the_event_labels_only_where_they_score(tmp_path: Path) -> None:
+    scorer = load_scorer(None, threads=1)
+    at_03 = _events(detect_file(DEMO, config=_config(0.3), scorer=scorer))
+    dog = [e for e in at_03 if e[0] == "Dog"]
+    assert dog, "the demo's dog is heard at 0.3"
+    scenes = score_scenes(scorer, _manifest(tmp_path, dog))
+    report = tune(scenes, scorer, ["Speech"], grid=(0.3,), holds=(0.5, 2.0), min_events=1,
+                  candidates=["Dog", "Cat"], min_f1=0.5)
+    assert report["event_labels"] == ["Speech", "Dog"]  # Cat: no reference events, never added
+    assert report["tuned"]["Dog"]["added"] and report["tuned"]["Dog"]["f1"] == pytest.approx(1.0)
+    # applied as sed-export writes it, the tuned model raises the reference events
+    from training.tune_events import applied, measure
+
+    after = measure(scenes, applied(scorer, report))
+    assert after["true_positives"] == len(dog) and after["micro_f1"] > 0.5
+
+
+def test_model_timing_under_the_users_settings() -> None:
+    from detector.decide.smoother import SmootherConfig
+    from detector.stream import with_model_timing
+
+    user = SmootherConfig(labels={"Dog": {"hold_s": 0.2}, "Cat": {"on": 0.9}})
+    merged = with_model_timing(user, {"Dog": {"hold_s": 3.0, "debounce_s": 0.1}, "Bird": {"hold_s": 4.0}})
+    assert merged.policy("Dog").hold_s == 0.2 and merged.policy("Dog").debounce_s == 0.1
+    assert merged.policy("Bird").hold_s == 4.0
+    assert merged.policy("Cat").on == 0.9 and merged.policy("Cat").hold_s == user.default.hold_s
+    assert with_model_timing(user, {}) is user
+
+
+@pytest.mark.parametrize(("timing", "message"), [
+    ({"Dgo": {"hold_s": 1.0}}, "not a label"),
+    ({"Dog": {"hold": 1.0}}, "accepted"),
+    ({"Dog": {"hold_s": -1}}, "seconds"),
+    ({"Dog": {}}, "non-empty"),
+    (["Dog"], "must map"),
+])
+def test_contract_rejects_bad_event_timing(timing: object, message: str) -> None:
+    import json
+
+    from detector.model.contract import ContractError, ModelContract
+
+    c = load_scorer(None, threads=1).contract
+    doc = json.loads(c.to_json())
+    doc["event_timing"] = timing
+    with pytest.raises(ContractError, match=message):
+        ModelContract.from_json(json.dumps(doc), "m.onnx")
+    doc["event_timing"] = {"Dog": {"hold_s": 2}}
+    assert ModelContract.from_json(json.dumps(doc)).event_timing == {"Dog": {"hold_s": 2.0}}
+

@@ -1,0 +1,311 @@
+"""Event thresholds tuned on soundscapes: per label, the on-threshold with the best event F1.
+
+``sed-eval --threshold-range`` tunes each label's threshold for *clip* F1 on single
+clips. Events are another question: an onset must land within the collar of a true
+start and its offset near the true end, over real backgrounds, with the hysteresis and
+timing ``sed-listen`` applies. This tool asks that question directly, on the training
+soundscapes of ``sed-corpus build`` (``scenes_train.csv``: labelled training clips laid
+over backgrounds; the validation scenes stay for measuring):
+
+    python -m training.tune_events MODEL.onnx --scenes CORPUS/scenes_train.csv --out DIR
+    sed-export CHECKPOINT --out EXPORT --report DIR/report.json --event-labels FILE
+
+1. Every scene goes once through the runtime's own stages: the streaming front end and
+   patcher of :class:`detector.stream.StreamState` at the file hop, then the model.
+2. Only the decisions are replayed (``StreamState.on_scores_many``, the code that turns
+   scores into events in ``sed-listen``) for each on-threshold of a grid, with the
+   off-threshold at ``off_ratio`` of it; each label's events are scored against the
+   references with :func:`training.metrics.event_f1` (1 s collar).
+3. Each label with at least ``min_events`` reference events gets the grid value of best
+   F1 (the higher threshold on a tie); every other label keeps the model's thresholds.
+
+``DIR/report.json`` holds the thresholds in the form ``sed-export --report`` reads and the
+per-label F1 before and after; ``DIR/summary.md`` the same as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from detector.config import Config
+from detector.decide.smoother import SmootherConfig
+from detector.frontend.patcher import Patch
+from detector.model.labels import choose_event_labels, read_label_file
+from detector.model.scorer import OnnxScorer
+from detector.sources.parse import FileSource
+from detector.stream import StreamState
+from training.clips import read_manifest
+from training.metrics import event_f1
+
+__all__ = ["DEFAULT_GRID", "DEFAULT_HOLDS", "Scene", "applied", "decide", "main", "measure", "score_scenes", "tune"]
+
+log = logging.getLogger("training.tune_events")
+
+DEFAULT_GRID = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+DEFAULT_HOLDS = (0.5, 1.0, 2.0, 4.0)
+COLLAR_S = 1.0
+
+Event = tuple[str, int, float, float]
+
+
+@dataclasses.dataclass
+class Scene:
+    """One soundscape: its patches and their scores, and its reference events."""
+
+    path: Path
+    patches: list[Patch]
+    scores: np.ndarray  # (n, L)
+    samples: int  # its length at the model's rate: where the last open event is closed
+    references: list[tuple[int, float, float]]  # (label index, onset, offset)
+
+
+def _state(path: Path, scorer: OnnxScorer, config: Config) -> StreamState:
+    rate = scorer.contract.features.sample_rate
+    return StreamState(FileSource(path, rate), scorer, config, "tune")
+
+
+def score_scenes(scorer: OnnxScorer, manifest: Path, limit: int | None = None) -> list[Scene]:
+    """Each scene of ``manifest`` through the runtime front end, patcher and model, once."""
+    names = list(scorer.contract.names)
+    refs: dict[Path, list[tuple[int, float, float]]] = defaultdict(list)
+    for clip in read_manifest(manifest):
+        refs.setdefault(clip.path, [])
+        for name in clip.labels:
+            if name in names and clip.onset is not None and clip.offset is not None:
+                refs[clip.path].append((names.index(name), clip.onset, clip.offset))
+    paths = sorted(refs)[:limit] if limit else sorted(refs)
+    config = Config()
+    out = []
+    for k, path in enumerate(paths):
+        st = _state(path, scorer, config)
+        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        if rate != st.sample_rate:
+            raise ValueError(f"{path}: {rate} Hz; the scenes are written at {st.sample_rate} Hz")
+        st.source.close()
+        patches = st.feed(wave.mean(axis=1)) + st.finish()
+        scores = scorer.score(np.stack([p.data for p in patches])) if patches else np.zeros((0, len(names)))
+        out.append(Scene(path, patches, scores, st.samples, refs[path]))
+        if (k + 1) % 100 == 0:
+            log.info("scored %d/%d scenes", k + 1, len(paths))
+    return out
+
+
+def decide(scene: Scene, scorer: OnnxScorer, config: Config) -> list[Event]:
+    """The events ``sed-listen`` would raise on ``scene`` with ``config`` (decisions replayed)."""
+    names = scorer.contract.names
+    st = _state(scene.path, scorer, config)
+    st.source.close()
+    msgs: list[dict[str, Any]] = []
+    if scene.patches:
+        msgs += st.on_scores_many(scene.patches, scene.scores)
+    st.samples = scene.samples
+    msgs += st.close_events("end_of_stream")
+    index = {n: i for i, n in enumerate(names)}
+    onsets = {m["event_id"]: m for m in msgs if m["type"] == "event" and m["event"] == "onset"}
+    return [(str(scene.path), index[m["label"]], onsets[m["event_id"]]["start"], m["end"])
+            for m in msgs if m["type"] == "event" and m["event"] == "offset"]
+
+
+def _with(config: Config, on: float | None, off_ratio: float, labels: Sequence[str], hold: float | None = None) -> Config:
+    policy = dataclasses.replace(config.smoother.default, on=on, off=None if on is None else on * off_ratio)
+    if hold is not None:
+        policy = dataclasses.replace(policy, hold_s=hold)
+    listen = dataclasses.replace(config.listen, labels=tuple(labels), scores=False)
+    return dataclasses.replace(config, smoother=SmootherConfig(policy, config.smoother.labels), listen=listen)
+
+
+def _per_label(scenes: list[Scene], scorer: OnnxScorer, config: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = len(scorer.contract.names)
+    ref = [(str(s.path), k, on, off) for s in scenes for k, on, off in s.references]
+    est = [e for s in scenes for e in decide(s, scorer, config)]
+    sc = event_f1(ref, est, n, t_collar=COLLAR_S)
+    return sc.tp, sc.fp, sc.fn
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    den = 2 * tp + fp + fn
+    return np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
+
+
+def tune(
+    scenes: list[Scene], scorer: OnnxScorer, labels: Sequence[str], grid: Sequence[float] = DEFAULT_GRID,
+    off_ratio: float = 0.5, min_events: int = 3, holds: Sequence[float] = DEFAULT_HOLDS,
+    candidates: Sequence[str] = (), min_f1: float = 0.3,
+) -> dict[str, Any]:
+    """Per label of ``labels`` and ``candidates``, the on-threshold of ``grid`` and the
+    hold of ``holds`` with the best event F1 on ``scenes``.
+
+    ``labels`` are the model's event labels: they stay event labels whatever they score.
+    ``candidates`` join them only where their tuned F1 reaches ``min_f1``.
+    """
+    c = scorer.contract
+    names = list(c.names)
+    on, off = np.array(c.on_thresholds, dtype=float), np.array(c.off_thresholds, dtype=float)
+    base = Config()
+    every = tuple(dict.fromkeys((*labels, *candidates)))
+    n_ref = np.zeros(len(names))
+    for s in scenes:
+        for k, _, _ in s.references:
+            n_ref[k] += 1
+    tp0, fp0, fn0 = _per_label(scenes, scorer, _with(base, None, off_ratio, labels))
+    f1_before = _f1(tp0, fp0, fn0)
+    # The grid overrides every label's timing: the model's own event_timing is set aside.
+    bare = copy.copy(scorer)
+    bare.contract = dataclasses.replace(c, event_timing={})
+    points = [(g, h) for h in holds for g in grid]
+    f1 = np.zeros((len(points), len(names)))
+    for i, (g, h) in enumerate(points):
+        f1[i] = _f1(*_per_label(scenes, bare, _with(base, g, off_ratio, every, h)))
+        log.info("replayed on %.2f, hold %.1f s (%d/%d)", g, h, i + 1, len(points))
+    tuned: dict[str, dict[str, float]] = {}
+    timing: dict[str, dict[str, float]] = dict(c.event_timing)
+    chosen = list(labels)
+    for name in every:
+        k = names.index(name)
+        if n_ref[k] < min_events:
+            continue
+        best = max(range(len(points)), key=lambda i: (round(float(f1[i, k]), 9), points[i][0], -points[i][1]))
+        g, h = points[best]
+        if name in labels and f1[best, k] <= f1_before[k]:
+            continue  # an event label keeps the model's own settings unless beaten
+        if name not in labels:
+            if f1[best, k] < min_f1:
+                continue
+            chosen.append(name)
+        on[k], off[k] = g, g * off_ratio
+        timing[name] = {"hold_s": float(h)}
+        tuned[name] = {"on": float(g), "hold_s": float(h), "f1_before": float(f1_before[k]),
+                       "f1": float(f1[best, k]), "events": int(n_ref[k]), "added": name not in labels}
+    return {
+        "labels": names,
+        "thresholds": {"on": on.tolist(), "off": off.tolist()},
+        "event_timing": timing,
+        "event_labels": chosen,
+        "tuned": tuned,
+        "grid": list(grid),
+        "holds": list(holds),
+        "off_ratio": off_ratio,
+        "min_f1": min_f1,
+        "scenes": len(scenes),
+        "reference_events": int(n_ref.sum()),
+        "micro_f1_before": float(_f1(tp0.sum(), fp0.sum(), fn0.sum())),
+    }
+
+
+def applied(scorer: OnnxScorer, report: dict[str, Any]) -> OnnxScorer:
+    """``scorer`` with a tuning report's thresholds, event timing and event labels in its
+    contract, as ``sed-export --report ... --event-labels`` would write them (a copy)."""
+    c = scorer.contract
+    if list(report["labels"]) != list(c.names):
+        raise ValueError("the report was tuned for another model's labels")
+    out = copy.copy(scorer)
+    out.contract = dataclasses.replace(
+        c, on_thresholds=tuple(report["thresholds"]["on"]), off_thresholds=tuple(report["thresholds"]["off"]),
+        event_timing=dict(report["event_timing"]), event_labels=tuple(report["event_labels"]))
+    return out
+
+
+def measure(scenes: list[Scene], scorer: OnnxScorer) -> dict[str, Any]:
+    """Event F1 (1 s collar) of ``scorer`` with its contract's settings on ``scenes``."""
+    names = scorer.contract.names
+    ref = [(str(s.path), k, on, off) for s in scenes for k, on, off in s.references]
+    est = [e for s in scenes for e in decide(s, scorer, Config())]
+    sc = event_f1(ref, est, len(names), t_collar=COLLAR_S)
+    return {"micro_f1": sc.micro_f1, "macro_f1": sc.macro_f1, "reference_events": len(ref),
+            "detected": len(est), "true_positives": int(sc.tp.sum())}
+
+
+def _summary(report: dict[str, Any]) -> str:
+    lines = [f"# Event thresholds and hold tuned on {report['scenes']} soundscapes "
+             f"({report['reference_events']} reference events)", "",
+             f"micro F1 with the model's settings: {report['micro_f1_before']:.3f}; "
+             f"{len(report['event_labels'])} event labels after tuning", "",
+             "| label | events | on | hold (s) | F1 before | F1 after | added |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for name, t in sorted(report["tuned"].items(), key=lambda kv: -kv[1]["events"]):
+        lines.append(f"| {name} | {t['events']} | {t['on']:.2f} | {t['hold_s']:g} | {t['f1_before']:.3f} "
+                     f"| {t['f1']:.3f} | {'yes' if t['added'] else ''} |")
+    if "eval" in report:
+        e = report["eval"]
+        lines += ["", f"Measured on {e['manifest']} (not tuned on): micro F1 {e['before']['micro_f1']:.3f} -> "
+                  f"{e['after']['micro_f1']:.3f}, macro {e['before']['macro_f1']:.3f} -> {e['after']['macro_f1']:.3f} "
+                  f"({e['after']['true_positives']} of {e['after']['reference_events']} reference events found, "
+                  f"{e['after']['detected']} detected)"]
+    return "\n".join(lines) + "\n"
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 0.3,0.5") from e
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.tune_events", description=__doc__.split("\n")[0])
+    p.add_argument("model", type=Path, help="exported model (.onnx)")
+    p.add_argument("--scenes", type=Path, required=True, help="soundscape manifest (sed-corpus build: scenes_train.csv)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output directory (report.json for sed-export --report, event_labels.txt, summary.md)")
+    p.add_argument("--labels", metavar="FILE", help="event labels (a label file); default: the model's")
+    p.add_argument("--candidates", metavar="scenes|FILE",
+                   help="more labels that become event labels where their tuned F1 reaches --min-f1: "
+                        "'scenes' (every label the scenes hold) or a label file")
+    p.add_argument("--min-f1", type=float, default=0.3, help="tuned F1 a candidate needs (default 0.3)")
+    p.add_argument("--grid", type=_floats, default=DEFAULT_GRID, help="on-thresholds to try (comma-separated)")
+    p.add_argument("--holds", type=_floats, default=DEFAULT_HOLDS, help="hold times (s) to try (comma-separated)")
+    p.add_argument("--off-ratio", type=float, default=0.5, help="off-threshold as a fraction of on (default 0.5)")
+    p.add_argument("--min-events", type=int, default=3, help="reference events a label needs to be tuned")
+    p.add_argument("--eval", type=Path, metavar="SCENES",
+                   help="soundscapes to measure before and after on (scenes_val.csv; never tuned on)")
+    p.add_argument("--limit", type=int, help="at most this many scenes (a quick look)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: its choice)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("detector.sources").setLevel(logging.WARNING)  # a line per scene replayed
+    if not 0.0 < args.off_ratio <= 1.0:
+        p.error(f"--off-ratio {args.off_ratio}: accepted 0 < ratio <= 1")
+    if not all(0.0 < g <= 1.0 for g in args.grid) or not all(h >= 0 for h in args.holds):
+        p.error(f"--grid {args.grid} must lie in (0, 1] and --holds {args.holds} be >= 0")
+    scorer = OnnxScorer(args.model, threads=args.threads)
+    names = scorer.contract.names
+    chosen = read_label_file(args.labels) if args.labels else None
+    labels = choose_event_labels(names, scorer.contract.event_labels, chosen, "--labels")
+    scenes = score_scenes(scorer, args.scenes, args.limit)
+    candidates: tuple[str, ...] = ()
+    if args.candidates == "scenes":
+        candidates = tuple(dict.fromkeys(names[k] for s in scenes for k, _, _ in s.references))
+    elif args.candidates:
+        candidates = choose_event_labels(names, None, read_label_file(args.candidates), "--candidates")
+    report = tune(scenes, scorer, labels, args.grid, args.off_ratio, args.min_events, args.holds,
+                  candidates, args.min_f1)
+    report["model"] = str(args.model)
+    report["scenes_manifest"] = str(args.scenes)
+    if args.eval:
+        held = score_scenes(scorer, args.eval)
+        report["eval"] = {"manifest": str(args.eval), "before": measure(held, scorer),
+                          "after": measure(held, applied(scorer, report))}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    (args.out / "event_labels.txt").write_text(
+        f"# event labels after python -m training.tune_events on {args.scenes}\n"
+        + "".join(f"{n}\n" for n in report["event_labels"]), encoding="utf-8")
+    (args.out / "summary.md").write_text(_summary(report), encoding="utf-8")
+    print(_summary(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
