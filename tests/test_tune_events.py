@@ -146,3 +146,16 @@ def test_contract_rejects_bad_event_timing(timing: object, message: str) -> None
     doc["event_timing"] = {"Dog": {"hold_s": 2}}
     assert ModelContract.from_json(json.dumps(doc)).event_timing == {"Dog": {"hold_s": 2.0}}
 
+
+
+def test_never_event_labels_are_yamnet_classes() -> None:
+    from detector.model.contract import ModelContract
+    from detector.model.labels import read_label_file
+    from training.tune_events import NEVER_EVENT_LABELS
+
+    v2 = Path(__file__).resolve().parents[1] / "exports" / "v2-candidate" / "model.onnx"
+    names = set(ModelContract.read(v2).names)  # all 521 of YAMNet's classes
+    never = read_label_file(NEVER_EVENT_LABELS)
+    assert len(never) > 20 and set(never) <= names, sorted(set(never) - names)
+    home = Path(__file__).resolve().parents[1] / "detector" / "data" / "event_labels_home.txt"
+    assert not set(never) & set(read_label_file(home))

@@ -306,7 +306,7 @@ class LabelledSet:
             raise ValueError(f"{path}: {sr} Hz; the corpus holds {features.sample_rate} Hz clips")
         mel = features_of(wave.mean(axis=1), features).astype(np.float16)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.stem + ".tmp.npy")
+        tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.npy")  # two runs may share the cache
         np.save(tmp, mel)
         tmp.replace(out)
         return mel

@@ -1,26 +1,31 @@
-"""Event thresholds tuned on soundscapes: per label, the on-threshold with the best event F1.
+"""Event settings tuned on soundscapes: per label, the on-threshold and hold with the best event F1.
 
 ``sed-eval --threshold-range`` tunes each label's threshold for *clip* F1 on single
 clips. Events are another question: an onset must land within the collar of a true
 start and its offset near the true end, over real backgrounds, with the hysteresis and
 timing ``sed-listen`` applies. This tool asks that question directly, on the training
 soundscapes of ``sed-corpus build`` (``scenes_train.csv``: labelled training clips laid
-over backgrounds; the validation scenes stay for measuring):
+over backgrounds; the validation scenes stay for measuring, ``--eval``):
 
-    python -m training.tune_events MODEL.onnx --scenes CORPUS/scenes_train.csv --out DIR
-    sed-export CHECKPOINT --out EXPORT --report DIR/report.json --event-labels FILE
+    python -m training.tune_events MODEL.onnx --scenes CORPUS/scenes_train.csv \
+        --eval CORPUS/scenes_val.csv --candidates scenes --out DIR
+    sed-export CHECKPOINT --out EXPORT --report DIR/report.json --event-labels DIR/event_labels.txt
 
 1. Every scene goes once through the runtime's own stages: the streaming front end and
    patcher of :class:`detector.stream.StreamState` at the file hop, then the model.
 2. Only the decisions are replayed (``StreamState.on_scores_many``, the code that turns
-   scores into events in ``sed-listen``) for each on-threshold of a grid, with the
-   off-threshold at ``off_ratio`` of it; each label's events are scored against the
-   references with :func:`training.metrics.event_f1` (1 s collar).
-3. Each label with at least ``min_events`` reference events gets the grid value of best
-   F1 (the higher threshold on a tie); every other label keeps the model's thresholds.
+   scores into events in ``sed-listen``) for each on-threshold of a grid (the
+   off-threshold at ``off_ratio`` of it) and each hold time; each label's events are
+   scored against the references with :func:`training.metrics.event_f1` (1 s collar).
+3. Each event label with at least ``min_events`` reference events gets the grid point of
+   best F1 when it beats the model's own settings (the higher threshold, then the
+   shorter hold, on a tie). A *candidate* (``--candidates``: every label the scenes hold,
+   or a file) becomes an event label where its tuned F1 reaches ``--min-f1``; the noise,
+   hum, silence and scene classes of ``detector/data/event_labels_never.txt`` never do.
 
-``DIR/report.json`` holds the thresholds in the form ``sed-export --report`` reads and the
-per-label F1 before and after; ``DIR/summary.md`` the same as a table.
+``DIR/report.json`` holds the thresholds and the per-label hold (``event_timing``) in the
+form ``sed-export --report`` writes into the model contract, with the per-label F1 before
+and after; ``DIR/event_labels.txt`` the event labels; ``DIR/summary.md`` a table.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ log = logging.getLogger("training.tune_events")
 
 DEFAULT_GRID = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 DEFAULT_HOLDS = (0.5, 1.0, 2.0, 4.0)
+NEVER_EVENT_LABELS = Path(__file__).resolve().parents[1] / "detector" / "data" / "event_labels_never.txt"
+"""Noise, hum, silence, scene and room classes: never added as event labels (candidates)."""
 COLLAR_S = 1.0
 
 Event = tuple[str, int, float, float]
@@ -262,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--labels", metavar="FILE", help="event labels (a label file); default: the model's")
     p.add_argument("--candidates", metavar="scenes|FILE",
                    help="more labels that become event labels where their tuned F1 reaches --min-f1: "
-                        "'scenes' (every label the scenes hold) or a label file")
+                        "'scenes' (every label the scenes hold) or a label file; never those of "
+                        "detector/data/event_labels_never.txt")
     p.add_argument("--min-f1", type=float, default=0.3, help="tuned F1 a candidate needs (default 0.3)")
     p.add_argument("--grid", type=_floats, default=DEFAULT_GRID, help="on-thresholds to try (comma-separated)")
     p.add_argument("--holds", type=_floats, default=DEFAULT_HOLDS, help="hold times (s) to try (comma-separated)")
@@ -289,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         candidates = tuple(dict.fromkeys(names[k] for s in scenes for k, _, _ in s.references))
     elif args.candidates:
         candidates = choose_event_labels(names, None, read_label_file(args.candidates), "--candidates")
+    never = set(read_label_file(NEVER_EVENT_LABELS))
+    candidates = tuple(n for n in candidates if n not in never and n not in labels)
     report = tune(scenes, scorer, labels, args.grid, args.off_ratio, args.min_events, args.holds,
                   candidates, args.min_f1)
     report["model"] = str(args.model)
