@@ -159,3 +159,26 @@ def test_never_event_labels_are_yamnet_classes() -> None:
     assert len(never) > 20 and set(never) <= names, sorted(set(never) - names)
     home = Path(__file__).resolve().parents[1] / "detector" / "data" / "event_labels_home.txt"
     assert not set(never) & set(read_label_file(home))
+
+
+def test_settings_that_fire_on_steady_noise_are_never_chosen(tmp_path: Path) -> None:
+    scorer = load_scorer(None, threads=1)
+    at_03 = _events(detect_file(DEMO, config=_config(0.3), scorer=scorer))
+    scenes = score_scenes(scorer, _manifest(tmp_path, at_03))
+    labels = sorted({lab for lab, _, _ in at_03})
+    free = tune(scenes, scorer, labels, grid=(0.3,), holds=(0.5,), min_events=1)
+    assert free["tuned"]
+    # The same audio as a "noise bed": every label it makes fire at 0.3 is left as it was.
+    noisy = tune(scenes, scorer, labels, grid=(0.3,), holds=(0.5,), min_events=1,
+                 noise=[dataclasses.replace(scenes[0], references=[])])
+    assert not noisy["tuned"]
+    assert noisy["thresholds"]["on"] == list(scorer.contract.on_thresholds)
+
+
+def test_noise_scenes_cover_every_kind_at_every_level(tmp_path: Path) -> None:
+    from training.corpus.noise import KINDS
+    from training.tune_events import NOISE_LEVELS, noise_scenes
+
+    scenes = noise_scenes(load_scorer(None, threads=1), tmp_path, minutes=0.05)
+    assert len(scenes) == len(KINDS) * len(NOISE_LEVELS)
+    assert all(not s.references and len(s.patches) >= 3 for s in scenes)

@@ -19,7 +19,9 @@ over backgrounds; the validation scenes stay for measuring, ``--eval``):
    scored against the references with :func:`training.metrics.event_f1` (1 s collar).
 3. Each event label with at least ``min_events`` reference events gets the grid point of
    best F1 when it beats the model's own settings (the higher threshold, then the
-   shorter hold, on a tie). A *candidate* (``--candidates``: every label the scenes hold,
+   shorter hold, on a tie), among the settings that open no event on steady noise beds
+   (every kind of :mod:`training.corpus.noise` at -65, -45 and -25 dBFS, from generators
+   of their own: the evaluation beds stay unseen). A *candidate* (``--candidates``: every label the scenes hold,
    or a file) becomes an event label where its tuned F1 reaches ``--min-f1``; the noise,
    hum, silence and scene classes of ``detector/data/event_labels_never.txt`` never do.
 
@@ -93,20 +95,48 @@ def score_scenes(scorer: OnnxScorer, manifest: Path, limit: int | None = None) -
             if name in names and clip.onset is not None and clip.offset is not None:
                 refs[clip.path].append((names.index(name), clip.onset, clip.offset))
     paths = sorted(refs)[:limit] if limit else sorted(refs)
-    config = Config()
     out = []
     for k, path in enumerate(paths):
-        st = _state(path, scorer, config)
-        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
-        if rate != st.sample_rate:
-            raise ValueError(f"{path}: {rate} Hz; the scenes are written at {st.sample_rate} Hz")
-        st.source.close()
-        patches = st.feed(wave.mean(axis=1)) + st.finish()
-        scores = scorer.score(np.stack([p.data for p in patches])) if patches else np.zeros((0, len(names)))
-        out.append(Scene(path, patches, scores, st.samples, refs[path]))
+        out.append(_score_file(scorer, path, refs[path]))
         if (k + 1) % 100 == 0:
             log.info("scored %d/%d scenes", k + 1, len(paths))
     return out
+
+
+def _score_file(scorer: OnnxScorer, path: Path, references: list[tuple[int, float, float]]) -> Scene:
+    st = _state(path, scorer, Config())
+    wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    if rate != st.sample_rate:
+        raise ValueError(f"{path}: {rate} Hz; the scenes are written at {st.sample_rate} Hz")
+    st.source.close()
+    patches = st.feed(wave.mean(axis=1)) + st.finish()
+    n = len(scorer.contract.names)
+    scores = scorer.score(np.stack([p.data for p in patches])) if patches else np.zeros((0, n))
+    return Scene(path, patches, scores, st.samples, references)
+
+
+TUNE_SEED_TAG = 0x74756E656E6F6973  # "tunenois": a stream neither training nor the evaluation beds draw
+NOISE_LEVELS = (-65.0, -45.0, -25.0)
+
+
+def noise_scenes(scorer: OnnxScorer, out: Path, minutes: float = 3.0,
+                 levels: Sequence[float] = NOISE_LEVELS) -> list[Scene]:
+    """Steady noise beds of every kind (:mod:`training.corpus.noise`) as scenes with no
+    events, written to ``out`` and scored like the soundscapes. Their own generators and
+    levels: they are not the evaluation set of ``python -m training.corpus.noise write``."""
+    from training.corpus import noise
+
+    rate = scorer.contract.features.sample_rate
+    out.mkdir(parents=True, exist_ok=True)
+    n = round(minutes * 60 * rate)
+    scenes = []
+    for i, kind in enumerate(noise.KINDS):
+        for j, level in enumerate(levels):
+            rng = np.random.default_rng([TUNE_SEED_TAG, i, j])
+            path = out / f"{kind}_{level:g}dBFS.flac"
+            sf.write(path, noise.bed(kind, n, float(level), rng, rate), rate, subtype="PCM_24")
+            scenes.append(_score_file(scorer, path, []))
+    return scenes
 
 
 def decide(scene: Scene, scorer: OnnxScorer, config: Config) -> list[Event]:
@@ -149,10 +179,11 @@ def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
 def tune(
     scenes: list[Scene], scorer: OnnxScorer, labels: Sequence[str], grid: Sequence[float] = DEFAULT_GRID,
     off_ratio: float = 0.5, min_events: int = 3, holds: Sequence[float] = DEFAULT_HOLDS,
-    candidates: Sequence[str] = (), min_f1: float = 0.3,
+    candidates: Sequence[str] = (), min_f1: float = 0.3, noise: Sequence[Scene] = (),
 ) -> dict[str, Any]:
     """Per label of ``labels`` and ``candidates``, the on-threshold of ``grid`` and the
-    hold of ``holds`` with the best event F1 on ``scenes``.
+    hold of ``holds`` with the best event F1 on ``scenes``, among the settings that open
+    no event on the ``noise`` scenes (steady beds, :func:`noise_scenes`).
 
     ``labels`` are the model's event labels: they stay event labels whatever they score.
     ``candidates`` join them only where their tuned F1 reaches ``min_f1``.
@@ -167,14 +198,21 @@ def tune(
         for k, _, _ in s.references:
             n_ref[k] += 1
     tp0, fp0, fn0 = _per_label(scenes, scorer, _with(base, None, off_ratio, labels))
+    if noise:
+        log.info("noise beds: %d, %.1f min in all", len(noise), sum(s.samples for s in noise) / 60 / c.features.sample_rate)
     f1_before = _f1(tp0, fp0, fn0)
     # The grid overrides every label's timing: the model's own event_timing is set aside.
     bare = copy.copy(scorer)
     bare.contract = dataclasses.replace(c, event_timing={})
     points = [(g, h) for h in holds for g in grid]
     f1 = np.zeros((len(points), len(names)))
+    quiet = np.ones((len(points), len(names)), dtype=bool)  # no onset on any noise bed
     for i, (g, h) in enumerate(points):
-        f1[i] = _f1(*_per_label(scenes, bare, _with(base, g, off_ratio, every, h)))
+        cfg = _with(base, g, off_ratio, every, h)
+        f1[i] = _f1(*_per_label(scenes, bare, cfg))
+        for s in noise:
+            for _, k, _, _ in decide(s, bare, cfg):
+                quiet[i, k] = False
         log.info("replayed on %.2f, hold %.1f s (%d/%d)", g, h, i + 1, len(points))
     tuned: dict[str, dict[str, float]] = {}
     timing: dict[str, dict[str, float]] = dict(c.event_timing)
@@ -183,7 +221,10 @@ def tune(
         k = names.index(name)
         if n_ref[k] < min_events:
             continue
-        best = max(range(len(points)), key=lambda i: (round(float(f1[i, k]), 9), points[i][0], -points[i][1]))
+        allowed = [i for i in range(len(points)) if quiet[i, k]]
+        if not allowed:
+            continue  # every setting tried opens events on steady noise
+        best = max(allowed, key=lambda i: (round(float(f1[i, k]), 9), points[i][0], -points[i][1]))
         g, h = points[best]
         if name in labels and f1[best, k] <= f1_before[k]:
             continue  # an event label keeps the model's own settings unless beaten
@@ -274,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-f1", type=float, default=0.3, help="tuned F1 a candidate needs (default 0.3)")
     p.add_argument("--grid", type=_floats, default=DEFAULT_GRID, help="on-thresholds to try (comma-separated)")
     p.add_argument("--holds", type=_floats, default=DEFAULT_HOLDS, help="hold times (s) to try (comma-separated)")
+    p.add_argument("--noise-minutes", type=float, default=3.0,
+                   help="minutes of each steady noise bed (9 kinds x 3 levels) that a tuned setting "
+                        "must stay silent on; 0: no such check (default 3)")
     p.add_argument("--off-ratio", type=float, default=0.5, help="off-threshold as a fraction of on (default 0.5)")
     p.add_argument("--min-events", type=int, default=3, help="reference events a label needs to be tuned")
     p.add_argument("--eval", type=Path, metavar="SCENES",
@@ -299,8 +343,10 @@ def main(argv: list[str] | None = None) -> int:
         candidates = choose_event_labels(names, None, read_label_file(args.candidates), "--candidates")
     never = set(read_label_file(NEVER_EVENT_LABELS))
     candidates = tuple(n for n in candidates if n not in never and n not in labels)
+    noise = noise_scenes(scorer, args.out / "noise_beds", args.noise_minutes) if args.noise_minutes > 0 else []
     report = tune(scenes, scorer, labels, args.grid, args.off_ratio, args.min_events, args.holds,
-                  candidates, args.min_f1)
+                  candidates, args.min_f1, noise)
+    report["noise_beds_minutes"] = args.noise_minutes * len(noise)
     report["model"] = str(args.model)
     report["scenes_manifest"] = str(args.scenes)
     if args.eval:
