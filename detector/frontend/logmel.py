@@ -128,9 +128,11 @@ class LogMelStage:
         signal[: self._tail_len] = self._tail[: self._tail_len]
         signal[self._tail_len :] = chunk
         n_frames = 1 + (total - cfg.win_length) // cfg.hop_length
-        frames = np.lib.stride_tricks.sliding_window_view(signal, cfg.win_length)[
-            : (n_frames - 1) * cfg.hop_length + 1 : cfg.hop_length
-        ]
+        # The frames as a strided view of ``signal`` (what sliding_window_view(...)[::hop]
+        # gives, without its Python-level checks: ~25 us per call, per stream and hop).
+        step = signal.itemsize
+        frames = np.ndarray((n_frames, cfg.win_length), signal.dtype, signal, 0,
+                            (cfg.hop_length * step, step))
         consumed = n_frames * cfg.hop_length
         rest = total - consumed
         self._tail[:rest] = signal[consumed:]
