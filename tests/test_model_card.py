@@ -123,3 +123,17 @@ def test_render_sets_yamnet_top1_beside_ours_and_counts_the_majority_labels() ->
     assert header.count("|") == rule.count("|")  # the column rule matches the header
     del card["yamnet"]["recordings_only"]["top1"]  # a card.json from before the column
     assert "YAMNet top-1" not in render(card, "# Card\n")
+
+
+def test_render_says_which_labels_are_measured_and_which_come_from_the_teacher_alone() -> None:
+    card = _card()
+    card["labels"] = ["Speech", "Bird", "Sine wave", "Yodeling"]
+    card["counts"] = {"Speech": {"train": {"real_clips": 9}, "val": {"real_clips": 3}},
+                      "Bird": {"train": {"real_clips": 4}},
+                      "Sine wave": {"train": {"synthetic_clips": 5}}}
+    md = render(card, "# Card\n")
+    assert ("Of its 4 labels, **1 have real validation recordings** (their figures below are measured), "
+            "1 have real training recordings only, 1 only synthetic clips, and **1 are learnt from the "
+            "teacher (YAMNet) alone**") in md
+    card["labels"], card["counts"] = ["Speech"], {"Speech": {"val": {"real_clips": 3}}}
+    assert "teacher (YAMNet) alone" not in render(card, "# Card\n")

@@ -205,6 +205,29 @@ def _majority_line(labels: Sequence[str], ours: dict[str, Any] | None,
     return ["", line]
 
 
+def _provenance_line(card: dict[str, Any]) -> list[str]:
+    """How many labels have real validation recordings, real training recordings only,
+    synthetic clips only, or nothing but the teacher's scores (distilled models)."""
+    groups: dict[str, list[str]] = {"val": [], "train": [], "synthetic": [], "teacher": []}
+    for name in card["labels"]:
+        cnt = card["counts"].get(name) or {}
+        tr, va = cnt.get("train", {}), cnt.get("val", {})
+        if va.get("real_clips", 0):
+            groups["val"].append(name)
+        elif tr.get("real_clips", 0):
+            groups["train"].append(name)
+        elif tr.get("synthetic_clips", 0) or va.get("synthetic_clips", 0):
+            groups["synthetic"].append(name)
+        else:
+            groups["teacher"].append(name)
+    line = (f"Of its {len(card['labels'])} labels, **{len(groups['val'])} have real validation recordings** "
+            f"(their figures below are measured), {len(groups['train'])} have real training recordings only, "
+            f"{len(groups['synthetic'])} only synthetic clips")
+    line += (f", and **{len(groups['teacher'])} are learnt from the teacher (YAMNet) alone**: no labelled "
+             "recording of them exists here, so nothing below measures them." if groups["teacher"] else ".")
+    return [line, ""]
+
+
 def render(card: dict[str, Any], head: str) -> str:
     """Markdown tables for the card's measured sections; ``head`` is the hand-written part."""
     out = [head.rstrip(), ""]
@@ -235,6 +258,7 @@ def render(card: dict[str, Any], head: str) -> str:
             out += _majority_line(wc["labels"], card.get("top1_recordings"),
                                   (y.get("recordings_only") or {}).get("top1"))
         out.append("")
+    out += _provenance_line(card)
     dw = (card.get("teacher") or {}).get("distill_weights", {})
     dcol = " distill weight |" if dw else ""
     y_top1 = ((y or {}).get("recordings_only") or {}).get("top1")
