@@ -18,7 +18,7 @@ import numpy as np
 
 from detector.config import Config
 from detector.decide.events import EventBuilder
-from detector.decide.smoother import Smoother, SmootherConfig
+from detector.decide.smoother import LabelPolicy, Smoother, SmootherConfig
 from detector.frontend.logmel import LogMelKernel, LogMelStage
 from detector.frontend.patcher import Patch, Patcher
 from detector.io.clips import ClipRecorder
@@ -53,13 +53,18 @@ def hop_frames_for(patch_hop_s: float, scorer: Scorer) -> int:
 
 def with_model_timing(config: SmootherConfig, timing: Mapping[str, Mapping[str, float]]) -> SmootherConfig:
     """The user's smoother settings over the model's per-label event timing (its contract's
-    ``event_timing``): a label the user's ``[smoother.labels]`` names keeps every field the
-    user gave, and takes the model's for the rest."""
+    ``event_timing``). The user wins: a field of ``[smoother]`` changed from its built-in
+    default applies to every label, and a label ``[smoother.labels]`` names keeps every
+    field given there; the model's timing fills in the rest."""
     if not timing:
         return config
-    merged = {name: {**timing.get(name, {}), **config.labels.get(name, {})}
+    builtin = LabelPolicy()
+    mine = {f for f in ("hold_s", "debounce_s", "min_duration_s")
+            if getattr(config.default, f) != getattr(builtin, f)}
+    merged = {name: {**{k: v for k, v in timing.get(name, {}).items() if k not in mine},
+                     **config.labels.get(name, {})}
               for name in (*timing, *config.labels)}
-    return SmootherConfig(config.default, merged)
+    return SmootherConfig(config.default, {k: v for k, v in merged.items() if v})
 
 
 def _percentiles(x: np.ndarray, *qs: float) -> list[float]:

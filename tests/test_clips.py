@@ -117,13 +117,16 @@ def test_long_events_are_capped(scorer: OnnxScorer, tmp_path: Path) -> None:
     assert side["messages"][-1]["event"] == "offset"  # the sidecar still waits for the offset
 
 
-def test_event_open_at_the_end_is_cut_where_the_audio_ends(scorer: OnnxScorer, tmp_path: Path) -> None:
-    messages, _ = _run(scorer, ClipConfig(tmp_path))
+def test_event_open_at_the_end_is_cut_where_the_audio_ends(scorer: OnnxScorer, demo: np.ndarray,
+                                                          tmp_path: Path) -> None:
+    cut = tmp_path / "cut.wav"  # the demo up to the middle of its dog's barking (5.1-6.9 s)
+    sf.write(cut, demo[: round(6.4 * RATE)], RATE, subtype="PCM_16")
+    messages, _ = _run(scorer, ClipConfig(tmp_path / "clips"), FileSource(cut, RATE))
     last = [m for m in messages if m["type"] == "event" and m.get("reason") == "end_of_stream"]
     assert last
     side = json.loads(Path(last[0]["clip"]).with_suffix(".json").read_text())
     assert side["truncated"] == "end_of_stream"
-    assert side["clip_end"] == pytest.approx(sf.info(DEMO).frames / RATE, abs=1e-4)
+    assert side["clip_end"] == pytest.approx(sf.info(cut).frames / RATE, abs=1e-4)
 
 
 def test_history_ring_by_absolute_index() -> None:

@@ -124,6 +124,13 @@ def test_model_timing_under_the_users_settings() -> None:
     assert merged.policy("Bird").hold_s == 4.0
     assert merged.policy("Cat").on == 0.9 and merged.policy("Cat").hold_s == user.default.hold_s
     assert with_model_timing(user, {}) is user
+    # a [smoother] default the user changed applies to every label, the model's included
+    from detector.decide.smoother import LabelPolicy
+
+    mine = SmootherConfig(LabelPolicy(hold_s=9.0), {"Dog": {"debounce_s": 0.3}})
+    merged = with_model_timing(mine, {"Dog": {"hold_s": 3.0, "debounce_s": 0.1}, "Bird": {"hold_s": 4.0}})
+    assert merged.policy("Dog").hold_s == 9.0 and merged.policy("Dog").debounce_s == 0.3
+    assert merged.policy("Bird").hold_s == 9.0
 
 
 @pytest.mark.parametrize(("timing", "message"), [
@@ -153,8 +160,9 @@ def test_never_event_labels_are_yamnet_classes() -> None:
     from detector.model.labels import read_label_file
     from training.tune_events import NEVER_EVENT_LABELS
 
-    v2 = Path(__file__).resolve().parents[1] / "exports" / "v2-candidate" / "model.onnx"
-    names = set(ModelContract.read(v2).names)  # all 521 of YAMNet's classes
+    from detector.model.resolve import DEFAULT_MODEL
+
+    names = set(ModelContract.read(DEFAULT_MODEL).names)  # v2: all 521 of YAMNet's classes
     never = read_label_file(NEVER_EVENT_LABELS)
     assert len(never) > 20 and set(never) <= names, sorted(set(never) - names)
     home = Path(__file__).resolve().parents[1] / "detector" / "data" / "event_labels_home.txt"

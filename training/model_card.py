@@ -259,7 +259,8 @@ def render(card: dict[str, Any], head: str) -> str:
                                   (y.get("recordings_only") or {}).get("top1"))
         out.append("")
     out += _provenance_line(card)
-    dw = (card.get("teacher") or {}).get("distill_weights", {})
+    teacher = card.get("teacher")  # a dict for sed-train's teacher weights; a name for distilled models
+    dw = teacher.get("distill_weights", {}) if isinstance(teacher, dict) else {}
     dcol = " distill weight |" if dw else ""
     y_top1 = ((y or {}).get("recordings_only") or {}).get("top1")
     ycol = " YAMNet top-1, recordings only |" if y_top1 is not None else ""

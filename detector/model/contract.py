@@ -16,8 +16,8 @@ runtime needs neither torch nor the ``onnx`` package)::
       "event_labels": ["Dog", ...],    # optional: the labels that raise events by default
                                        # (absent: every label; sed-listen --labels overrides)
       "event_timing": {"Bird": {"hold_s": 3.0}, ...},   # optional: per-label event timing
-                                       # (training.tune_events); a [smoother.labels] entry
-                                       # of the user's config for that label overrides it
+                                       # (training.tune_events); what the user's [smoother]
+                                       # config sets overrides it (detector.stream.with_model_timing)
       "training": {...}, "data": {...}, "git_revision": "..."   # informational
     }
 
