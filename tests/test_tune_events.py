@@ -158,9 +158,8 @@ def test_contract_rejects_bad_event_timing(timing: object, message: str) -> None
 def test_never_event_labels_are_yamnet_classes() -> None:
     from detector.model.contract import ModelContract
     from detector.model.labels import read_label_file
-    from training.tune_events import NEVER_EVENT_LABELS
-
     from detector.model.resolve import DEFAULT_MODEL
+    from training.tune_events import NEVER_EVENT_LABELS
 
     names = set(ModelContract.read(DEFAULT_MODEL).names)  # v2: all 521 of YAMNet's classes
     never = read_label_file(NEVER_EVENT_LABELS)
