@@ -46,8 +46,8 @@ def _aug(**kw: object) -> MelAugment:
 def test_identity_when_everything_is_off() -> None:
     rng = np.random.default_rng(0)
     x = np.stack([_noise_mel(rng) for _ in range(3)])
-    y, took = _aug()(x, x[::-1], np.zeros(3, bool), rng)
-    assert np.allclose(y, x, atol=1e-4) and not took.any()
+    y, took, late = _aug()(x, x[::-1], np.zeros(3, bool), rng)
+    assert np.allclose(y, x, atol=1e-4) and not took.any() and not late.any()
 
 
 def test_gain_mix_bed_alone_band_limit_and_reverb() -> None:
@@ -56,30 +56,47 @@ def test_gain_mix_bed_alone_band_limit_and_reverb() -> None:
     aug = _aug()
     mag = aug.magnitude(x)
     # gain: +6 dB doubles the magnitude
-    y, _ = _aug(gain_db=(6.0206, 6.0206))(x, x, np.zeros(4, bool), rng)
+    y, _, _ = _aug(gain_db=(6.0206, 6.0206))(x, x, np.zeros(4, bool), rng)
     assert np.allclose(aug.magnitude(y), 2 * mag, rtol=1e-3, atol=1e-6)
     # mixing at 0 dB: power sum; every example took its partner's labels
-    y, took = _aug(mix_prob=1.0, mix_gain_db=(0.0, 0.0))(x, x[::-1], np.zeros(4, bool), rng)
+    y, took, _ = _aug(mix_prob=1.0, mix_gain_db=(0.0, 0.0))(x, x[::-1], np.zeros(4, bool), rng)
     assert took.all()
     assert np.allclose(aug.magnitude(y), np.sqrt(mag**2 + mag[::-1] ** 2), rtol=1e-3, atol=1e-6)
     # a bed alone replaces the patch, at the drawn level, and takes no labels
     alone = np.array([True, False, False, False])
-    y, took = _aug(bed_dbfs=(-20.0, -20.0))(x, x, alone, rng)
+    y, took, _ = _aug(bed_dbfs=(-20.0, -20.0))(x, x, alone, rng)
     assert np.allclose(aug.magnitude(y[0]), 0.1, rtol=1e-3) and not took[0]
     assert np.allclose(y[1:], x[1:], atol=1e-4)
     # band-limiting empties the bands above the cut-off, keeps the ones well below
-    y, _ = _aug(band_limit_prob=1.0, band_limit_hz=(3400.0,))(x, x, np.zeros(4, bool), rng)
+    y, _, _ = _aug(band_limit_prob=1.0, band_limit_hz=(3400.0,))(x, x, np.zeros(4, bool), rng)
     hi, lo = aug.centres > 3700, aug.centres < 3100
     assert np.all(aug.magnitude(y)[:, :, hi] < 1e-6)
     assert np.allclose(aug.magnitude(y)[:, :, lo], mag[:, :, lo], rtol=1e-3, atol=1e-6)
     # reverb never removes energy and leaves a tail after a burst ends
     burst = np.full((1, CFG.patch_frames, CFG.n_mels), np.log(CFG.log_offset), np.float32)
     burst[0, 10:20] = 0.0
-    y, _ = _aug(reverb_prob=1.0, rt60_s=(1.0, 1.0), wet_db=(0.0, 0.0))(
+    y, _, _ = _aug(reverb_prob=1.0, rt60_s=(1.0, 1.0), wet_db=(0.0, 0.0))(
         burst, burst, np.zeros(1, bool), rng)
     assert np.all(y >= burst - 1e-5)
     assert np.all(y[0, 25, :8] > burst[0, 25, :8] + 1.0)  # low bands still ring 50 ms later
     assert np.all(y[0, :10] <= burst[0, :10] + 1e-5)  # causal: nothing before the burst
+
+
+def test_late_onset_moves_the_patch_start_to_its_end_over_a_bed() -> None:
+    rng = np.random.default_rng(2)
+    x = np.stack([_noise_mel(rng, amp=0.3) for _ in range(6)])
+    aug = _aug(onset_prob=1.0, onset_tail_s=(0.1, 0.1), bed_dbfs=(-60.0, -60.0))
+    alone = np.zeros(6, bool)
+    alone[0] = True
+    y, took, late = aug(x, x, alone, rng)
+    assert late.tolist() == [False] + [True] * 5 and not took.any()
+    mag, ymag = aug.magnitude(x), aug.magnitude(y)
+    tail = 10  # 0.1 s of 10 ms frames
+    # the first 0.1 s of each patch is now its last 0.1 s (a quiet bed added in power)
+    assert np.allclose(ymag[1:, -tail:], mag[1:, :tail], rtol=2e-2, atol=2e-3)
+    # before it only the bed: -60 dBFS is 1e-3 of the unit bed
+    assert np.allclose(ymag[1:, :-tail], 1e-3, rtol=1e-2)
+    assert np.allclose(ymag[0], 1e-3, rtol=1e-2)  # a bed alone is never shifted
 
 
 def test_beds_cover_every_noise_kind_at_unit_level() -> None:

@@ -20,6 +20,9 @@ Augmentation, on magnitude mel ``M = exp(logmel) - offset`` (the front end's own
 
 * gain: ``M * g``; mixing: ``sqrt(M1^2 + (g M2)^2)`` (incoherent sources add in power),
   with the union of the labels; a noise bed under any patch at -70 to -20 dBFS;
+* late onsets (``onset_prob``): the patch's first 30-500 ms moved to its end, the mixing
+  partner and a bed before it, teacher targets only; what a live detector sees in the
+  first patches of a sound, where the onset is decided;
 * room: a late-reverberation tail per mel band, power decaying 60 dB in RT60 (0.2-1.2 s,
   faster at high frequencies), wet level random;
 * band-limiting to 3.4-7 kHz (telephone and cheap microphones; without it "no energy
@@ -114,6 +117,8 @@ class MelAugmentConfig:
     wet_db: tuple[float, float] = (-15.0, 3.0)
     band_limit_prob: float = 0.3
     band_limit_hz: tuple[float, ...] = (3400.0, 4000.0, 5500.0, 7000.0)
+    onset_prob: float = 0.0  # shift the patch so that its sound starts this close to the end
+    onset_tail_s: tuple[float, float] = (0.03, 0.5)
     spec_augment: dict[str, Any] = field(default_factory=lambda: {"filter_db": 6.0})
 
     @classmethod
@@ -370,25 +375,44 @@ class MelAugment:
         roll = np.clip((cut - self.centres) / 300.0 + 0.5, 0.0, 1.0)
         return mag * roll[None, :].astype(np.float32)
 
+    def onset_shift(self, mag: np.ndarray, chosen: np.ndarray, rng: np.random.Generator) -> None:
+        """Move each chosen patch's start to its last 30-500 ms, in place, silence before.
+
+        A live onset is decided on the first patches that hold only the start of a sound;
+        the teacher needs ~50 ms of it there, a student trained on whole patches ~300 ms.
+        What fills the silence is the mixing partner and the bed, as in a room.
+        """
+        frames = mag.shape[1]
+        lo, hi = (max(1, round(s / self.frame_s)) for s in self.cfg.onset_tail_s)
+        for i in np.flatnonzero(chosen):
+            tail = int(rng.integers(lo, min(hi, frames - 1) + 1))
+            mag[i, frames - tail :] = mag[i, :tail].copy()
+            mag[i, : frames - tail] = 0.0
+
     def __call__(self, x: np.ndarray, partner: np.ndarray, alone: np.ndarray,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Augment ``x`` ``(B, T, F)`` log-mel; ``partner`` are mixing candidates (same shape).
 
-        ``alone`` (B,) bool: replace the patch by a bed. Returns the augmented log-mel
-        and ``(B,)`` bool: which examples took the partner's labels too.
+        ``alone`` (B,) bool: replace the patch by a bed. Returns the augmented log-mel,
+        ``(B,)`` bool: which examples took the partner's labels too, and ``(B,)`` bool:
+        which were shifted to a late onset (their own weak labels no longer hold: the
+        teacher alone says what the short tail is).
         """
         cfg = self.cfg
         b, frames, _ = x.shape
         mag = self.magnitude(x)
         gains = np.asarray(10 ** (rng.uniform(*cfg.gain_db, size=b) / 20), dtype=np.float32)
         mag *= gains[:, None, None]
+        late: np.ndarray = np.asarray(rng.random(b) < cfg.onset_prob) & ~alone
+        if late.any():
+            self.onset_shift(mag, late, rng)
         mixed: np.ndarray = np.asarray(rng.random(b) < cfg.mix_prob)
         if mixed.any():
             pm = self.magnitude(partner[mixed])
             g = np.asarray(10 ** (rng.uniform(*cfg.mix_gain_db, size=int(mixed.sum())) / 20),
                            dtype=np.float32)
             mag[mixed] = np.sqrt(mag[mixed] ** 2 + (pm * g[:, None, None]) ** 2)
-        under: np.ndarray = np.asarray(rng.random(b) < cfg.bed_prob) | alone
+        under: np.ndarray = np.asarray(rng.random(b) < cfg.bed_prob) | alone | late
         if under.any():
             beds = self.bed(rng, int(under.sum()), frames)
             mag[under] = np.sqrt(np.where(alone[under, None, None], 0.0, mag[under] ** 2)
@@ -397,7 +421,7 @@ class MelAugment:
             mag[i] = self.reverb(mag[i], rng)
         for i in np.flatnonzero(rng.random(b) < cfg.band_limit_prob):
             mag[i] = self.band_limit(mag[i], rng)
-        return self.log(mag), mixed & ~alone
+        return self.log(mag), mixed & ~alone, late
 
 
 def make_beds(features: FeatureConfig, seconds: float = 30.0, seed: int = 12345) -> list[np.ndarray]:
@@ -532,8 +556,10 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
             alone[n_pool : n_pool + n_alone] = True
             perm = rng.permutation(cfg.batch_size)
             partner = x[perm]
-            xa, took = mel_aug(x, partner, alone, rng)
-            hard = np.where(took[:, None], np.maximum(hard, hard[perm]), hard)
+            own = hard.copy()
+            xa, took, late = mel_aug(x, partner, alone, rng)
+            own[late] = 0.0  # a shifted patch keeps only its first 30-500 ms: teacher only
+            hard = np.where(took[:, None], np.maximum(own, hard[perm]), own)
             hard[alone] = 0.0
             if proj is not None:
                 soft, t_emb = teacher.score_and_embed(xa)
