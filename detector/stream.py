@@ -29,7 +29,7 @@ from detector.model.scorer import Scorer
 from detector.sources.base import MAX_ABS_SAMPLE, sanitize
 from detector.sources.parse import Source
 
-__all__ = ["LATENCY_WINDOW", "StreamState", "hop_frames_for", "with_model_timing"]
+__all__ = ["LATENCY_WINDOW", "StreamState", "hop_frames_for", "top_k", "with_model_timing"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,28 @@ def _percentiles(x: np.ndarray, *qs: float) -> list[float]:
 
 def _dbfs(x: float) -> float:
     return max(LEVEL_FLOOR_DBFS, 20.0 * np.log10(x)) if x > 0 else LEVEL_FLOOR_DBFS
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """``(n, L)`` -> ``(n, k)`` indices of each row's ``k`` largest, largest first, ties
+    by the lower index: ``np.argsort(-scores, axis=1, kind="stable")[:, :k]``, exactly.
+
+    A partition finds the ``k`` largest (O(L)), and only they are sorted; a row where
+    more than ``k`` values reach the ``k``-th largest (a tie at the boundary) or a NaN
+    makes the partition ambiguous, and that row takes the full stable sort. With 521
+    labels this is ~10x cheaper than sorting every row (a scores message per hop).
+    """
+    n, labels = scores.shape
+    if k >= labels or n == 0:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    part = np.sort(np.argpartition(-scores, k - 1, axis=1)[:, :k], axis=1)
+    vals = np.take_along_axis(scores, part, axis=1)
+    kth = vals.min(axis=1)
+    exact = (scores >= kth[:, None]).sum(axis=1) == k  # False for ties at kth and NaN rows
+    out = np.take_along_axis(part, np.argsort(-vals, axis=1, kind="stable"), axis=1)
+    for r in np.flatnonzero(~exact):
+        out[r] = np.argsort(-scores[r], kind="stable")[:k]
+    return out
 
 
 class StreamState:
@@ -263,10 +285,10 @@ class StreamState:
         half = 0.5 * self.patcher.cfg.patch_seconds
         centres = np.array([0.5 * (p.start + p.start + 2.0 * half) for p in patches])
         d = self.smoother.process_many(raw, centres)
-        top_k = min(self.listen.top_k, len(self.labels))
+        k = min(self.listen.top_k, len(self.labels))
         scores = self.listen.scores and self.scores_wanted
         if scores:
-            top = np.argsort(-d.smoothed, axis=1, kind="stable")[:, :top_k]
+            top = top_k(d.smoothed, k)
             rows = np.arange(n)[:, None]
             top_scores = d.smoothed[rows, top].tolist()
             top_active = d.active[rows, top].tolist()

@@ -18,6 +18,7 @@ from detector.io.publisher import ListSink
 from detector.model.scorer import OnnxScorer
 from detector.pipeline import Listener
 from detector.sources.file import FileSource
+from detector.stream import top_k
 
 CFG = FeatureConfig()
 
@@ -74,6 +75,22 @@ def test_onset_comes_from_the_raw_score_and_offset_keeps_hysteresis() -> None:
     assert [(t.kind, t.time) for t in trs] == [("onset", 0.0)]
     _, trs = sm.process(np.array([0.1]), 0.75)  # raw drops, smoothed still >= off: stays open
     assert trs == [] and sm.active[0]
+
+
+def test_top_k_is_the_stable_sort_exactly() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 521)).astype(np.float32)
+    x[:40] = np.round(x[:40], 1)  # many ties, some at the k-th place
+    x[40:60, :300] = 0.0  # saturated rows: fewer than k distinct values
+    x[60, 17] = np.nan
+    x[61, :] = np.nan
+    x[62, 3] = x[62, 9] = 1.0  # tie at the top
+    for k in (1, 5, 10, 521, 600):
+        want = np.argsort(-x, axis=1, kind="stable")[:, :k]
+        got = top_k(x, k)
+        assert got.shape == want.shape and np.array_equal(got, want), k
+    assert top_k(x[:0], 5).shape == (0, 5)
+    assert top_k(x, 5)[62, :2].tolist() == [3, 9]
 
 
 def test_live_hop_is_fine_for_few_streams_and_coarse_for_many() -> None:
