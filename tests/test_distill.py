@@ -135,6 +135,24 @@ def test_teacher_agreement_is_one_for_the_teacher_and_lower_for_noise() -> None:
     assert _teacher_agreement(rng.random((200, 5)), t) < 0.8
 
 
+def test_a_bed_alone_is_taught_only_noise_classes() -> None:
+    from training.distill import noise_classes, targets
+
+    names = ["Music", "Hum", "Wind", "Speech"]
+    keep = np.array([n in noise_classes() for n in names], dtype=np.float32)
+    assert keep.tolist() == [0.0, 1.0, 0.0, 0.0]
+    soft = np.array([[0.9, 0.8, 0.6, 0.1], [0.9, 0.8, 0.6, 0.1]], dtype=np.float32)
+    hard = np.array([[0, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float32)
+    alone = np.array([True, False])
+    out = targets(soft, hard, alone, keep)
+    assert out[0].tolist() == pytest.approx([0.0, 0.8, 0.0, 0.0])  # YAMNet's "Music" on hum: 0
+    assert out[1].tolist() == pytest.approx([0.9, 0.8, 0.6, 1.0])  # elsewhere: teacher, labels as floors
+    assert soft[0, 0] == pytest.approx(0.9)  # the teacher's array is left alone
+    assert targets(soft, hard, alone, np.ones(4, np.float32))[0].tolist() == pytest.approx(soft[0].tolist())
+    with pytest.raises(ValueError, match="noise_classes"):
+        DistillConfig(bed_alone_targets="silence")
+
+
 def test_config_rejects_unknown_keys(tmp_path: Path) -> None:
     p = tmp_path / "c.toml"
     p.write_text('epochs = 2\nepoch = 3\n')

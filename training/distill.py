@@ -14,7 +14,9 @@ Batches draw from three streams:
   ``train_all.csv``); our positive labels are floors under the teacher's scores
   (``max(hard, teacher)``), so a dog clip stays a dog whatever YAMNet says of it;
 * **beds**: a steady noise bed alone (:mod:`training.corpus.noise` kinds at -70 to -20
-  dBFS), so that hiss and hum are "Noise", "Static" or "Hum", never "Rain".
+  dBFS), so that hiss and hum are "Noise", "Static" or "Hum", never "Rain" (with
+  ``bed_alone_targets = "noise_classes"`` only those classes keep the teacher's score:
+  YAMNet itself calls mains hum "Music").
 
 Augmentation, on magnitude mel ``M = exp(logmel) - offset`` (the front end's own scale):
 
@@ -63,7 +65,7 @@ from training.metrics import average_precision
 from training.model import PRESETS, SedNet
 
 __all__ = ["DistillConfig", "LabelledSet", "MelAugment", "PoolSet", "load_config", "main",
-           "source_key", "train", "validation_sources"]
+           "noise_classes", "source_key", "targets", "train", "validation_sources"]
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +98,17 @@ class DistillConfig:
     embedding_weight: float = 0.0  # > 0: also match YAMNet's 1024-d embedding (cosine), this much
     labelled_fraction: float = 0.35
     bed_alone_fraction: float = 0.05
+    # What a noise bed alone is taught: "teacher" (YAMNet's scores, which call mains hum
+    # Music and brown noise Wind) or "noise_classes" (the teacher's scores on the noise,
+    # hum, silence and room classes of detector/data/event_labels_never.txt, 0 elsewhere).
+    bed_alone_targets: str = "teacher"
     val_patches: int = 4000
     augment: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.bed_alone_targets not in ("teacher", "noise_classes"):
+            raise ValueError(f"bed_alone_targets = {self.bed_alone_targets!r}; accepted: "
+                             "'teacher', 'noise_classes'")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -443,6 +454,22 @@ def make_beds(features: FeatureConfig, seconds: float = 30.0, seed: int = 12345)
     return out
 
 
+def targets(soft: np.ndarray, hard: np.ndarray, alone: np.ndarray, bed_keep: np.ndarray) -> np.ndarray:
+    """The teacher's scores ``(B, L)`` with our labels ``hard`` as floors; on a bed alone
+    (``alone`` (B,) bool) only the classes where ``bed_keep`` (L,) is 1 keep the teacher's score."""
+    out = np.array(soft, dtype=np.float32)
+    out[alone] *= bed_keep
+    return np.maximum(out, hard)
+
+
+def noise_classes() -> frozenset[str]:
+    """The classes a steady bed may be: ``detector/data/event_labels_never.txt``."""
+    from detector.model.labels import read_label_file
+
+    path = Path(__file__).resolve().parents[1] / "detector" / "data" / "event_labels_never.txt"
+    return frozenset(read_label_file(path))
+
+
 def _lr(step: int, total: int, warmup: int, peak: float) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -491,6 +518,11 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
     teacher = YamnetScorer(ypath, threads=cfg.teacher_threads, embedding=use_embedding)
     labels = [{"name": lab.name, "mid": lab.mid} for lab in teacher.contract.labels]
     names = [lab["name"] for lab in labels]
+    bed_keep = np.ones(len(names), dtype=np.float32)  # per class, kept of the teacher on a bed alone
+    if cfg.bed_alone_targets == "noise_classes":
+        bed_keep = np.array([n in noise_classes() for n in names], dtype=np.float32)
+        log.info("a bed alone is taught %d noise, hum, silence and room classes, 0 elsewhere",
+                 int(bed_keep.sum()))
     aug_cfg = MelAugmentConfig.from_dict(cfg.augment)
     exclude = validation_sources(_expand(cfg.val_manifest).parent / "clips.csv")
     pool = PoolSet(_expand(cfg.pool), cfg, features, exclude)
@@ -565,7 +597,7 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
                 soft, t_emb = teacher.score_and_embed(xa)
             else:
                 soft, t_emb = teacher.score(xa), None
-            target = torch.from_numpy(np.maximum(soft, hard))
+            target = torch.from_numpy(targets(soft, hard, alone, bed_keep))
             inp = spec(torch.from_numpy(xa))
             for g in opt.param_groups:
                 g["lr"] = _lr(step, total, cfg.warmup_steps, cfg.lr)
