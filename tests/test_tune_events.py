@@ -189,3 +189,17 @@ def test_noise_scenes_cover_every_kind_at_every_level(tmp_path: Path) -> None:
     scenes = noise_scenes(load_scorer(None, threads=1), tmp_path, minutes=0.05)
     assert len(scenes) == len(KINDS) * len(NOISE_LEVELS)
     assert all(not s.references and len(s.patches) >= 3 for s in scenes)
+
+
+def test_noise_levels_are_chosen_on_the_command_line(tmp_path: Path) -> None:
+    import json
+
+    model = Path(__file__).resolve().parents[1] / "exports" / "default" / "model.onnx"
+    manifest = _manifest(tmp_path, [("Speech", 0.72, 4.56)])
+    out = tmp_path / "t"
+    assert main([str(model), "--scenes", str(manifest), "--out", str(out), "--threads", "1",
+                 "--noise-minutes", "0.05", "--noise-levels=-60,-20", "--grid", "0.5"]) == 0
+    assert sorted(p.name for p in (out / "noise_beds").glob("white_*")) == ["white_-20dBFS.flac", "white_-60dBFS.flac"]
+    assert json.loads((out / "report.json").read_text(encoding="utf-8"))["noise_levels_dbfs"] == [-60.0, -20.0]
+    with pytest.raises(SystemExit):
+        main([str(model), "--scenes", str(manifest), "--out", str(out), "--noise-levels=-60,3"])

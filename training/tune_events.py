@@ -316,8 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", type=_floats, default=DEFAULT_GRID, help="on-thresholds to try (comma-separated)")
     p.add_argument("--holds", type=_floats, default=DEFAULT_HOLDS, help="hold times (s) to try (comma-separated)")
     p.add_argument("--noise-minutes", type=float, default=3.0,
-                   help="minutes of each steady noise bed (9 kinds x 3 levels) that a tuned setting "
+                   help="minutes of each steady noise bed (9 kinds x --noise-levels) that a tuned setting "
                         "must stay silent on; 0: no such check (default 3)")
+    p.add_argument("--noise-levels", type=_floats, default=NOISE_LEVELS, metavar="DBFS,...",
+                   help=f"levels of those beds in dBFS (default {','.join(f'{v:g}' for v in NOISE_LEVELS)}; "
+                        "write --noise-levels=-65,-20)")
     p.add_argument("--off-ratio", type=float, default=0.5, help="off-threshold as a fraction of on (default 0.5)")
     p.add_argument("--min-events", type=int, default=3, help="reference events a label needs to be tuned")
     p.add_argument("--eval", type=Path, metavar="SCENES",
@@ -331,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--off-ratio {args.off_ratio}: accepted 0 < ratio <= 1")
     if not all(0.0 < g <= 1.0 for g in args.grid) or not all(h >= 0 for h in args.holds):
         p.error(f"--grid {args.grid} must lie in (0, 1] and --holds {args.holds} be >= 0")
+    if not args.noise_levels or not all(-120.0 <= v <= -6.0 for v in args.noise_levels):
+        p.error(f"--noise-levels {args.noise_levels}: accepted -120 to -6 dBFS each")
     scorer = OnnxScorer(args.model, threads=args.threads)
     names = scorer.contract.names
     chosen = read_label_file(args.labels) if args.labels else None
@@ -343,10 +348,12 @@ def main(argv: list[str] | None = None) -> int:
         candidates = choose_event_labels(names, None, read_label_file(args.candidates), "--candidates")
     never = set(read_label_file(NEVER_EVENT_LABELS))
     candidates = tuple(n for n in candidates if n not in never and n not in labels)
-    noise = noise_scenes(scorer, args.out / "noise_beds", args.noise_minutes) if args.noise_minutes > 0 else []
+    noise = (noise_scenes(scorer, args.out / "noise_beds", args.noise_minutes, args.noise_levels)
+             if args.noise_minutes > 0 else [])
     report = tune(scenes, scorer, labels, args.grid, args.off_ratio, args.min_events, args.holds,
                   candidates, args.min_f1, noise)
     report["noise_beds_minutes"] = args.noise_minutes * len(noise)
+    report["noise_levels_dbfs"] = list(args.noise_levels)
     report["model"] = str(args.model)
     report["scenes_manifest"] = str(args.scenes)
     if args.eval:
