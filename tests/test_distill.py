@@ -128,6 +128,23 @@ def test_labelled_targets_follow_weak_and_strong_labels(tmp_path: Path) -> None:
     assert ds.clip_targets[0].tolist() == [0.0, 1.0, 1.0]
 
 
+def test_excluded_sources_leave_out_clips_and_the_scenes_that_hold_them(tmp_path: Path) -> None:
+    names = ["Speech", "Dog", "Cough"]
+    m = tmp_path / "m.csv"
+    rows = [("a.flac", "Speech", "pkg:a.wav"), ("b.flac", "Cough", "virufy:b.ogg"),
+            ("s.flac", "Speech", "scene:pkg:c.wav"), ("s.flac", "Dog", "scene:urbansound8k:d.ogg")]
+    for name, _, _ in rows:
+        sf.write(tmp_path / name, np.zeros(2 * SR, np.float32), SR)
+    with m.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "labels", "onset", "offset", "source"])
+        w.writerows([n, lab, "", "", src] for n, lab, src in rows)
+    every = LabelledSet(m, tmp_path / "cache", names, CFG)
+    free = LabelledSet(m, tmp_path / "cache", names, CFG, exclude_sources=("urbansound8k:", "virufy:"))
+    assert len(every.mels) == 3 and len(free.mels) == 1
+    assert free.clip_targets[0].tolist() == [1.0, 0.0, 0.0]  # a.flac alone
+
+
 def test_teacher_agreement_is_one_for_the_teacher_and_lower_for_noise() -> None:
     rng = np.random.default_rng(2)
     t = rng.random((200, 5))

@@ -102,6 +102,9 @@ class DistillConfig:
     # Music and brown noise Wind) or "noise_classes" (the teacher's scores on the noise,
     # hum, silence and room classes of detector/data/event_labels_never.txt, 0 elsewhere).
     bed_alone_targets: str = "teacher"
+    # Labelled recordings left out: any whose clips' source (less a "scene:" prefix) starts
+    # with one of these, e.g. ["urbansound8k:", "virufy:"] with free_only for the pool.
+    exclude_sources: tuple[str, ...] = ()
     val_patches: int = 4000
     augment: dict[str, Any] = field(default_factory=dict)
 
@@ -260,7 +263,7 @@ class LabelledSet:
     """
 
     def __init__(self, manifest: Path, cache: Path, names: list[str], features: FeatureConfig,
-                 hop_frames: int = TEACHER_HOP_FRAMES) -> None:
+                 hop_frames: int = TEACHER_HOP_FRAMES, exclude_sources: tuple[str, ...] = ()) -> None:
         from training.clips import read_manifest
 
         index = {n: i for i, n in enumerate(names)}
@@ -268,6 +271,12 @@ class LabelledSet:
         by_path: dict[str, list[Any]] = {}
         for c in clips:
             by_path.setdefault(str(c.path), []).append(c)
+        if exclude_sources:
+            left = [p for p, cs in by_path.items()
+                    if any(c.source.removeprefix("scene:").startswith(exclude_sources) for c in cs)]
+            for p in left:
+                del by_path[p]
+            log.info("%s: %d recordings left out (sources %s)", manifest, len(left), list(exclude_sources))
         self.mels: list[np.ndarray] = []
         items: list[tuple[int, int]] = []
         targets: list[np.ndarray] = []
@@ -527,7 +536,8 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
     exclude = validation_sources(_expand(cfg.val_manifest).parent / "clips.csv")
     pool = PoolSet(_expand(cfg.pool), cfg, features, exclude)
     cache = _expand(cfg.mel_cache)
-    lab = LabelledSet(_expand(cfg.train_manifest), cache, names, features)
+    lab = LabelledSet(_expand(cfg.train_manifest), cache, names, features,
+                      exclude_sources=tuple(cfg.exclude_sources))
     val = LabelledSet(_expand(cfg.val_manifest), cache, names, features)
     beds = make_beds(features)
     mel_aug = MelAugment(aug_cfg, features, beds)
