@@ -181,20 +181,18 @@ def test_config_rejects_unknown_keys(tmp_path: Path) -> None:
     assert load_config(None, {"epochs": 3}).epochs == 3
 
 
-@pytest.mark.skipif(find_yamnet(None) is None, reason="YAMNet not fetched (bin/setup does)")
-def test_short_run_exports_a_working_model(tmp_path: Path) -> None:
+def _cached_pool(tmp_path: Path, files: int, prefix: str, seed: int) -> Path:
+    """A pool of ``files`` 3 s noise recordings of one package, built and cached (YAMNet)."""
     from training.corpus import pool_cache
     from training.corpus.pool import POOL_COLUMNS
-    from training.export import main as export_main
 
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     pool = tmp_path / "pool"
     (pool / "audio").mkdir(parents=True)
     rows = []
-    for i in range(6):
-        p = pool / "audio" / f"h{i}.flac"
-        sf.write(p, (0.1 * rng.standard_normal(3 * SR)).astype(np.float32), SR)
-        rows.append({"hash": f"h{i}", "path": f"audio/h{i}.flac", "package": "fx",
+    for i in range(files):
+        sf.write(pool / "audio" / f"{prefix}{i}.flac", (0.1 * rng.standard_normal(3 * SR)).astype(np.float32), SR)
+        rows.append({"hash": f"{prefix}{i}", "path": f"audio/{prefix}{i}.flac", "package": "fx",
                      "relpath": str(i), "seconds": 3, "source_rate": SR, "kind": "events",
                      "license": "", "noncommercial": 0})
     (pool / "done").mkdir()
@@ -203,6 +201,15 @@ def test_short_run_exports_a_working_model(tmp_path: Path) -> None:
         w.writeheader()
         w.writerows(rows)
     assert pool_cache.main_cache(pool) == 0
+    return pool
+
+
+@pytest.mark.skipif(find_yamnet(None) is None, reason="YAMNet not fetched (bin/setup does)")
+def test_short_run_exports_a_working_model(tmp_path: Path) -> None:
+    from training.export import main as export_main
+
+    pool = _cached_pool(tmp_path, files=6, prefix="h", seed=3)
+    rng = np.random.default_rng(3)
     data = Path(__file__).parent / "data"
     m = tmp_path / "m.csv"
     m.write_text(f'path,labels\n{data / "baby_cry.flac"},"Baby cry, infant cry"\n'
@@ -233,24 +240,7 @@ def test_short_run_exports_a_working_model(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(find_yamnet(None) is None, reason="YAMNet not fetched (bin/setup does)")
 def test_embedding_target_trains_a_projection_and_resumes(tmp_path: Path) -> None:
-    from training.corpus import pool_cache
-    from training.corpus.pool import POOL_COLUMNS
-
-    rng = np.random.default_rng(4)
-    pool = tmp_path / "pool"
-    (pool / "audio").mkdir(parents=True)
-    rows = []
-    for i in range(4):
-        p = pool / "audio" / f"e{i}.flac"
-        sf.write(p, (0.1 * rng.standard_normal(3 * SR)).astype(np.float32), SR)
-        rows.append({"hash": f"e{i}", "path": f"audio/e{i}.flac", "package": "fx", "relpath": str(i),
-                     "seconds": 3, "source_rate": SR, "kind": "events", "license": "", "noncommercial": 0})
-    (pool / "done").mkdir()
-    with (pool / "done" / "fx.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=POOL_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    assert pool_cache.main_cache(pool) == 0
+    pool = _cached_pool(tmp_path, files=4, prefix="e", seed=4)
     data = Path(__file__).parent / "data"
     m = tmp_path / "m.csv"
     m.write_text(f'path,labels\n{data / "speech_digit.flac"},Speech\n')
