@@ -473,10 +473,9 @@ def targets(soft: np.ndarray, hard: np.ndarray, alone: np.ndarray, bed_keep: np.
 
 def noise_classes() -> frozenset[str]:
     """The classes a steady bed may be: ``detector/data/event_labels_never.txt``."""
-    from detector.model.labels import read_label_file
+    from detector.model.labels import NEVER_EVENT_LABELS, read_label_file
 
-    path = Path(__file__).resolve().parents[1] / "detector" / "data" / "event_labels_never.txt"
-    return frozenset(read_label_file(path))
+    return frozenset(read_label_file(NEVER_EVENT_LABELS))
 
 
 def _lr(step: int, total: int, warmup: int, peak: float) -> float:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 __all__ = [
     "HOME_EVENT_LABELS",
+    "NEVER_EVENT_LABELS",
     "SEPARATOR",
     "LabelError",
     "choose_event_labels",
@@ -36,6 +37,8 @@ SEPARATOR = "|"
 #: The default event labels for a home or an office (99 AudioSet/YAMNet display names; the
 #: file says what is left out and why): ``sed-export --event-labels default`` and YAMNet.
 HOME_EVENT_LABELS = Path(__file__).resolve().parents[1] / "data" / "event_labels_home.txt"
+NEVER_EVENT_LABELS = Path(__file__).resolve().parents[1] / "data" / "event_labels_never.txt"
+"""Noise, hum, silence and room classes: never event labels by default, what a bed may be."""
 SUGGESTIONS = 3  # nearest labels offered for a name that is not one
 CUTOFF = 0.6  # difflib similarity below which nothing is suggested
 CLOSE = 0.8  # similarity at which unknown comma pieces are taken as one multi-piece name
