@@ -74,8 +74,12 @@ def test_graph_is_simple_and_batchnorm_folded(tmp_path: Path) -> None:
     export_onnx(model, make_contract(LABELS, FEATURES), path)
     proto = onnx.load(str(path))
     ops = [n.op_type for n in proto.graph.node]
-    # Left: the per-mel input norm, each block's pre-activation BN, the final BN.
-    assert ops.count("BatchNormalization") == 1 + len(model.stages) + 1
+    # Left: each block's pre-activation BN and the final BN. The per-mel input norm is
+    # one Mul and one Add on (B, T, F) as it comes: no Transpose before the stem.
+    assert ops.count("BatchNormalization") == len(model.stages) + 1
+    stem = next(i for i, n in enumerate(proto.graph.node) if n.op_type == "Conv")
+    before = [n.op_type for n in proto.graph.node[:stem] if n.op_type not in ("Constant", "Identity")]
+    assert before == ["Mul", "Add", "Unsqueeze"]
     assert ops.count("Conv") == 1 + 2 * len(model.stages) + 4  # stem, 2/block, 4 shortcuts
     producers = {out: n.op_type for n in proto.graph.node for out in n.output}
     for node in proto.graph.node:

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 from detector.frontend.features import FeatureConfig  # noqa: E402
 from training.model import (  # noqa: E402
     PRESETS,
+    MelNorm,
     ModelConfig,
     SedNet,
     count_macs,
@@ -106,3 +107,26 @@ def test_load_checkpoint_round_trip(tmp_path: Path) -> None:
     torch.save({"model": {}}, path)
     with pytest.raises(ValueError, match="lacks"):
         load_checkpoint(path)
+
+
+def test_mel_norm_inference_is_its_batchnorm() -> None:
+    """In eval mode MelNorm is a per-bin affine map on (B, T, F) (one Mul, one Add when
+    exported); it must equal the BatchNorm over mel bins that training uses."""
+    torch.manual_seed(0)
+    norm = MelNorm(64)
+    with torch.no_grad():
+        norm.bn.running_mean.uniform_(-8.0, 2.0)
+        norm.bn.running_var.uniform_(0.5, 9.0)
+        norm.bn.weight.uniform_(0.5, 2.0)
+        norm.bn.bias.uniform_(-1.0, 1.0)
+    norm.eval()
+    x = torch.randn(5, 96, 64) * 3.0 - 4.0
+    with torch.no_grad():
+        got = norm(x)
+        ref = norm.bn(x.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2).unsqueeze(1)
+    assert got.shape == (5, 1, 96, 64)
+    assert torch.allclose(got, ref, atol=1e-5, rtol=1e-5)
+    # Training mode still normalises by the batch's own statistics (and updates the running ones).
+    norm.train()
+    y = norm(x)
+    assert torch.allclose(y.mean(dim=(0, 2)).squeeze(0), norm.bn.bias, atol=1e-4)
