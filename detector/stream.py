@@ -26,7 +26,7 @@ from detector.io.control import ControlError, SeqStore
 from detector.io.wire import envelope
 from detector.model.labels import choose_event_labels
 from detector.model.scorer import Scorer
-from detector.sources.base import MAX_ABS_SAMPLE, sanitize
+from detector.sources.base import MAX_ABS_SAMPLE, peak_abs, sanitize
 from detector.sources.parse import Source
 
 __all__ = ["LATENCY_WINDOW", "StreamState", "hop_frames_for", "top_k", "with_model_timing"]
@@ -222,7 +222,7 @@ class StreamState:
             return empty
         if self.wall_origin is None:
             self.wall_origin = time.time() - samples.size / self.sample_rate
-        peak = float(np.max(np.abs(samples)))  # NaN if any sample is NaN
+        peak = peak_abs(samples)  # NaN if any sample is NaN
         if not peak <= MAX_ABS_SAMPLE:
             samples = samples.copy()  # a source's buffer may be read-only or shared
             n_bad = sanitize(samples)
@@ -230,7 +230,7 @@ class StreamState:
                 log.warning("%s: NaN/Inf or out-of-range (|x| > %g) samples; replacing them by 0",
                             self.id, MAX_ABS_SAMPLE)
             self.nonfinite_samples += n_bad
-            peak = float(np.max(np.abs(samples)))
+            peak = peak_abs(samples)
         if self.clips is not None:  # clips keep the audio the realignment below skips
             self.clips.feed(self.samples, samples)
         if self._realign:

@@ -91,6 +91,24 @@ def test_subtypes_and_stereo_downmix(
         assert np.sqrt(np.mean(y**2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.05)
 
 
+@pytest.mark.parametrize("channels", [1, 2])
+def test_pcm16_decodes_bit_for_bit_as_libsndfile(tmp_path: Path, channels: int) -> None:
+    """16-bit PCM takes a faster path (int16 into a reused buffer, scaled by numpy); the
+    samples are exactly libsndfile's float32 ones, full scale and the last block included."""
+    rng = np.random.default_rng(1)
+    pcm = rng.integers(-32768, 32768, size=(3 * RATE + 123, channels)).astype(np.int16)
+    pcm[:3, 0] = [-32768, 32767, 1]
+    path = tmp_path / "pcm16.wav"
+    sf.write(path, pcm, RATE, subtype="PCM_16")
+    src = FileSource(path, RATE, chunk_seconds=1.0)
+    assert src._pcm16
+    got = read_all(src, max_samples=7000)
+    ref = sf.read(path, dtype="float32", always_2d=True)[0]
+    ref = ref[:, 0] if channels == 1 else ref.mean(axis=1, dtype=np.float32)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, ref)
+
+
 def test_chunking_does_not_change_output(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     path = tmp_path / "noise.wav"

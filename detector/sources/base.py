@@ -24,6 +24,7 @@ __all__ = [
     "SourceError",
     "SourceState",
     "describe_format",
+    "peak_abs",
     "sanitize",
 ]
 
@@ -43,8 +44,17 @@ which overflow the level and spectrum arithmetic). Such samples are replaced by 
 counted with the NaN/Inf ones in ``nonfinite_samples``."""
 
 
+def peak_abs(x: np.ndarray) -> float:
+    """``max |x|`` without a temporary array (two reductions); NaN if ``x`` holds a NaN, 0 if empty."""
+    if x.size == 0:
+        return 0.0
+    return float(np.maximum(x.max(), -x.min()))
+
+
 def sanitize(x: np.ndarray) -> int:
     """Replace NaN, Inf and ``|x| > MAX_ABS_SAMPLE`` by 0 in place; return how many."""
+    if peak_abs(x) <= MAX_ABS_SAMPLE:  # the usual case: nothing to replace, nothing allocated
+        return 0
     with np.errstate(invalid="ignore"):
         bad = ~(np.abs(x) <= MAX_ABS_SAMPLE)  # NaN compares False, so it is caught too
     n_bad = int(np.count_nonzero(bad))
