@@ -507,6 +507,9 @@ class Listener:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sed-inference")
         fe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sed-frontend")
         inflight: _Batch | None = None
+        # Files only: the front end of one read is taken at the next iteration, so that
+        # the next read overlaps it (each stage on its own core); live audio is never held.
+        deferred: tuple[list[tuple[StreamState, np.ndarray]], Future[tuple[np.ndarray, float]]] | None = None
         try:
             while live and not stop.is_set():
                 pending: list[_Pending] = []
@@ -543,8 +546,16 @@ class Listener:
                 if inflight is not None:
                     self._collect(inflight)
                     inflight = None
+                if deferred is not None:
+                    self._take(*deferred, pending)
+                    deferred = None
+                control_waiting = self.control is not None and self.control.waiting()
+                offline = self.read_ahead and not any(st.source.is_live for st in live)
                 if fe is not None:
-                    self._take(frames, fe, pending)
+                    if offline and progressed and not ended and not control_waiting:
+                        deferred = (frames, fe)
+                    else:
+                        self._take(frames, fe, pending)
                 mono = time.monotonic()
                 for st in visited:  # when each one's next patch is complete (patchers advanced),
                     # but never so late that more than half of max_backlog_s has piled up
@@ -554,7 +565,6 @@ class Listener:
                     if not st.error:
                         pending.extend(_Pending(st, p, time.perf_counter()) for p in st.finish())
                 inflight = self._submit(pool, pending) if pending else None
-                control_waiting = self.control is not None and self.control.waiting()
                 if inflight is not None and (ended or not progressed or control_waiting):
                     # Before an end of stream, a control command or a sleep: nothing in flight.
                     self._collect(inflight)
@@ -574,11 +584,16 @@ class Listener:
                 if not progressed and live:
                     self._wait(live, stop, last_status + lc.status_interval_s - time.time())
         finally:
-            if inflight is not None:
-                try:
+            try:
+                if inflight is not None:
                     self._collect(inflight)
-                except Exception:  # already failing: the original error is the one to see
-                    log.exception("scoring the last batch failed during shutdown")
+                if deferred is not None:  # audio read before a stop is still analysed
+                    pending = []
+                    self._take(*deferred, pending)
+                    if pending:
+                        self._collect(self._submit(pool, pending))
+            except Exception:  # already failing: the original error is the one to see
+                log.exception("scoring the last batch failed during shutdown")
             pool.shutdown(wait=True)
             fe_pool.shutdown(wait=True)
             for st in live:
