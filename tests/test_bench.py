@@ -98,14 +98,18 @@ def test_ms_per_patch_and_peak_are_positive(scorer: OnnxScorer) -> None:
 def test_file_mode_figures_are_consistent(scorer: OnnxScorer, tmp_path: Path) -> None:
     paths = [synth_audio(tmp_path / f"{i}.wav", 3.0, seed=i) for i in range(3)]
     assert sf.info(str(paths[0])).duration == pytest.approx(3.0)
-    r = run_files(scorer, paths, Config())
-    assert r["files"] == 3
-    assert r["audio_s"] == pytest.approx(9.0)
-    assert r["x_realtime"] == pytest.approx(r["audio_s"] / r["wall_s"])
     hop_s = Config().listen.patch_hop_s
     per_file = math.floor((3.0 - scorer.contract.features.patch_seconds) / hop_s) + 1
-    assert r["patches"] >= 3 * per_file
-    assert r["messages"] >= r["patches"]  # one scores message per patch at least
+    every = run_files(scorer, paths, Config(), every_message=True)
+    plain = run_files(scorer, paths, Config())  # as sed-listen --json: events only
+    for r in (every, plain):
+        assert r["files"] == 3
+        assert r["audio_s"] == pytest.approx(9.0)
+        assert r["x_realtime"] == pytest.approx(r["audio_s"] / r["wall_s"])
+        assert r["patches"] >= 3 * per_file
+    assert every["scores_messages"] == every["patches"]  # one scores message per patch
+    assert plain["scores_messages"] == 0  # nobody asked for them: never built
+    assert plain["messages"] == plain["event_messages"] == every["event_messages"]
 
 
 def test_live_mode_latency_percentiles_are_ordered(scorer: OnnxScorer, tmp_path: Path) -> None:

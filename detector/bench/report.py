@@ -33,6 +33,8 @@ def rows(config: dict[str, Any]) -> list[Row]:
     out += [
         ("file", f"one {long_min:.3g}-min file, x real time", ("file", "long", "x_realtime"), True, ">= 2000"),
         ("file", f"{n_short} short files, x real time", ("file", "short", "x_realtime"), True, ""),
+        ("file", f"one {long_min:.3g}-min file, every scores message built", ("file", "long_every_message", "x_realtime"),
+         True, ""),
         ("live", "hop latency p50 (ms)", ("live", "latency_p50_ms"), False, ""),
         ("live", "hop latency p99 (ms)", ("live", "latency_p99_ms"), False, ""),
         ("live", "hop latency max (ms)", ("live", "latency_max_ms"), False, ""),
