@@ -201,3 +201,32 @@ def test_stop_closes_open_events_with_shutdown(scorer: OnnxScorer, toy_scene: Pa
     offsets = [m for m in sink.messages if m.get("event") == "offset"]
     assert len(onsets) == len(offsets) >= 1
     assert offsets[-1]["reason"] == "shutdown"
+
+
+def test_stop_during_file_mode_analyses_every_frame_read(
+    scorer: OnnxScorer, toy_scene: Path, tmp_path: Path
+) -> None:
+    """File mode takes a read's front end at the next iteration; a stop in between must
+    still hand those frames to the patcher and score the patches they complete."""
+    audio, rate = sf.read(str(toy_scene), dtype="float32")
+    long = tmp_path / "long.wav"  # several read-ahead batches (~31 s each)
+    sf.write(long, np.tile(audio, 15), rate, subtype="FLOAT")
+    stop = threading.Event()
+
+    class StopAtFirstScores(ListSink):
+        def send(self, message: dict[str, Any]) -> None:
+            super().send(message)
+            if message["type"] == "scores":
+                stop.set()
+
+    sink = StopAtFirstScores()
+    config = Config(listen=dataclasses.replace(ListenConfig(), file_chunk_s=0.5))
+    listener = Listener([FileSource(long, 16000)], [sink], config, scorer=scorer)
+    listener.run(stop)
+    st = listener.streams[0]
+    assert 0 < st.samples < sf.info(str(long)).frames  # stopped part-way through the file
+    received = st.patcher.next_start_frame + st.patcher._len  # frames the patcher was given
+    assert received == st.logmel.frames_done  # none left behind in the front end
+    scored = [m for m in sink.messages if m["type"] == "scores"]
+    assert len(scored) == st.patches > 1
+    assert scored[-1]["patch_end"] * 16000 <= st.samples
