@@ -137,3 +137,34 @@ def test_render_says_which_labels_are_measured_and_which_come_from_the_teacher_a
             "teacher (YAMNet) alone**") in md
     card["labels"], card["counts"] = ["Speech"], {"Speech": {"val": {"real_clips": 3}}}
     assert "teacher (YAMNet) alone" not in render(card, "# Card\n")
+
+
+def test_events_give_late_start_latency_at_the_file_and_the_live_hop(toy_model: Path, toy_scene: Path,
+                                                                       tmp_path: Path) -> None:
+    from conftest import SCENE_EVENTS
+
+    from detector.config import LIVE_FINE_HOP_S
+    from training.model_card import LATE_START_S, _events
+
+    lines = ["path,labels,onset,offset,source,split"]
+    lines += [f"{toy_scene},\"{label}\",{start:.3f},{start + dur:.3f},toy,val" for label, start, dur in SCENE_EVENTS]
+    lines.append(f"{toy_scene},Sine wave,0.000,0.500,toy,val")  # starts with the scene: not a late start
+    (tmp_path / "scenes.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    scorer = OnnxScorer(toy_model, threads=1)
+    names = list(scorer.contract.names)
+    file_hop = _events(scorer, tmp_path / "scenes.csv", names)
+    live_hop = _events(scorer, tmp_path / "scenes.csv", names, LIVE_FINE_HOP_S)
+    assert file_hop["hop_s"] == 0.48 and live_hop["hop_s"] == LIVE_FINE_HOP_S
+    for r in (file_hop, live_hop):
+        everything, late = r["onset_latency_s"], r["onset_latency_late_start_s"]
+        assert late["n"] >= len(SCENE_EVENTS) - 1  # the toy model finds (nearly) all three
+        assert everything["n"] >= late["n"]
+        assert 0.0 < late["p50"] < 1.5
+    # A finer hop completes a patch sooner after a sound starts.
+    assert live_hop["onset_latency_late_start_s"]["p50"] < file_hop["onset_latency_late_start_s"]["p50"]
+    card = _card()
+    card["events"] = file_hop
+    card["events_live_hop"] = live_hop
+    md = render(card, "# Card\n")
+    assert f"starts ≥ {LATE_START_S:g} s" in md
+    assert "| file hop 0.48 s |" in md and f"| live hop {LIVE_FINE_HOP_S:g} s |" in md
