@@ -306,15 +306,15 @@ def render(card: dict[str, Any], head: str) -> str:
     if lat:
         out += ["", f"Onset latency (onset message's stream time minus the true start, {lat['n']} matched onsets): "
                 f"p50 **{lat['p50']:.2f} s**, p95 {lat['p95']:.2f} s."]
-    rows = [(f"file hop {e.get('hop_s', 0.48):g} s", e)]
+    by_hop = [(f"file hop {e.get('hop_s', 0.48):g} s", e)]
     if card.get("events_live_hop"):
-        rows.append((f"live hop {card['events_live_hop']['hop_s']:g} s", card["events_live_hop"]))
-    if any(r.get("onset_latency_late_start_s") for _, r in rows):
+        by_hop.append((f"live hop {card['events_live_hop']['hop_s']:g} s", card["events_live_hop"]))
+    if any(r.get("onset_latency_late_start_s") for _, r in by_hop):
         out += ["", f"By hop, with latency also over the reference events that start ≥ {LATE_START_S:g} s into "
                 "a scene (the first patch ends 0.96 s in):", "",
                 "| hop | micro F1 (1 s collar) | latency p50, all | latency p50 / p95, starts ≥ 1 s | matched |",
                 "|---|---:|---:|---:|---:|"]
-        for what, r in rows:
+        for what, r in by_hop:
             a, b = r.get("onset_latency_s", {}), r.get("onset_latency_late_start_s", {})
             out.append(f"| {what} | {_f(r['collar_1.0']['micro_f1'])} | {_f(a.get('p50'), 2)} s | "
                        f"{_f(b.get('p50'), 2)} / {_f(b.get('p95'), 2)} s | {a.get('n', 0)} / {b.get('n', 0)} |")
