@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+import detector
 from detector.config import Config, load_config
 from detector.frontend.logmel import LogMelKernel
 from detector.frontend.patcher import Patch
@@ -75,6 +76,22 @@ THREAD_MIN_PATCHES = 8
 another thread costs more than it saves (one quiet live stream)."""
 CONTROL_POLL_S = 0.1
 """Longest sleep while a control socket is open (requests are answered within this)."""
+
+
+def _warn_if_blas_threaded() -> None:
+    """Once per process: numpy was imported before ``detector`` (see ``detector.OPENBLAS_THREADS_LATE``)."""
+    global _BLAS_WARNED
+    if detector.OPENBLAS_THREADS_LATE and not _BLAS_WARNED:
+        _BLAS_WARNED = True
+        log.warning(
+            "numpy was imported before detector without OPENBLAS_NUM_THREADS set: OpenBLAS uses "
+            "every core for the front end's tiny mel product and fights onnxruntime for them "
+            "(file mode measured 1.6x slower on 2 cores); import detector first, or set "
+            "OPENBLAS_NUM_THREADS=1 in the environment"
+        )
+
+
+_BLAS_WARNED = False
 
 
 class FailedSource(Source):
@@ -150,6 +167,7 @@ class Listener:
     ) -> None:
         self.config = config or Config()
         self.config_path = Path(config_path) if config_path is not None else None
+        _warn_if_blas_threaded()
         lc = self.config.listen
         self.scorer = scorer or load_scorer(model, lc.device, lc.threads, lc.max_batch)
         self.sinks = list(sinks)

@@ -230,3 +230,29 @@ def test_stop_during_file_mode_analyses_every_frame_read(
     scored = [m for m in sink.messages if m["type"] == "scores"]
     assert len(scored) == st.patches > 1
     assert scored[-1]["patch_end"] * 16000 <= st.samples
+
+
+def test_numpy_imported_first_is_detected_and_warned(
+    scorer: OnnxScorer, toy_scene: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import detector
+    import detector.pipeline as pipeline
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    probe = "import detector; print(detector.OPENBLAS_THREADS_LATE, __import__('os').environ['OPENBLAS_NUM_THREADS'])"
+    first = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    late = subprocess.run([sys.executable, "-c", "import numpy; " + probe], env=env, capture_output=True,
+                          text=True, check=True)
+    assert first.stdout.split() == ["False", "1"]
+    assert late.stdout.split() == ["True", "1"]  # set, but too late for OpenBLAS to read it
+    monkeypatch.setattr(detector, "OPENBLAS_THREADS_LATE", True)
+    monkeypatch.setattr(pipeline, "_BLAS_WARNED", False)
+    with caplog.at_level("WARNING", logger="detector.pipeline"):
+        Listener([FileSource(toy_scene, 16000)], [ListSink()], scorer=scorer)
+        Listener([FileSource(toy_scene, 16000)], [ListSink()], scorer=scorer)
+    warned = [r for r in caplog.records if "OPENBLAS_NUM_THREADS=1" in r.getMessage()]
+    assert len(warned) == 1  # once per process
