@@ -70,6 +70,9 @@ batch 64 on CPU (docs/benchmarks.md), and the read-ahead bounds memory (~31 s of
 for one file at a 0.48 s hop)."""
 MIN_WAIT_S = 0.001
 """Shortest sleep of an idle loop: streams due within this are read together."""
+FE_SLICE_FRAMES = 4096
+"""Raw frames (about 85 live streams' hop, or 41 s of one file) after which the loop starts
+their front end and reads on: with many streams the reads overlap the transform."""
 THREAD_MIN_FRAMES = 256
 THREAD_MIN_PATCHES = 8
 """Less front-end or inference work than this runs on the loop's thread: handing it to
@@ -127,6 +130,14 @@ class _Pending:
     stream: StreamState
     patch: Patch
     ready_at: float  # perf_counter() when the audio completing the patch was read
+
+
+@dataclass
+class _FrontEnd:
+    """One front-end call: the streams' raw frames and their log-mel rows to come."""
+
+    frames: list[tuple[StreamState, np.ndarray]]
+    future: Future[tuple[np.ndarray, float]]
 
 
 @dataclass
@@ -273,6 +284,12 @@ class Listener:
         mel = self.kernel.many(parts)
         self.stage_cpu_s["frontend"] += time.thread_time() - c0
         return mel, time.perf_counter() - t0
+
+    def _front_end(
+        self, pool: ThreadPoolExecutor, frames: list[tuple[StreamState, np.ndarray]], rows: int
+    ) -> _FrontEnd:
+        """Start the shared log-mel kernel on ``frames`` (``rows`` raw frames in all)."""
+        return _FrontEnd(frames, self._run(pool, self._transform, [f for _, f in frames], rows >= THREAD_MIN_FRAMES))
 
     def _take(
         self, frames: list[tuple[StreamState, np.ndarray]], job: Future[tuple[np.ndarray, float]],
@@ -527,11 +544,15 @@ class Listener:
         inflight: _Batch | None = None
         # Files only: the front end of one read is taken at the next iteration, so that
         # the next read overlaps it (each stage on its own core); live audio is never held.
-        deferred: tuple[list[tuple[StreamState, np.ndarray]], Future[tuple[np.ndarray, float]]] | None = None
+        deferred: list[_FrontEnd] = []
         try:
             while live and not stop.is_set():
                 pending: list[_Pending] = []
                 frames: list[tuple[StreamState, np.ndarray]] = []
+                rows = 0  # raw frames in `frames`
+                # Many streams: their front end starts in slices of FE_SLICE_FRAMES while
+                # the rest are still being read.
+                fe_jobs: list[_FrontEnd] = []
                 progressed = False
                 ended: list[StreamState] = []
                 visited: list[StreamState] = []
@@ -545,6 +566,7 @@ class Listener:
                     budget = chunk
                     if self.read_ahead and not st.source.is_live:  # for a large inference batch
                         budget = max(chunk, -(-FILE_BATCH_PATCHES * hop_samples[id(st)] // n_files))
+                    had = len(frames)
                     try:
                         progressed |= self._read(st, frames, chunk, budget)
                         self._check_gap(st)
@@ -555,25 +577,29 @@ class Listener:
                         ended.append(st)
                     elif st.source.paced:
                         visited.append(st)
+                    rows += sum(f.shape[0] for _, f in frames[had:])
+                    if rows >= FE_SLICE_FRAMES:
+                        fe_jobs.append(self._front_end(fe_pool, frames, rows))
+                        frames, rows = [], 0
+                if frames:
+                    fe_jobs.append(self._front_end(fe_pool, frames, rows))
                 self.stage_cpu_s["read"] += time.thread_time() - c0
                 # The front end (numpy FFT and BLAS, which release the GIL) runs on its own
                 # thread while this one makes the decisions of the batch scored meanwhile.
-                fe = self._run(fe_pool, self._transform, [f for _, f in frames],
-                               sum(f.shape[0] for _, f in frames) >= THREAD_MIN_FRAMES) if frames else None
                 self._update_scores_wanted()
                 if inflight is not None:
                     self._collect(inflight)
                     inflight = None
-                if deferred is not None:
-                    self._take(*deferred, pending)
-                    deferred = None
+                for job in deferred:
+                    self._take(job.frames, job.future, pending)
+                deferred = []
                 control_waiting = self.control is not None and self.control.waiting()
                 offline = self.read_ahead and not any(st.source.is_live for st in live)
-                if fe is not None:
-                    if offline and progressed and not ended and not control_waiting:
-                        deferred = (frames, fe)
-                    else:
-                        self._take(frames, fe, pending)
+                if offline and progressed and not ended and not control_waiting:
+                    deferred = fe_jobs
+                else:
+                    for job in fe_jobs:
+                        self._take(job.frames, job.future, pending)
                 mono = time.monotonic()
                 for st in visited:  # when each one's next patch is complete (patchers advanced),
                     # but never so late that more than half of max_backlog_s has piled up
@@ -605,9 +631,10 @@ class Listener:
             try:
                 if inflight is not None:
                     self._collect(inflight)
-                if deferred is not None:  # audio read before a stop is still analysed
+                if deferred:  # audio read before a stop is still analysed
                     pending = []
-                    self._take(*deferred, pending)
+                    for job in deferred:
+                        self._take(job.frames, job.future, pending)
                     if pending:
                         self._collect(self._submit(pool, pending))
             except Exception:  # already failing: the original error is the one to see

@@ -256,3 +256,45 @@ def test_numpy_imported_first_is_detected_and_warned(
         Listener([FileSource(toy_scene, 16000)], [ListSink()], scorer=scorer)
     warned = [r for r in caplog.records if "OPENBLAS_NUM_THREADS=1" in r.getMessage()]
     assert len(warned) == 1  # once per process
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+def test_front_end_in_slices_changes_nothing(
+    scorer: OnnxScorer, toy_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, realtime: bool
+) -> None:
+    """With many streams the loop starts the front end on slices of the streams read so far
+    and reads on; every stream's messages are the same as from one front-end call."""
+    import detector.pipeline as pipeline
+
+    audio, rate = sf.read(str(toy_scene), dtype="float32")
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"s{i}.wav"
+        sf.write(p, np.roll(audio, 3000 * i)[: 4 * rate], rate, subtype="FLOAT")
+        paths.append(p)
+    config = Config(listen=dataclasses.replace(ListenConfig(), realtime=realtime, live_patch_hop_s=0.48))
+
+    transform = Listener._transform
+
+    def run(slice_frames: int) -> tuple[dict[str, list[Any]], list[tuple[Any, ...]], list[int]]:
+        monkeypatch.setattr(pipeline, "FE_SLICE_FRAMES", slice_frames)
+        calls: list[int] = []
+
+        def counted(self: Listener, parts: list[np.ndarray]) -> tuple[np.ndarray, float]:
+            calls.append(len(parts))
+            return transform(self, parts)
+
+        monkeypatch.setattr(Listener, "_transform", counted)
+        sink = ListSink()
+        Listener([FileSource(p, 16000, realtime=realtime, stream_id=p.name) for p in paths], [sink], config,
+                 scorer=scorer).run()
+        events = sorted((m["stream"], m["event"], m["label"], m["stream_time"]) for m in sink.messages
+                        if m["type"] == "event")
+        return _scores_by_stream(sink.messages), events, calls
+
+    whole_scores, whole_events, whole_calls = run(10**9)
+    sliced_scores, sliced_events, sliced_calls = run(20)  # every stream's read starts a slice
+    assert len(sliced_calls) > len(whole_calls)  # the slicing happened
+    assert sorted(whole_scores) == [p.name for p in paths]
+    assert sliced_scores == whole_scores
+    assert sliced_events == whole_events
