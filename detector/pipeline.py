@@ -291,16 +291,18 @@ class Listener:
         """Start the shared log-mel kernel on ``frames`` (``rows`` raw frames in all)."""
         return _FrontEnd(frames, self._run(pool, self._transform, [f for _, f in frames], rows >= THREAD_MIN_FRAMES))
 
-    def _take(
-        self, frames: list[tuple[StreamState, np.ndarray]], job: Future[tuple[np.ndarray, float]],
-        pending: list[_Pending],
-    ) -> None:
-        """Each stream's log-mel rows (from :meth:`_transform`) to its patcher; patches to ``pending``."""
-        mel, seconds = job.result()
+    def _take(self, jobs: list[_FrontEnd], pending: list[_Pending]) -> None:
+        """Each stream's log-mel rows (from :meth:`_transform`) to its patcher, in the order
+        the jobs were started; patches to ``pending``."""
+        for job in jobs:
+            self._take_one(job, pending)
+
+    def _take_one(self, job: _FrontEnd, pending: list[_Pending]) -> None:
+        mel, seconds = job.future.result()
         now = time.perf_counter()
         share = seconds / max(mel.shape[0], 1)
         row = 0
-        for st, f in frames:
+        for st, f in job.frames:
             k = f.shape[0]
             if st.error:
                 row += k
@@ -590,16 +592,14 @@ class Listener:
                 if inflight is not None:
                     self._collect(inflight)
                     inflight = None
-                for job in deferred:
-                    self._take(job.frames, job.future, pending)
+                self._take(deferred, pending)
                 deferred = []
                 control_waiting = self.control is not None and self.control.waiting()
                 offline = self.read_ahead and not any(st.source.is_live for st in live)
                 if offline and progressed and not ended and not control_waiting:
                     deferred = fe_jobs
                 else:
-                    for job in fe_jobs:
-                        self._take(job.frames, job.future, pending)
+                    self._take(fe_jobs, pending)
                 mono = time.monotonic()
                 for st in visited:  # when each one's next patch is complete (patchers advanced),
                     # but never so late that more than half of max_backlog_s has piled up
@@ -633,8 +633,7 @@ class Listener:
                     self._collect(inflight)
                 if deferred:  # audio read before a stop is still analysed
                     pending = []
-                    for job in deferred:
-                        self._take(job.frames, job.future, pending)
+                    self._take(deferred, pending)
                     if pending:
                         self._collect(self._submit(pool, pending))
             except Exception:  # already failing: the original error is the one to see
