@@ -528,7 +528,8 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
     names = [lab["name"] for lab in labels]
     bed_keep = np.ones(len(names), dtype=np.float32)  # per class, kept of the teacher on a bed alone
     if cfg.bed_alone_targets == "noise_classes":
-        bed_keep = np.array([n in noise_classes() for n in names], dtype=np.float32)
+        keep = noise_classes()
+        bed_keep = np.array([n in keep for n in names], dtype=np.float32)
         log.info("a bed alone is taught %d noise, hum, silence and room classes, 0 elsewhere",
                  int(bed_keep.sum()))
     aug_cfg = MelAugmentConfig.from_dict(cfg.augment)

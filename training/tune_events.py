@@ -62,7 +62,6 @@ log = logging.getLogger("training.tune_events")
 
 DEFAULT_GRID = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 DEFAULT_HOLDS = (0.5, 1.0, 2.0, 4.0)
-"""Noise, hum, silence, scene and room classes: never added as event labels (candidates)."""
 COLLAR_S = 1.0
 
 Event = tuple[str, int, float, float]
