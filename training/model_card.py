@@ -312,7 +312,8 @@ def render(card: dict[str, Any], head: str) -> str:
     if any(r.get("onset_latency_late_start_s") for _, r in by_hop):
         out += ["", f"By hop, with latency also over the reference events that start ≥ {LATE_START_S:g} s into "
                 "a scene (the first patch ends 0.96 s in):", "",
-                "| hop | micro F1 (1 s collar) | latency p50, all | latency p50 / p95, starts ≥ 1 s | matched |",
+                f"| hop | micro F1 (1 s collar) | latency p50, all | latency p50 / p95, starts ≥ {LATE_START_S:g} s "
+                "| matched |",
                 "|---|---:|---:|---:|---:|"]
         for what, r in by_hop:
             a, b = r.get("onset_latency_s", {}), r.get("onset_latency_late_start_s", {})
