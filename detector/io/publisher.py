@@ -27,6 +27,9 @@ import zmq
 from detector.io.endpoint import check_endpoint
 from detector.io.wire import encode
 
+_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_LAST = int(zmq.NOBLOCK)
+
 if TYPE_CHECKING:
     from detector.io.security import CurveServerConfig
 
@@ -137,8 +140,11 @@ class ZmqPublisher:
         return any(t.startswith(prefix) for prefix in self._subscriptions)
 
     def send(self, message: dict[str, Any]) -> None:
+        topic, body = encode(message)
         try:
-            self._sock.send_multipart(encode(message), flags=zmq.NOBLOCK)
+            # send_multipart, without its per-call flag arithmetic on enums (~5 us a message)
+            self._sock.send(topic, _MORE)
+            self._sock.send(body, _LAST)
             self.sent += 1
         except zmq.Again:
             self.dropped += 1

@@ -67,12 +67,13 @@ def topic_for(message: dict[str, Any]) -> str:
     return f"{message['type']}.{message['stream']}"
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+"""``json.dumps(m, separators=(",", ":"), allow_nan=False)`` builds this encoder anew at every call."""
+
+
 def encode(message: dict[str, Any]) -> list[bytes]:
     """Message -> ``[topic, json]`` frames."""
-    return [
-        topic_for(message).encode("utf-8"),
-        json.dumps(message, separators=(",", ":"), allow_nan=False).encode("utf-8"),
-    ]
+    return [topic_for(message).encode("utf-8"), _JSON.encode(message).encode("utf-8")]
 
 
 def decode(frames: list[bytes]) -> tuple[str, dict[str, Any]]:
