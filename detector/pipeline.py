@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 import uuid
@@ -47,7 +48,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 import detector
-from detector.config import Config, load_config
+from detector.config import FEW_LIVE_STREAMS, Config, load_config
+from detector.decide.smoother import SmootherBank
 from detector.frontend.logmel import LogMelKernel
 from detector.frontend.patcher import Patch
 from detector.io.clips import ClipRecorder, ClipWriter
@@ -68,11 +70,18 @@ FILE_BATCH_PATCHES = 64
 """Patches file streams read ahead for, per loop: inference costs least per patch around
 batch 64 on CPU (docs/benchmarks.md), and the read-ahead bounds memory (~31 s of audio
 for one file at a 0.48 s hop)."""
+MANY_STREAMS_BATCH = 32
+"""Patches per inference call with many live streams on the CPU (Listener.infer_chunk)."""
 MIN_WAIT_S = 0.001
 """Shortest sleep of an idle loop: streams due within this are read together."""
 FE_SLICE_FRAMES = 4096
 """Raw frames (about 85 live streams' hop, or 41 s of one file) after which the loop starts
 their front end and reads on: with many streams the reads overlap the transform."""
+LIVE_ITER_FRAMES = 8192
+"""Raw frames of paced streams (about 170 live streams' hop) one iteration reads at most: when
+many streams are due at once (they started together), the rest wait for the next iteration,
+so that the front end, inference and decisions of one part overlap the reading of the next
+instead of the whole burst passing each stage in turn (docs/benchmarks.md)."""
 THREAD_MIN_FRAMES = 256
 THREAD_MIN_PATCHES = 8
 """Less front-end or inference work than this runs on the loop's thread: handing it to
@@ -180,7 +189,12 @@ class Listener:
         self.config_path = Path(config_path) if config_path is not None else None
         _warn_if_blas_threaded()
         lc = self.config.listen
-        self.scorer = scorer or load_scorer(model, lc.device, lc.threads, lc.max_batch)
+        n_live = sum(s.is_live for s in sources)  # sets the automatic live hop and threads
+        self.scorer = scorer or load_scorer(model, lc.device, lc.threads_for(n_live), lc.max_batch)
+        # Inference calls of at most this many patches: with many live streams on the CPU
+        # (one onnxruntime thread) 32 cost ~25 % less a patch than 256 (cache-sized).
+        many_on_cpu = n_live > FEW_LIVE_STREAMS and lc.device == "cpu"
+        self.infer_chunk = min(lc.max_batch, MANY_STREAMS_BATCH) if many_on_cpu else lc.max_batch
         self.sinks = list(sinks)
         self.session = uuid.uuid4().hex[:12]
         ids = [s.stream_id for s in sources]
@@ -189,11 +203,13 @@ class Listener:
             raise ValueError(f"stream ids must be unique; repeated: {dupes}")
         self.seq_store = SeqStore(state_dir, self.session) if state_dir is not None else None
         self.kernel = LogMelKernel(self.scorer.contract.features)  # shared by every stream
-        n_live = sum(s.is_live for s in sources)  # sets the automatic live hop
         self.streams = [
             StreamState(s, self.scorer, self.config, self.session, self.seq_store, self.kernel, n_live)
             for s in sources
         ]
+        # Every stream's smoother state as rows of shared arrays: one hop of many streams
+        # is decided together (_collect).
+        self.bank = SmootherBank([st.smoother for st in self.streams])
         if clips is not None:
             # Audio fed beyond the instant an event message names: a patch, plus one read.
             # (Files do not read ahead while clips are recorded: see run().)
@@ -204,6 +220,7 @@ class Listener:
         self.read_ahead = clips is None
         self.latency_observer = latency_observer
         self.batches = 0
+        self.any_failed = False
         # CPU seconds per stage, each on the thread that ran it (onnxruntime's own worker
         # threads not counted): where the time goes (sed-bench, docs/benchmarks.md).
         self.stage_cpu_s = {"read": 0.0, "frontend": 0.0, "inference": 0.0, "decide": 0.0}
@@ -395,6 +412,7 @@ class Listener:
 
     def _fail(self, st: StreamState, err: Exception) -> None:
         st.ended = True
+        self.any_failed = True  # the loop drops it from its live streams
         # Expected failures carry a message that names the input; others keep their type.
         st.error = str(err) if isinstance(err, ValueError | OSError) else f"{type(err).__name__}: {err}"
         log.error("stream %s failed and was closed: %s", st.id, err)
@@ -403,11 +421,12 @@ class Listener:
         st.source.close()
 
     def _submit(self, pool: ThreadPoolExecutor, pending: list[_Pending]) -> _Batch:
-        """Start one batched inference call for ``pending`` on the inference thread."""
-        batch = np.stack([p.patch.data for p in pending])
+        """Start one batched inference call for ``pending`` on the inference thread (which
+        also stacks the patches into one batch: ~5 us a patch off this thread)."""
         self.batches += 1
         self.batch_sizes.append(len(pending))
-        return _Batch(self._run(pool, self._infer, batch, len(pending) >= THREAD_MIN_PATCHES), pending)
+        patches = [p.patch.data for p in pending]
+        return _Batch(self._run(pool, self._infer, patches, len(pending) >= THREAD_MIN_PATCHES), pending)
 
     @staticmethod
     def _run(pool: ThreadPoolExecutor, fn: Callable[[Any], _T], arg: Any, threaded: bool) -> Future[_T]:
@@ -421,14 +440,21 @@ class Listener:
             done.set_exception(e)
         return done
 
-    def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
+    def _infer(self, patches: list[np.ndarray]) -> tuple[np.ndarray, float]:
         t0, c0 = time.perf_counter(), time.thread_time()
-        scores = self.scorer.score(batch)
+        batch = np.stack(patches)
+        step = self.infer_chunk
+        if len(patches) <= step:
+            scores = self.scorer.score(batch)
+        else:
+            scores = np.concatenate([self.scorer.score(batch[i : i + step]) for i in range(0, len(patches), step)])
         self.stage_cpu_s["inference"] += time.thread_time() - c0
         return scores, time.perf_counter() - t0
 
     def _collect(self, job: _Batch) -> None:
-        """Wait for a batch's scores; each stream's patches go through its decisions as one block."""
+        """Wait for a batch's scores; each stream's patches go through its decisions as one
+        block, and the streams with one patch in the batch (many live streams) through the
+        :class:`~detector.decide.smoother.SmootherBank` together."""
         scores, t_inf = job.future.result()
         c0 = time.thread_time()
         pending = job.pending
@@ -436,19 +462,40 @@ class Listener:
         rows: dict[int, list[int]] = {}  # each stream's patches, in order
         for i, item in enumerate(pending):
             rows.setdefault(id(item.stream), []).append(i)
+        single: list[int] = []  # one patch of a stream the bank can step
+        steppable = self.bank.steppable
         for idx in rows.values():
             st = pending[idx[0]].stream
             if st.error:
                 continue
+            if len(idx) == 1 and steppable[st.smoother.bank_row]:
+                single.append(idx[0])
+                continue
             t1 = time.perf_counter()
             self.publish(st.on_scores_many([pending[i].patch for i in idx], scores[idx]))
-            done = time.perf_counter()
-            st.add_busy(share * len(idx) + done - t1)
-            for i in idx:
-                st.add_latency(done - pending[i].ready_at)
-                if self.latency_observer is not None:
-                    self.latency_observer(st.id, done - pending[i].ready_at)
+            self._done([pending[i] for i in idx], share * len(idx) + time.perf_counter() - t1)
+        if len(single) > 0:
+            t1 = time.perf_counter()
+            items = [pending[i] for i in single]
+            centres = np.array([p.stream.centre_of(p.patch) for p in items])
+            bank_rows = np.array([p.stream.smoother.bank_row for p in items])
+            decided = self.bank.step(bank_rows, scores[single], centres)
+            for j, p in enumerate(items):
+                self.publish(p.stream.on_decisions([p.patch], centres[j : j + 1], decided.row(j)))
+            each = (time.perf_counter() - t1) / len(items)
+            for p in items:
+                self._done([p], share + each)
         self.stage_cpu_s["decide"] += time.thread_time() - c0
+
+    def _done(self, items: list[_Pending], busy_s: float) -> None:
+        """One stream's patches are decided: its busy time and each patch's latency."""
+        st = items[0].stream
+        st.add_busy(busy_s)
+        done = time.perf_counter()
+        for p in items:
+            st.add_latency(done - p.ready_at)
+            if self.latency_observer is not None:
+                self.latency_observer(st.id, done - p.ready_at)
 
     def _wait(self, live: list[StreamState], stop: threading.Event, until_status: float) -> None:
         """Sleep until a paced stream's next patch is due, the next status message, or
@@ -544,6 +591,11 @@ class Listener:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sed-inference")
         fe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sed-frontend")
         inflight: _Batch | None = None
+        carry: list[_Pending] = []  # patches not yet sent to the busy inference thread
+        n_files = sum(not st.source.is_live for st in live)  # (both redone when a stream ends)
+        offline = self.read_ahead and n_files == len(live)  # files only: waiting loses nothing
+        cursor = 0  # where the next iteration starts reading (live[cursor % len(live)])
+        due_later: list[StreamState] = []  # paced streams read whose rows are deferred
         # Files only: the front end of one read is taken at the next iteration, so that
         # the next read overlaps it (each stage on its own core); live audio is never held.
         deferred: list[_FrontEnd] = []
@@ -558,10 +610,17 @@ class Listener:
                 progressed = False
                 ended: list[StreamState] = []
                 visited: list[StreamState] = []
-                n_files = sum(not st.source.is_live for st in live)
                 mono = time.monotonic()
                 c0 = time.thread_time()
-                for st in live:
+                paced_rows = 0  # raw frames read from paced streams this iteration
+                capped = False
+                # Streams in turn from where the last iteration stopped (see LIVE_ITER_FRAMES).
+                first = cursor % len(live)
+                for k, st in enumerate(live[first:] + live[:first]):
+                    if paced_rows >= LIVE_ITER_FRAMES:
+                        cursor = first + k  # the rest are read next, at once
+                        progressed = capped = True
+                        break
                     if st.source.paced and st.due > mono:
                         continue  # its next patch is not due yet: nothing to do
                     chunk = round(lc.file_chunk_s * st.sample_rate)
@@ -579,7 +638,10 @@ class Listener:
                         ended.append(st)
                     elif st.source.paced:
                         visited.append(st)
-                    rows += sum(f.shape[0] for _, f in frames[had:])
+                    got = sum(f.shape[0] for _, f in frames[had:])
+                    rows += got
+                    if st.source.paced:
+                        paced_rows += got
                     if rows >= FE_SLICE_FRAMES:
                         fe_jobs.append(self._front_end(fe_pool, frames, rows))
                         frames, rows = [], 0
@@ -589,36 +651,59 @@ class Listener:
                 # The front end (numpy FFT and BLAS, which release the GIL) runs on its own
                 # thread while this one makes the decisions of the batch scored meanwhile.
                 self._update_scores_wanted()
-                if inflight is not None:
+                # While more streams wait to be read (capped), a batch still being scored is
+                # not waited for: its scores are taken at a later iteration.
+                if inflight is not None and (not capped or inflight.future.done()):
                     self._collect(inflight)
                     inflight = None
+                pending.extend(carry)  # patches from earlier iterations go first
+                carry = []
                 self._take(deferred, pending)
                 deferred = []
                 control_waiting = self.control is not None and self.control.waiting()
-                offline = self.read_ahead and not any(st.source.is_live for st in live)
-                if offline and progressed and not ended and not control_waiting:
+                # Deferred too: live streams' rows while more of them are read at once (capped).
+                if (offline or capped) and progressed and not ended and not control_waiting:
                     deferred = fe_jobs
                 else:
                     self._take(fe_jobs, pending)
+                waiting = {id(st) for job in deferred for st, _ in job.frames}
                 mono = time.monotonic()
-                for st in visited:  # when each one's next patch is complete (patchers advanced),
-                    # but never so late that more than half of max_backlog_s has piled up
+                not_yet = []
+                for st in visited + due_later:  # when each one's next patch is complete (its
+                    # patcher advanced), but never so late that more than half of
+                    # max_backlog_s has piled up
+                    if id(st) in waiting:  # its rows are taken next iteration: not read till then
+                        st.due = math.inf
+                        not_yet.append(st)
+                        continue
                     wait = min(st.samples_to_next_patch() / st.sample_rate, 0.5 * lc.max_backlog_s)
                     st.due = mono + MIN_WAIT_S + wait
+                due_later = not_yet
                 for st in ended:
                     if not st.error:
                         pending.extend(_Pending(st, p, time.perf_counter()) for p in st.finish())
-                inflight = self._submit(pool, pending) if pending else None
-                if inflight is not None and (ended or not progressed or control_waiting):
+                if pending and inflight is None:
+                    inflight = self._submit(pool, pending)
+                else:
+                    carry = pending  # the inference thread is busy: the next batch grows
+                if ended or not progressed or control_waiting:
                     # Before an end of stream, a control command or a sleep: nothing in flight.
-                    self._collect(inflight)
-                    inflight = None
-                for st in live:
-                    if st.ended and not st.error:
-                        self.publish(st.close_events("end_of_stream"))
-                        self.publish([st.status("ended", time.time())])
-                        st.source.close()
-                live = [st for st in live if not st.ended]
+                    if inflight is not None:
+                        self._collect(inflight)
+                        inflight = None
+                    if carry:
+                        self._collect(self._submit(pool, carry))
+                        carry = []
+                if ended or self.any_failed:
+                    for st in live:
+                        if st.ended and not st.error:
+                            self.publish(st.close_events("end_of_stream"))
+                            self.publish([st.status("ended", time.time())])
+                            st.source.close()
+                    live = [st for st in live if not st.ended]
+                    n_files = sum(not st.source.is_live for st in live)
+                    offline = self.read_ahead and n_files == len(live)
+                    self.any_failed = False
                 now = time.time()
                 if now - last_status >= lc.status_interval_s:
                     self.publish([st.status(st.state_now(), now) for st in live])
@@ -631,8 +716,8 @@ class Listener:
             try:
                 if inflight is not None:
                     self._collect(inflight)
-                if deferred:  # audio read before a stop is still analysed
-                    pending = []
+                if deferred or carry:  # audio read before a stop is still analysed
+                    pending = carry
                     self._take(deferred, pending)
                     if pending:
                         self._collect(self._submit(pool, pending))

@@ -18,7 +18,7 @@ import numpy as np
 
 from detector.config import Config
 from detector.decide.events import EventBuilder
-from detector.decide.smoother import LabelPolicy, Smoother, SmootherConfig
+from detector.decide.smoother import Decisions, LabelPolicy, Smoother, SmootherConfig
 from detector.frontend.logmel import LogMelKernel, LogMelStage
 from detector.frontend.patcher import Patch, Patcher
 from detector.io.clips import ClipRecorder
@@ -35,8 +35,7 @@ log = logging.getLogger(__name__)
 
 LEVEL_FLOOR_DBFS = -120.0
 LATENCY_WINDOW = 512  # recent per-hop latencies kept for p50/p99
-# Smoother arrays a threshold change or reload may replace; the rest needs a restart.
-_POLICY_ARRAYS = ("on", "off", "enabled", "debounce", "hold", "min_dur")
+# Smoother arrays a reload may not change (thresholds and timing it may: Smoother.set_policy).
 _STATE_ARRAYS = ("_ema", "_median", "_alpha", "_med_len")
 
 
@@ -274,6 +273,10 @@ class StreamState:
         """Scores ``(L,)`` of one patch -> its event and scores messages."""
         return self.on_scores_many([patch], raw[None, :])
 
+    def centre_of(self, patch: Patch) -> float:
+        """Stream seconds of a patch's centre: the instant its scores are attributed to."""
+        return 0.5 * (patch.start + patch.start + self.patcher.cfg.patch_seconds)
+
     def on_scores_many(self, patches: list[Patch], raw: np.ndarray) -> list[dict[str, Any]]:
         """Scores ``(n, L)`` of ``n`` consecutive patches -> their messages, in patch order.
 
@@ -281,12 +284,18 @@ class StreamState:
         (:meth:`~detector.decide.smoother.Smoother.process_many`); per patch only the
         events that happen and the top-k scores message are built.
         """
+        centres = np.array([self.centre_of(p) for p in patches])
+        return self.on_decisions(patches, centres, self.smoother.process_many(raw, centres))
+
+    def on_decisions(self, patches: list[Patch], centres: np.ndarray, d: Decisions) -> list[dict[str, Any]]:
+        """What the smoother decided for ``n`` consecutive patches (centred at ``centres``)
+        -> their event and scores messages, in patch order."""
         n = len(patches)
-        half = 0.5 * self.patcher.cfg.patch_seconds
-        centres = np.array([0.5 * (p.start + p.start + 2.0 * half) for p in patches])
-        d = self.smoother.process_many(raw, centres)
-        k = min(self.listen.top_k, len(self.labels))
+        self.patches += n
         scores = self.listen.scores and self.scores_wanted
+        if not scores and not self.events.open and not any(d.transitions):
+            return []  # the usual hop of a quiet stream: nothing to say
+        k = min(self.listen.top_k, len(self.labels))
         if scores:
             top = top_k(d.smoothed, k)
             rows = np.arange(n)[:, None]
@@ -311,7 +320,6 @@ class StreamState:
                 ]
                 payload = {"patch_start": round(patch.start, 4), "patch_end": round(patch.end, 4), "top": entries}
                 out.append(self.message("scores", payload, patch.end))
-        self.patches += n
         return out
 
     def close_events(self, reason: str) -> list[dict[str, Any]]:
@@ -345,8 +353,7 @@ class StreamState:
                 "that needs a restart (thresholds, debounce, hold, min duration and enabled "
                 "can be reloaded)"
             )
-        for a in _POLICY_ARRAYS:
-            setattr(self.smoother, a, getattr(new, a))
+        self.smoother.set_policy(new)  # in place: the arrays may be rows of a SmootherBank
 
     def add_busy(self, seconds: float) -> None:
         self._busy_s += seconds
@@ -372,7 +379,7 @@ class StreamState:
         """A one-time status message when the first NaN/Inf/out-of-range samples were replaced."""
         if self._bad_input_reported:
             return None
-        n = self.counters()["nonfinite_samples"]
+        n = int(getattr(self.source, "nonfinite_samples", 0)) + self.nonfinite_samples  # as counters()
         if not n:
             return None
         self._bad_input_reported = True

@@ -298,3 +298,68 @@ def test_front_end_in_slices_changes_nothing(
     assert sorted(whole_scores) == [p.name for p in paths]
     assert sliced_scores == whole_scores
     assert sliced_events == whole_events
+
+
+def test_many_paced_streams_read_in_parts_and_decided_together_change_nothing(
+    scorer: OnnxScorer, toy_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With many live streams due at once the loop reads them in parts (LIVE_ITER_FRAMES),
+    takes each part's log-mel rows at the next iteration, lets the next batch grow while
+    one is scored, and decides one hop of many streams at once (SmootherBank.step). Every
+    stream's messages are those of reading all at once and deciding each stream alone."""
+    import detector.pipeline as pipeline
+    from detector.decide.smoother import SmootherBank
+
+    audio, rate = sf.read(str(toy_scene), dtype="float32")
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"s{i}.wav"
+        sf.write(p, np.roll(audio, 2500 * i)[: 4 * rate], rate, subtype="FLOAT")
+        paths.append(p)
+    config = Config(listen=dataclasses.replace(ListenConfig(), realtime=True, live_patch_hop_s=0.48))
+    step, bank_init, scores_wanted = SmootherBank.step, SmootherBank.__init__, Listener._update_scores_wanted
+    infer = Listener._infer
+
+    def slow_infer(self: Listener, patches: list[np.ndarray]) -> tuple[np.ndarray, float]:
+        time.sleep(0.05)  # a busy inference thread: the next batch grows meanwhile
+        return infer(self, patches)
+
+    def run(iter_frames: int, together: bool) -> tuple[dict[str, list[Any]], list[tuple[Any, ...]], int, int]:
+        monkeypatch.setattr(pipeline, "LIVE_ITER_FRAMES", iter_frames)
+        monkeypatch.setattr(pipeline, "THREAD_MIN_PATCHES", 1)  # every batch on the inference thread
+        monkeypatch.setattr(Listener, "_infer", slow_infer if together else infer)
+        rows_stepped = [0]
+        iterations = [0]
+
+        def counted_step(self: SmootherBank, rows: np.ndarray, *a: Any) -> Any:
+            rows_stepped[0] = max(rows_stepped[0], len(rows))
+            return step(self, rows, *a)
+
+        def init(self: SmootherBank, smoothers: Any) -> None:
+            bank_init(self, smoothers)
+            self.steppable[:] = together  # False: every stream through its own smoother
+
+        def count_iterations(self: Listener) -> None:
+            iterations[0] += 1
+            scores_wanted(self)
+
+        monkeypatch.setattr(SmootherBank, "step", counted_step)
+        monkeypatch.setattr(SmootherBank, "__init__", init)
+        monkeypatch.setattr(Listener, "_update_scores_wanted", count_iterations)
+        sink = ListSink()
+        Listener([FileSource(p, 16000, realtime=True, stream_id=p.name) for p in paths], [sink], config,
+                 scorer=scorer).run()
+        events = sorted((m["stream"], m["event"], m["label"], m["stream_time"], m["seq"]) for m in sink.messages
+                        if m["type"] == "event")
+        return _scores_by_stream(sink.messages), events, rows_stepped[0], iterations[0]
+
+    ref_scores, ref_events, ref_rows, ref_iterations = run(10**9, together=False)
+    scores, events, rows, iterations = run(1, together=True)  # one stream read per iteration
+    # One stream is read per iteration; batches of >= 3 streams grew while one was scored,
+    # and the bank decided their hops at once.
+    assert ref_rows == 0 and rows >= 3
+    assert iterations > 2 * ref_iterations  # and the streams were read in parts
+    assert sorted(scores) == [p.name for p in paths]
+    assert all(len(v) >= 6 for v in scores.values())
+    assert scores == ref_scores
+    assert events == ref_events and len(events) > 0

@@ -21,6 +21,7 @@ from detector.sources.parse import (
     SourceError,
     StdinSource,
     describe_format,
+    is_live_spec,
     list_devices,
     parse_source,
 )
@@ -390,6 +391,12 @@ def test_parse_source(tmp_path: Path) -> None:
         assert isinstance(s, StdinSource) and s.stream_id == "stdin" and s.in_rate == 8000
     with pytest.raises(SourceError, match="no such file"):
         parse_source(str(tmp_path / "missing.wav"), RATE)
+    # what is_live_spec says without opening anything is what parse_source makes
+    for spec, realtime in ((str(path), False), (str(path), True), ("-", False)):
+        made = parse_source(spec, RATE, realtime=realtime)
+        assert is_live_spec(spec, realtime) == made.is_live
+        made.close()
+    assert is_live_spec("mic") and is_live_spec("mic:2") and is_live_spec("rtsp://cam/stream")
 
 
 def test_unknown_microphone_names_the_way_out() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from detector.config import load_config
 from detector.decide.events import EventBuilder
-from detector.decide.smoother import LabelPolicy, Smoother, SmootherConfig
+from detector.decide.smoother import LabelPolicy, Smoother, SmootherBank, SmootherConfig
 from detector.frontend.features import FeatureConfig
 from detector.frontend.patcher import Patcher
 from detector.model.contract import Label
@@ -117,6 +117,56 @@ def test_close_ends_open_events_and_nan_scores_are_safe() -> None:
     assert not sm.active.any()
 
 
+def _bank_smoothers(n: int, hop: float = HOP) -> list[Smoother]:
+    cfg = SmootherConfig(
+        default=LabelPolicy(ema_tau_s=0.6, hold_s=0.5, min_duration_s=1.0),
+        labels={"B": {"method": "none"}, "C": {"debounce_s": 1.0}, "D": {"enabled": False}, "E": {"hold_s": 1.5}},
+    )
+    return [Smoother(cfg, list("ABCDE"), [0.5, 0.6, 0.4, 0.5, 0.7], [0.3, 0.5, 0.2, 0.3, 0.6], hop)
+            for _ in range(n)]
+
+
+def test_bank_steps_many_streams_as_each_smoother_alone() -> None:
+    """SmootherBank.step (one hop of many streams together) decides exactly what each
+    stream's smoother decides alone, including when streams alternate between the two."""
+    rng = np.random.default_rng(3)
+    n_streams, hops = 6, 60
+    alone = _bank_smoothers(n_streams)
+    banked = _bank_smoothers(n_streams)
+    bank = SmootherBank(banked)
+    for sm in (alone[2], banked[2]):  # a per-stream threshold change (the control socket's)
+        sm.on[0], sm.off[0] = 0.8, 0.1
+    # Runs of high and low scores, so that events open, persist and close.
+    level = rng.random((hops // 6, n_streams, 5)).repeat(6, axis=0)
+    x = np.clip(level + 0.15 * rng.standard_normal((hops, n_streams, 5)), 0.0, 1.0)
+    x[7, 1, 4] = np.nan
+    fired = 0
+    for k in range(hops):
+        centre = k * HOP + HOP / 2
+        together = [i for i in range(n_streams) if (i + k) % 4]  # the others go alone this hop
+        step = bank.step(np.array(together), x[k, together], np.full(len(together), centre))
+        decided = {i: step.row(j) for j, i in enumerate(together)}
+        for i in range(n_streams):
+            ref = alone[i].process_many(x[k, i][None, :], np.array([centre]))
+            got = decided[i] if i in decided else banked[i].process_many(x[k, i][None, :], np.array([centre]))
+            np.testing.assert_array_equal(got.smoothed, ref.smoothed)
+            np.testing.assert_array_equal(got.active, ref.active)
+            assert got.transitions == ref.transitions
+            np.testing.assert_array_equal(banked[i].active, alone[i].active)
+            fired += len(ref.transitions[0])
+    assert fired > 20  # onsets and offsets happened, on several streams
+    for a, b in zip(alone, banked, strict=True):
+        assert a.close(hops * HOP) == b.close(hops * HOP)
+
+
+def test_bank_takes_only_what_it_can_step() -> None:
+    median = Smoother(SmootherConfig(labels={"A": {"method": "median"}}), list("ABCDE"), [0.5] * 5, [0.3] * 5, HOP)
+    bank = SmootherBank([*_bank_smoothers(2), median])
+    assert bank.steppable.tolist() == [True, True, False]
+    with pytest.raises(ValueError, match="one label set"):
+        SmootherBank([_smoother(), *_bank_smoothers(1)])
+
+
 # --- events --------------------------------------------------------------------
 
 def test_event_builder_onset_updates_offset() -> None:
@@ -137,6 +187,18 @@ def test_event_builder_onset_updates_offset() -> None:
 
 
 # --- config --------------------------------------------------------------------
+
+def test_automatic_threads_and_hop_follow_the_number_of_live_streams() -> None:
+    from detector.config import FEW_LIVE_STREAMS, LIVE_FINE_HOP_S, ListenConfig
+
+    auto = ListenConfig()
+    assert auto.threads_for(FEW_LIVE_STREAMS) == 0  # onnxruntime's choice: every core
+    assert auto.threads_for(FEW_LIVE_STREAMS + 1) == 1
+    assert auto.hop_for(True, FEW_LIVE_STREAMS) == LIVE_FINE_HOP_S
+    assert auto.hop_for(True, FEW_LIVE_STREAMS + 1) == auto.patch_hop_s
+    assert ListenConfig(threads=3).threads_for(1000) == 3  # a setting is kept
+
+
 
 def test_config_from_toml(tmp_path: Path) -> None:
     path = tmp_path / "sed.toml"

@@ -46,7 +46,7 @@ from detector.bench.modelcost import graph_cost, ms_per_patch, peak_flops
 from detector.bench.procs import REPO, memory, serve
 from detector.bench.report import table
 from detector.bench.scale import Scorer, scale
-from detector.config import Config, ListenConfig
+from detector.config import FEW_LIVE_STREAMS, Config, ListenConfig
 from detector.io.publisher import JsonLinesSink, ListSink, ZmqPublisher, sink_wants
 from detector.io.wire import decode
 from detector.model.resolve import resolve_model
@@ -459,11 +459,17 @@ def run_bench(
         out[name]["onset"] = measured(f"{name} onset", partial(
             onset_latency, sc, tmp / "onset.wav", starts, bc.onset_spacing_s / 2, config, bc.onset_label
         ))
-    for name, (sc, _) in scorers.items():
-        log.info("%s: scale", name)
+    # Many live streams: the threads sed-listen chooses for them (ListenConfig.threads_for).
+    many = config.listen.threads_for(FEW_LIVE_STREAMS + 1)
+    for name, (sc, path) in scorers.items():
+        log.info("%s: scale (onnxruntime threads: %s)", name, many or "its choice")
+        if many != bc.threads:
+            sc = (OnnxScorer(path, bc.device, many, config.listen.max_batch) if name == "ours"
+                  else YamnetScorer(path, many, config.listen.max_batch))
         out[name]["scale"] = measured(f"{name} scale", partial(
             scale, sc, scale_file, config, start=bc.scale_start, limit=bc.scale_max, seconds=bc.scale_seconds,
             max_lag_s=bc.max_lag_s, log_step=_step_logger(name)))
+        out[name]["scale"]["threads"] = many
     log.info("memory")
     out["ours"]["memory"] = memory(model, None, live)
     if yamnet is not None:

@@ -192,15 +192,19 @@ def _spec_id(spec: str) -> str:
     return os.path.basename(text) or text
 
 
+def _specs(args: argparse.Namespace) -> list[str]:
+    """The source specs given (a microphone when none)."""
+    specs = list(args.sources) + list(args.file)
+    if args.mic is not None:
+        specs.append(f"mic:{args.mic}")
+    return specs or ["mic"]
+
+
 def _make_sources(args: argparse.Namespace, rate: int, realtime: bool) -> list[Source]:
     """One source per spec. With several, one that fails to open becomes a
     :class:`FailedSource` (reported on its ``status.<stream>``) and the others go on;
     a single failing source, or all failing, is an error."""
-    specs = list(args.sources) + list(args.file)
-    if args.mic is not None:
-        specs.append(f"mic:{args.mic}")
-    if not specs:
-        specs = ["mic"]
+    specs = _specs(args)
     srcs: list[Source] = []
     errors: list[ValueError] = []
     for spec in specs:
@@ -285,7 +289,8 @@ def _run(args: argparse.Namespace) -> int:
 
         args.metrics = args.metrics or DEFAULT_METRICS_ADDRESS
         parse_metrics_address(args.metrics)
-    scorer = load_scorer(args.model, lc.device, lc.threads, lc.max_batch)
+    n_live = sum(sources_mod.is_live_spec(spec, lc.realtime) for spec in _specs(args))
+    scorer = load_scorer(args.model, lc.device, lc.threads_for(n_live), lc.max_batch)
     for hop in {lc.hop_for(False), lc.hop_for(True)}:
         hop_frames_for(hop, scorer)  # reject a bad hop before opening any device
     c = scorer.contract  # reject unknown label names before opening any device

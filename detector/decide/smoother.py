@@ -110,6 +110,10 @@ class Decisions:
     transitions: list[list[Transition]]
     active: np.ndarray
 
+    def row(self, r: int) -> Decisions:
+        """Hop ``r`` alone."""
+        return Decisions(self.smoothed[r : r + 1], [self.transitions[r]], self.active[r : r + 1])
+
 
 class Smoother:
     """``process(scores (L,), centre_s) -> (smoothed (L,), [Transition])``; ``close(t)`` at end."""
@@ -148,18 +152,32 @@ class Smoother:
         self._any_median = bool(self._median.any())
         self._hist = np.zeros((int(med.max()), L))
         self._n_labels = L
-        self.reset()
-
-    def reset(self) -> None:
-        L = self._n_labels
+        # The state (a SmootherBank may make these views of its rows: always updated in place).
         self._ema_state = np.zeros(L)
-        self._hist[:] = 0.0
-        self._steps = 0
         self.active = np.zeros(L, dtype=bool)
         self.start = np.full(L, np.nan)
         self._above_since = np.full(L, np.nan)
         self._below_since = np.full(L, np.nan)
         self.smoothed = np.zeros(L)
+        self.bank: SmootherBank | None = None
+        self.bank_row = -1
+        self.reset()
+
+    def reset(self) -> None:
+        self._ema_state[:] = 0.0
+        self._hist[:] = 0.0
+        self._steps = 0
+        self.active[:] = False
+        self.start[:] = np.nan
+        self._above_since[:] = np.nan
+        self._below_since[:] = np.nan
+        self.smoothed[:] = 0.0
+
+    def set_policy(self, other: Smoother) -> None:
+        """Take ``other``'s thresholds and timing (``on``, ``off``, ``enabled``, ``debounce``,
+        ``hold``, ``min_dur``), in place; the smoothing state is kept."""
+        for name in ("on", "off", "enabled", "debounce", "hold", "min_dur"):
+            getattr(self, name)[...] = getattr(other, name)
 
     def _smooth(self, x: np.ndarray) -> np.ndarray:
         """Smoothed scores of hops ``x`` ``(n, L)``, in order; advances the state."""
@@ -193,7 +211,7 @@ class Smoother:
         for r in range(x.shape[0]):  # a recurrence; each step is one vector op over labels
             state = a * x[r] + b * state
             ema[r] = state
-        self._ema_state = state
+        self._ema_state[...] = state
         return ema
 
     def process(self, scores: np.ndarray, centre_s: float) -> tuple[np.ndarray, list[Transition]]:
@@ -214,7 +232,7 @@ class Smoother:
             x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)
         s = self._smooth(x)
         if n:
-            self.smoothed = s[-1]
+            self.smoothed[...] = s[-1]
         starts = np.asarray(centres_s, dtype=np.float64) - self.hop_s / 2.0
         ends = starts + self.hop_s
         active_rows = np.repeat(self.active[None, :], n, axis=0)
@@ -278,3 +296,116 @@ class Smoother:
         self._below_since[:] = np.nan
         self._above_since[:] = np.nan
         return out
+
+
+class SmootherBank:
+    """Many streams' smoothers with their state as rows of shared ``(streams, labels)`` arrays.
+
+    :meth:`step` decides one hop of any subset of the streams as array work over
+    streams x labels, the same arithmetic as each smoother's
+    :meth:`Smoother.process_many` on that hop (``tests/test_stages.py`` holds them equal):
+    smoothing for all of them at once, and the hysteresis, as there, only for the
+    labels whose raw score reaches ``on`` or that are open. A :class:`~detector.pipeline.Listener`
+    with many live streams gets one hop of most of them per batch; one call per stream
+    cost more than the model (docs/benchmarks.md).
+
+    Each smoother keeps working alone (its arrays become views of its row, updated in
+    place); only EMA (the default) or ``none`` smoothing can be stepped here (:attr:`steppable`).
+    """
+
+    _ROWS = ("on", "off", "enabled", "debounce", "hold", "min_dur", "_alpha", "_ema", "_ema_state",
+             "smoothed", "active", "start", "_above_since", "_below_since")
+    # (streams, labels): row i is smoothers[i]'s array of that name
+    on: np.ndarray
+    off: np.ndarray
+    enabled: np.ndarray
+    debounce: np.ndarray
+    hold: np.ndarray
+    min_dur: np.ndarray
+    _alpha: np.ndarray
+    _ema: np.ndarray
+    _ema_state: np.ndarray
+    smoothed: np.ndarray
+    active: np.ndarray
+    start: np.ndarray
+    _above_since: np.ndarray
+    _below_since: np.ndarray
+
+    def __init__(self, smoothers: Sequence[Smoother]) -> None:
+        self.smoothers = list(smoothers)
+        widths = {s._n_labels for s in self.smoothers}
+        if len(widths) > 1:
+            raise ValueError(f"a SmootherBank needs one label set; got label counts {sorted(widths)}")
+        for name in self._ROWS:
+            rows = np.stack([getattr(s, name) for s in self.smoothers]) if self.smoothers else np.zeros((0, 0))
+            setattr(self, name, rows)
+            for i, s in enumerate(self.smoothers):
+                setattr(s, name, rows[i])
+        self._hop = np.array([s.hop_s for s in self.smoothers])
+        self._all_ema = np.array([s._all_ema for s in self.smoothers], dtype=bool)
+        self.steppable = np.array([not s._any_median for s in self.smoothers], dtype=bool)
+        for i, s in enumerate(self.smoothers):
+            s.bank, s.bank_row = self, i
+
+    def step(self, rows: np.ndarray, scores: np.ndarray, centres_s: np.ndarray) -> Decisions:
+        """One hop of the streams ``rows`` (bank rows, each once, all :attr:`steppable`):
+        scores ``(m, L)``, patch centres ``(m,)``. Row ``j`` of the :class:`Decisions` is
+        stream ``rows[j]``'s hop (:meth:`Decisions.row`)."""
+        x = np.asarray(scores, dtype=np.float64)
+        if not np.isfinite(x).all():
+            x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)
+        a = self._alpha[rows]
+        ema = a * x + (1.0 - a) * self._ema_state[rows]  # Smoother._ema_rows, one hop
+        self._ema_state[rows] = ema
+        # Labels smoothed with "none" keep the raw score (the hop count `_steps` only
+        # matters to median smoothing, which is never stepped here).
+        s = ema if self._all_ema[rows].all() else np.where(self._ema[rows], ema, x)
+        self.smoothed[rows] = s
+        hop = self._hop[rows]
+        starts = np.asarray(centres_s, dtype=np.float64) - hop / 2.0
+        active = self.active[rows]  # a copy: each stream's `active` after the hop
+        hot = ((x >= self.on[rows]) & self.enabled[rows]) | active
+        if not hot.all():  # labels that cannot change state forget a run above `on`
+            above = self._above_since[rows]
+            above[~hot] = np.nan
+            self._above_since[rows] = above
+        transitions: list[list[Transition]] = [[] for _ in range(len(rows))]
+        j, lab = np.nonzero(hot)
+        if j.size:
+            self._decide_hot(rows[j], j, lab, x[j, lab], np.maximum(x[j, lab], s[j, lab]), starts[j],
+                             starts[j] + hop[j], active, transitions)
+        return Decisions(s, transitions, active)
+
+    def _decide_hot(
+        self, r: np.ndarray, j: np.ndarray, lab: np.ndarray, raw: np.ndarray, off_val: np.ndarray,
+        a: np.ndarray, b: np.ndarray, active_rows: np.ndarray, transitions: list[list[Transition]],
+    ) -> None:
+        """:meth:`Smoother._decide` for one hop of many (stream, label) pairs at once: bank
+        rows ``r``, step rows ``j``, labels ``lab``; hop intervals ``[a, b)``."""
+        nan = np.nan
+        act = active_rows[j, lab]
+        start = self.start[r, lab]
+        above = self._above_since[r, lab]
+        below = self._below_since[r, lab]
+        # Not open: a run above `on` starts (or goes on), and fires after `debounce`.
+        up = ~act & self.enabled[r, lab] & (raw >= self.on[r, lab])
+        above = np.where(up & np.isnan(above), a, above)
+        above = np.where(~act & ~up, nan, above)
+        onset = up & (b - above >= self.debounce[r, lab])
+        # Open: a run below `off` starts (or goes on), and ends it after `hold` and `min_dur`.
+        low = act & (off_val < self.off[r, lab])
+        below = np.where(low & np.isnan(below), a, below)
+        below = np.where(act & ~low, nan, below)
+        min_end = start + self.min_dur[r, lab]
+        offset = low & (b - below >= self.hold[r, lab]) & (b >= min_end)
+        off_time = np.maximum(below, min_end)
+        for k in np.flatnonzero(onset).tolist():  # onsets by label, then offsets by label
+            transitions[j[k]].append(Transition(int(lab[k]), "onset", float(above[k])))
+        for k in np.flatnonzero(offset).tolist():
+            transitions[j[k]].append(Transition(int(lab[k]), "offset", float(off_time[k])))
+        new_active = (act & ~offset) | onset
+        active_rows[j, lab] = new_active
+        self.active[r, lab] = new_active
+        self.start[r, lab] = np.where(onset, above, np.where(offset, nan, start))
+        self._above_since[r, lab] = np.where(onset, nan, above)
+        self._below_since[r, lab] = np.where(onset | offset, nan, below)

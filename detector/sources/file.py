@@ -208,7 +208,8 @@ class FileSource(Source):
             self.state = "ended"
             self.message = "end of file"
             return None
-        out = self._pending[:want].copy()
+        # A view: the decoded blocks are never written after they are made (no copy).
+        out = self._pending[:want]
         self._pending = self._pending[want:]
         self._emitted += out.shape[0]
         return out

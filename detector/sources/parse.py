@@ -35,9 +35,18 @@ __all__ = [
     "SourceState",
     "StdinSource",
     "describe_format",
+    "is_live_spec",
     "list_devices",
     "parse_source",
 ]
+
+
+def is_live_spec(spec: str, realtime: bool = False) -> bool:
+    """Whether :func:`parse_source` makes a live source of ``spec`` (without opening it)."""
+    text = spec.strip()
+    if text == "mic" or text.startswith("mic:") or text in ("-", "stdin") or is_url(text):
+        return True
+    return realtime
 
 
 def parse_source(
