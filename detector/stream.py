@@ -219,8 +219,6 @@ class StreamState:
         empty = np.zeros((0, self.patcher.cfg.win_length))
         if samples.size == 0:
             return empty
-        if self.wall_origin is None:
-            self.wall_origin = time.time() - samples.size / self.sample_rate
         peak = peak_abs(samples)  # NaN if any sample is NaN
         if not peak <= MAX_ABS_SAMPLE:
             samples = samples.copy()  # a source's buffer may be read-only or shared
@@ -237,6 +235,9 @@ class StreamState:
             if samples.size == 0:
                 return empty
         self.samples += samples.size
+        if self.wall_origin is None:  # set after `samples`: another thread reading both
+            # (sed-bench's lag monitor) never sees the origin without its first samples
+            self.wall_origin = time.time() - self.samples / self.sample_rate
         self._sum_sq += float(np.dot(samples, samples))
         self._level_n += samples.size
         self._peak = max(self._peak, peak)
@@ -249,9 +250,9 @@ class StreamState:
         after the hole (discarding < 1 hop of samples to reach it); the partial
         frame and any patch that would straddle the hole are dropped, never padded.
         """
-        if self.wall_origin is None:
-            self.wall_origin = time.time() - n / self.sample_rate
         self.samples += n
+        if self.wall_origin is None:  # after `samples`, as in prepare()
+            self.wall_origin = time.time() - self.samples / self.sample_rate
         self._realign = True
 
     def _restart(self, samples: np.ndarray) -> np.ndarray:

@@ -363,3 +363,28 @@ def test_many_paced_streams_read_in_parts_and_decided_together_change_nothing(
     assert all(len(v) >= 6 for v in scores.values())
     assert scores == ref_scores
     assert events == ref_events and len(events) > 0
+
+
+def test_wall_origin_is_set_only_after_its_samples_count(
+    scorer: OnnxScorer, toy_scene: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread computing a stream's lag (now - wall_origin - samples / rate, as
+    sed-bench's scale monitor does) must never see the origin before the first samples are
+    counted: it would read the whole first chunk as lag (a false "dropped" stream)."""
+    from detector.stream import StreamState
+
+    seen: list[int] = []
+    setattr_ = StreamState.__setattr__
+
+    def spy(self: StreamState, name: str, value: Any) -> None:
+        if name == "wall_origin" and value is not None:
+            seen.append(self.samples)
+        setattr_(self, name, value)
+
+    monkeypatch.setattr(StreamState, "__setattr__", spy)
+    st = Listener([FileSource(toy_scene, 16000)], [ListSink()], scorer=scorer).streams[0]
+    st.prepare(np.zeros(8000, np.float32))
+    other = Listener([FileSource(toy_scene, 16000)], [ListSink()], scorer=scorer).streams[0]
+    other.skip(4000)  # a hole before any audio sets the origin too
+    assert seen == [8000, 4000]
+    assert st.wall_origin is not None and abs(time.time() - st.wall_origin - 0.5) < 0.5
