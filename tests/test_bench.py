@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -230,3 +231,21 @@ def test_sections_record_load_and_loaded_figures_are_marked() -> None:
     assert "*" not in table({"config": config, "ours": {"file": quiet}})
     text = table({"config": config, "ours": {"file": busy}})
     assert "3,000*" in text and "more than 1 core" in text
+
+
+def test_scale_doubles_then_bisects_to_within_a_quarter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a step that passes up to 1,300 streams: 63 ... 1,008 pass, 2,016 and 1,512 fail
+    (each tried twice), 1,260 passes, and 1,260 (within a quarter of 1,512) is the result."""
+    import detector.bench.scale as scale_mod
+
+    tried: list[int] = []
+
+    def step(scorer: Any, path: Path, n: int, *a: Any) -> dict[str, float]:
+        tried.append(n)
+        return {"streams": float(n), "dropped_streams": float(n > 1300)}
+
+    monkeypatch.setattr(scale_mod, "scale_step", step)
+    r = scale_mod.scale(None, Path("x.wav"), Config(), start=63, limit=5000, seconds=1.0, max_lag_s=1.0,
+                        log_step=lambda r: None)
+    assert tried == [63, 126, 252, 504, 1008, 2016, 2016, 1512, 1512, 1260]
+    assert r["max_streams"] == 1260.0

@@ -2,7 +2,7 @@
 
 Each step runs ``n`` streams through one unchanged :class:`detector.pipeline.Listener`
 and watches every stream's lag behind the wall clock; :func:`scale` doubles ``n``
-until a step drops a stream, then bisects once.
+until a step drops a stream, then bisects (to within a quarter).
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def scale(
     scorer: Scorer, path: Path, config: Config, *, start: int, limit: int, seconds: float, max_lag_s: float,
     log_step: Callable[[dict[str, float]], None],
 ) -> dict[str, Any]:
-    """Double N from ``start`` (up to ``limit``) until a step drops, then bisect once between the last two.
+    """Double N from ``start`` (up to ``limit``) until a step drops, then bisect between the
+    last two until they are within a quarter of the one that passed.
 
     A step that drops is tried again once (:data:`SCALE_TRIES`): other processes on a
     shared machine can only make a step fail, never pass.
@@ -105,8 +106,10 @@ def scale(
             break
         good = n
         n *= 2
-    if bad and good and bad - good > good // 4:
+    while bad and good and bad - good > good // 4:  # bisect to within a quarter of `good`
         mid = (good + bad) // 2
         if passes(mid):
             good = mid
+        else:
+            bad = mid
     return {"max_streams": float(good), "steps": steps}
