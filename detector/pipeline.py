@@ -583,7 +583,13 @@ class Listener:
                 self._fail(st, e)
         live = [st for st in self.streams if not st.ended]
         self.publish([st.status("starting", time.time()) for st in live])
-        last_status = time.time()
+        # Each stream's status every status_interval_s, the streams' instants spread evenly
+        # over the interval: thousands of status messages never come as one burst that
+        # holds up every stream's next read.
+        start = time.time()
+        for i, st in enumerate(live):
+            st.next_status = start + lc.status_interval_s * (1.0 + i / len(live))
+        status_at = np.array([st.next_status for st in live])  # (live,), rebuilt with `live`
         hop_samples = {id(st): st.patcher.hop_frames * st.hop_length for st in live}
         # Inference runs on its own thread (onnxruntime releases the GIL), one call in
         # flight: while batch k is scored, this thread reads the audio of batch k+1 and,
@@ -704,14 +710,19 @@ class Listener:
                     n_files = sum(not st.source.is_live for st in live)
                     offline = self.read_ahead and n_files == len(live)
                     self.any_failed = False
+                    status_at = np.array([st.next_status for st in live])
                 now = time.time()
-                if now - last_status >= lc.status_interval_s:
-                    self.publish([st.status(st.state_now(), now) for st in live])
-                    last_status = now
+                for j in np.flatnonzero(status_at <= now).tolist():
+                    st = live[j]
+                    self.publish([st.status(st.state_now(), now)])
+                    st.next_status += lc.status_interval_s  # on its schedule, without drift,
+                    if st.next_status <= now:  # but after a stall one interval from now
+                        st.next_status = now + lc.status_interval_s
+                    status_at[j] = st.next_status
                 if self.control is not None:
                     progressed |= self.control.poll() > 0
                 if not progressed and live:
-                    self._wait(live, stop, last_status + lc.status_interval_s - time.time())
+                    self._wait(live, stop, float(status_at.min()) - time.time())
         finally:
             try:
                 if inflight is not None:

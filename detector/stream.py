@@ -9,8 +9,8 @@ scorer.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,7 +81,7 @@ def _percentiles(x: np.ndarray, *qs: float) -> list[float]:
 
 
 def _dbfs(x: float) -> float:
-    return max(LEVEL_FLOOR_DBFS, 20.0 * np.log10(x)) if x > 0 else LEVEL_FLOOR_DBFS
+    return max(LEVEL_FLOOR_DBFS, 20.0 * math.log10(x)) if x > 0 else LEVEL_FLOOR_DBFS
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -162,8 +162,12 @@ class StreamState:
         self._level_n = 0
         self._peak = 0.0
         self._busy_s = 0.0
-        self._latency: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        # The last LATENCY_WINDOW per-hop latencies (s), a ring: a status message a second
+        # per stream takes their percentiles without building an array.
+        self._latency = np.zeros(LATENCY_WINDOW)
+        self._latency_n = 0  # latencies recorded in all
         self._last_status_wall = 0.0
+        self.next_status = 0.0  # time.time() of its next periodic status (the Listener's)
         self._last_status_samples = 0
         self._last_status_busy = 0.0
         # Whether any sink takes this stream's scores messages (the Listener keeps it
@@ -360,7 +364,15 @@ class StreamState:
         self._busy_s += seconds
 
     def add_latency(self, seconds: float) -> None:
-        self._latency.append(seconds)
+        self._latency[self._latency_n % LATENCY_WINDOW] = seconds
+        self._latency_n += 1
+
+    def latencies(self) -> np.ndarray:
+        """The last (up to) LATENCY_WINDOW per-hop latencies, oldest first (seconds)."""
+        n = self._latency_n
+        if n <= LATENCY_WINDOW:
+            return self._latency[:n].copy()
+        return np.roll(self._latency, -(n % LATENCY_WINDOW))
 
     def counters(self) -> dict[str, Any]:
         """Cumulative loss counters: the source's plus the pipeline's own drops."""
@@ -393,7 +405,9 @@ class StreamState:
         dt = max(now - self._last_status_wall, 1e-9) if self._last_status_wall else None
         audio = (self.samples - self._last_status_samples) / self.sample_rate
         busy = self._busy_s - self._last_status_busy
-        lat = np.array(self._latency) * 1000.0 if self._latency else np.zeros(1)
+        n = min(self._latency_n, LATENCY_WINDOW)
+        lat = self._latency[:n] * 1000.0 if n else np.zeros(1)  # in any order, but for `last`
+        last = 1000.0 * float(self._latency[(self._latency_n - 1) % LATENCY_WINDOW]) if n else 0.0
         p50, p99 = _percentiles(lat, 50.0, 99.0)
         payload: dict[str, Any] = {
             "state": state,
@@ -401,7 +415,7 @@ class StreamState:
             "peak_dbfs": round(_dbfs(self._peak), 2),
             "speed": round(audio / dt, 3) if dt else 0.0,
             "load": round(busy / audio, 5) if audio > 0 else 0.0,
-            "latency_ms": {"last": round(float(lat[-1]), 3), "p50": round(p50, 3), "p99": round(p99, 3)},
+            "latency_ms": {"last": round(last, 3), "p50": round(p50, 3), "p99": round(p99, 3)},
             **self.counters(),
             "patches": self.patches,
             "open_events": len(self.events.open),

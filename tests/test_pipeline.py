@@ -324,12 +324,22 @@ def test_many_paced_streams_read_in_parts_and_decided_together_change_nothing(
         time.sleep(0.05)  # a busy inference thread: the next batch grows meanwhile
         return infer(self, patches)
 
+    read = Listener._read
+
     def run(iter_frames: int, together: bool) -> tuple[dict[str, list[Any]], list[tuple[Any, ...]], int, int]:
         monkeypatch.setattr(pipeline, "LIVE_ITER_FRAMES", iter_frames)
         monkeypatch.setattr(pipeline, "THREAD_MIN_PATCHES", 1)  # every batch on the inference thread
         monkeypatch.setattr(Listener, "_infer", slow_infer if together else infer)
         rows_stepped = [0]
-        iterations = [0]
+        per_iteration = [0]  # streams whose read gave frames, this iteration
+        most_read = [0]  # ... the most in one iteration
+
+        def counted_read(self: Listener, st: Any, frames: list[Any], *a: Any) -> bool:
+            had = len(frames)
+            out = read(self, st, frames, *a)
+            per_iteration[0] += len(frames) > had
+            most_read[0] = max(most_read[0], per_iteration[0])
+            return out
 
         def counted_step(self: SmootherBank, rows: np.ndarray, *a: Any) -> Any:
             rows_stepped[0] = max(rows_stepped[0], len(rows))
@@ -339,26 +349,27 @@ def test_many_paced_streams_read_in_parts_and_decided_together_change_nothing(
             bank_init(self, smoothers)
             self.steppable[:] = together  # False: every stream through its own smoother
 
-        def count_iterations(self: Listener) -> None:
-            iterations[0] += 1
+        def count_iterations(self: Listener) -> None:  # once an iteration, after the reads
+            per_iteration[0] = 0
             scores_wanted(self)
 
         monkeypatch.setattr(SmootherBank, "step", counted_step)
         monkeypatch.setattr(SmootherBank, "__init__", init)
         monkeypatch.setattr(Listener, "_update_scores_wanted", count_iterations)
+        monkeypatch.setattr(Listener, "_read", counted_read)
         sink = ListSink()
         Listener([FileSource(p, 16000, realtime=True, stream_id=p.name) for p in paths], [sink], config,
                  scorer=scorer).run()
         events = sorted((m["stream"], m["event"], m["label"], m["stream_time"], m["seq"]) for m in sink.messages
                         if m["type"] == "event")
-        return _scores_by_stream(sink.messages), events, rows_stepped[0], iterations[0]
+        return _scores_by_stream(sink.messages), events, rows_stepped[0], most_read[0]
 
-    ref_scores, ref_events, ref_rows, ref_iterations = run(10**9, together=False)
-    scores, events, rows, iterations = run(1, together=True)  # one stream read per iteration
+    ref_scores, ref_events, ref_rows, ref_most_read = run(10**9, together=False)
+    scores, events, rows, most_read = run(1, together=True)  # one stream read per iteration
     # One stream is read per iteration; batches of >= 3 streams grew while one was scored,
     # and the bank decided their hops at once.
     assert ref_rows == 0 and rows >= 3
-    assert iterations > 2 * ref_iterations  # and the streams were read in parts
+    assert most_read == 1 and ref_most_read > 1  # read in parts, and all at once
     assert sorted(scores) == [p.name for p in paths]
     assert all(len(v) >= 6 for v in scores.values())
     assert scores == ref_scores
@@ -388,3 +399,47 @@ def test_wall_origin_is_set_only_after_its_samples_count(
     other.skip(4000)  # a hole before any audio sets the origin too
     assert seen == [8000, 4000]
     assert st.wall_origin is not None and abs(time.time() - st.wall_origin - 0.5) < 0.5
+
+
+def test_status_messages_of_many_streams_are_spread_over_the_interval(
+    scorer: OnnxScorer, toy_scene: Path
+) -> None:
+    """Every stream gets a status every status_interval_s, but not all at the same instant:
+    thousands of them at once would hold up every stream's next read."""
+    config = Config(listen=dataclasses.replace(ListenConfig(), realtime=True, status_interval_s=0.4))
+    sink = ListSink()
+    listener = Listener([FileSource(toy_scene, 16000, realtime=True, stream_id=f"s{i}") for i in range(4)],
+                        [sink], config, scorer=scorer)
+    stop = threading.Event()
+    threading.Timer(2.2, stop.set).start()
+    listener.run(stop)
+    periodic: dict[str, list[float]] = {}
+    for m in sink.messages:
+        if m["type"] == "status" and m["state"] == "running":
+            periodic.setdefault(m["stream"], []).append(m["wall_time"])
+    assert sorted(periodic) == ["s0", "s1", "s2", "s3"]
+    # the first "running" is the state change from "starting", reported at once
+    periodic = {k: v[1:] for k, v in periodic.items()}
+    for times in periodic.values():
+        assert 3 <= len(times) <= 6  # one per 0.4 s of ~2.2 s
+        assert np.all((np.diff(times) > 0.3) & (np.diff(times) < 0.5))
+    firsts = sorted(t[0] for t in periodic.values())
+    gaps = np.diff(firsts)
+    assert np.all(gaps > 0.05) and firsts[-1] - firsts[0] > 0.2  # a quarter interval apart, not at once
+
+
+def test_latency_window_keeps_the_last_hops_in_order(scorer: OnnxScorer, toy_scene: Path) -> None:
+    from detector.stream import LATENCY_WINDOW
+
+    st = Listener([FileSource(toy_scene, 16000)], [ListSink()], scorer=scorer).streams[0]
+    assert st.latencies().size == 0
+    assert st.status("running", time.time())["latency_ms"] == {"last": 0.0, "p50": 0.0, "p99": 0.0}
+    values = np.arange(1, LATENCY_WINDOW + 40) / 1000.0
+    for i, v in enumerate(values):
+        st.add_latency(float(v))
+        if i == 2:
+            np.testing.assert_array_equal(st.latencies(), values[:3])
+    np.testing.assert_array_equal(st.latencies(), values[-LATENCY_WINDOW:])
+    lat = st.status("running", time.time())["latency_ms"]
+    assert lat["last"] == round(1000.0 * values[-1], 3)
+    assert lat["p50"] == round(float(np.percentile(1000.0 * values[-LATENCY_WINDOW:], 50)), 3)

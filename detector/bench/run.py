@@ -279,7 +279,7 @@ def live_mode(scorer: Scorer, path: Path, seconds: float, config: Config) -> dic
     th.join()
     cpu = time.process_time() - c0
     wall = time.perf_counter() - w0
-    lat = np.array(listener.streams[0]._latency) * 1000.0
+    lat = listener.streams[0].latencies() * 1000.0
     if lat.size == 0:
         lat = np.full(1, np.nan)
     return {
