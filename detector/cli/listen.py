@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
     add_model_options(p)
     p.add_argument("--device", choices=DEVICES, help="inference device: cpu, cuda or auto (default cpu)")
-    p.add_argument("--threads", type=int, help="onnxruntime threads (default: onnxruntime's choice)")
+    p.add_argument("--threads", type=int, help="onnxruntime threads (default: onnxruntime's choice with up to 8 live streams, 1 with more)")
     p.add_argument("--config", type=Path, help="TOML config ([listen], [smoother] sections)")
     p.add_argument("--publish", metavar="ENDPOINT", help="ZeroMQ PUB endpoint (default tcp://127.0.0.1:5557)")
     p.add_argument("--no-publish", action="store_true", help="do not open a ZeroMQ socket")
