@@ -258,6 +258,17 @@ def test_numpy_imported_first_is_detected_and_warned(
     assert len(warned) == 1  # once per process
 
 
+def _shifted_copies(scene: Path, where: Path, n: int, shift: int) -> list[Path]:
+    """``n`` 4 s streams: the scene rolled by ``shift`` samples more each (s0.wav, s1.wav, ...)."""
+    audio, rate = sf.read(str(scene), dtype="float32")
+    paths = []
+    for i in range(n):
+        p = where / f"s{i}.wav"
+        sf.write(p, np.roll(audio, shift * i)[: 4 * rate], rate, subtype="FLOAT")
+        paths.append(p)
+    return paths
+
+
 @pytest.mark.parametrize("realtime", [False, True])
 def test_front_end_in_slices_changes_nothing(
     scorer: OnnxScorer, toy_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, realtime: bool
@@ -266,12 +277,7 @@ def test_front_end_in_slices_changes_nothing(
     and reads on; every stream's messages are the same as from one front-end call."""
     import detector.pipeline as pipeline
 
-    audio, rate = sf.read(str(toy_scene), dtype="float32")
-    paths = []
-    for i in range(6):
-        p = tmp_path / f"s{i}.wav"
-        sf.write(p, np.roll(audio, 3000 * i)[: 4 * rate], rate, subtype="FLOAT")
-        paths.append(p)
+    paths = _shifted_copies(toy_scene, tmp_path, 6, 3000)
     config = Config(listen=dataclasses.replace(ListenConfig(), realtime=realtime, live_patch_hop_s=0.48))
 
     transform = Listener._transform
@@ -310,12 +316,7 @@ def test_many_paced_streams_read_in_parts_and_decided_together_change_nothing(
     import detector.pipeline as pipeline
     from detector.decide.smoother import SmootherBank
 
-    audio, rate = sf.read(str(toy_scene), dtype="float32")
-    paths = []
-    for i in range(6):
-        p = tmp_path / f"s{i}.wav"
-        sf.write(p, np.roll(audio, 2500 * i)[: 4 * rate], rate, subtype="FLOAT")
-        paths.append(p)
+    paths = _shifted_copies(toy_scene, tmp_path, 6, 2500)
     config = Config(listen=dataclasses.replace(ListenConfig(), realtime=True, live_patch_hop_s=0.48))
     step, bank_init, scores_wanted = SmootherBank.step, SmootherBank.__init__, Listener._update_scores_wanted
     infer = Listener._infer
