@@ -5,7 +5,11 @@ in one loop. Per iteration it reads every stream that has audio due, computes th
 log-mel frames of **all** of them with one shared kernel (one ``rfft`` and one mel
 matrix product per block of rows, :class:`~detector.frontend.logmel.LogMelKernel`),
 and sends every patch that is ready through **one** batched inference call; each
-stream's scores then go through its smoother as one block. File mode is the same
+stream's scores then go through its smoother as one block, and one hop of many streams
+through all their smoothers at once (:class:`~detector.decide.smoother.SmootherBank`).
+When more paced streams are due than :data:`LIVE_ITER_FRAMES` frames, they are read in
+parts over consecutive iterations, so that the stages of one part overlap the reading of
+the next. File mode is the same
 loop with file sources (:func:`detect_file`), so offline results are the streaming
 results; file streams read ahead until about :data:`FILE_BATCH_PATCHES` patches are
 pending, so inference runs in large batches.
