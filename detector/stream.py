@@ -384,15 +384,19 @@ class StreamState:
             "gap_seconds": round(float(getattr(src, "gap_seconds", 0.0)), 3),
             "paused_seconds": round(self.paused_samples / self.sample_rate, 3),
             "reconnects": int(getattr(src, "reconnects", 0)),
-            "nonfinite_samples": int(getattr(src, "nonfinite_samples", 0)) + self.nonfinite_samples,
+            "nonfinite_samples": self._nonfinite(),
             **(self.clips.counters() if self.clips is not None else {}),
         }
+
+    def _nonfinite(self) -> int:
+        """Samples replaced as NaN/Inf or out of range: the source's and this stream's."""
+        return int(getattr(self.source, "nonfinite_samples", 0)) + self.nonfinite_samples
 
     def bad_input_notice(self) -> str | None:
         """A one-time status message when the first NaN/Inf/out-of-range samples were replaced."""
         if self._bad_input_reported:
             return None
-        n = int(getattr(self.source, "nonfinite_samples", 0)) + self.nonfinite_samples  # as counters()
+        n = self._nonfinite()
         if not n:
             return None
         self._bad_input_reported = True

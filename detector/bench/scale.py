@@ -63,7 +63,8 @@ def scale_step(
     pub.close()
     ctx.term()
     started = sum(st.wall_origin is not None for st in listener.streams)
-    lat = np.concatenate([st.latencies() for st in listener.streams if st.latencies().size] or [np.full(1, np.nan)])
+    # (the NaN, which nanpercentile skips, stands for "no latency at all" when no stream has one)
+    lat = np.concatenate([st.latencies() for st in listener.streams] + [np.full(1, np.nan)])
     batches = np.array(listener.batch_sizes) if listener.batch_sizes else np.zeros(1)
     dropped = int(np.sum(max_lag > max_lag_s)) + (n - started)
     return {
