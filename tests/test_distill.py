@@ -275,3 +275,44 @@ def test_validation_groups_are_left_out_of_the_pool(tmp_path: Path) -> None:
     assert out == {"pkg:dogs/bark1.wav", "pkg:dogs/bark2.wav", "urbansound8k:fold1/1.flac"}
     assert source_key({"package": "shared:urbansound8k", "relpath": "fold1/1.flac"}) in out
     assert source_key({"package": "pkg", "relpath": "cats/meow.wav"}) not in out
+
+
+def _fake_pool(teachers: list[np.ndarray]) -> object:
+    """A PoolSet over cached teacher scores alone (one row per 0.48 s patch)."""
+    from training.corpus.pool_cache import TEACHER_HOP_FRAMES
+    from training.distill import PoolSet
+
+    pool = object.__new__(PoolSet)
+    pool.teacher = teachers
+    pool.train = np.array([(f, r * TEACHER_HOP_FRAMES) for f, t in enumerate(teachers)
+                           for r in range(t.shape[0])], dtype=np.int64)
+    return pool
+
+
+def test_balanced_draws_see_a_rare_class_as_often_as_a_common_one() -> None:
+    from training.distill import BalancedSampler
+
+    # 3 classes over 1,000 patches in two files: class 0 on 900, class 1 on 60, class 2 on 5
+    t = np.zeros((1000, 3), dtype=np.float32)
+    t[:900, 0] = 0.9
+    t[900:960, 1] = 0.5
+    t[960:965, 2] = 0.8
+    pool = _fake_pool([t[:700], t[700:]])
+    hits = pool.train_hits(0.3)
+    assert hits.shape == (1000, 3) and list(hits.sum(axis=0)) == [900, 60, 5]
+    rng = np.random.default_rng(0)
+    uniform = BalancedSampler(pool, 0.0, 0.3, 20).draw(rng, 4000)
+    assert np.array_equal(uniform, pool.train[np.random.default_rng(0).integers(1000, size=4000)])
+    s = BalancedSampler(pool, 1.0, 0.3, 20)
+    assert list(s.classes) == [0, 1]  # class 2 has fewer than 20 patches: not a class to balance
+    items = s.draw(rng, 4000)
+    idx = items[:, 0] * 700 + items[:, 1] // 48  # back to the patch's row in t
+    share1 = np.mean((idx >= 900) & (idx < 960))
+    assert 0.45 < share1 < 0.55  # one class in two, against 6 % of the pool
+    half = BalancedSampler(pool, 0.5, 0.3, 20).draw(rng, 4000)
+    idx = half[:, 0] * 700 + half[:, 1] // 48
+    assert 0.25 < np.mean((idx >= 900) & (idx < 960)) < 0.35  # 0.5 * 0.5 + 0.5 * 0.06
+    with pytest.raises(ValueError, match="balance_min_patches"):
+        BalancedSampler(pool, 0.5, 0.3, 5000)
+    with pytest.raises(ValueError, match="pool_balance"):
+        DistillConfig(pool_balance=1.5)

@@ -64,7 +64,7 @@ from training.corpus.pool_cache import TEACHER_HOP_FRAMES, features_of, load_ent
 from training.metrics import average_precision
 from training.model import PRESETS, SedNet
 
-__all__ = ["DistillConfig", "LabelledSet", "MelAugment", "PoolSet", "load_config", "main",
+__all__ = ["BalancedSampler", "DistillConfig", "LabelledSet", "MelAugment", "PoolSet", "load_config", "main",
            "noise_classes", "source_key", "targets", "train", "validation_sources"]
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,18 @@ class DistillConfig:
     # with one of these, e.g. ["urbansound8k:", "virufy:"] with free_only for the pool.
     exclude_sources: tuple[str, ...] = ()
     val_patches: int = 4000
+    # Of the pool's patches in a batch, this fraction is drawn class-balanced by the
+    # teacher's cached scores (a class at random among those with at least
+    # ``balance_min_patches`` patches scoring >= ``balance_threshold``, then one of them);
+    # the rest uniformly. Rare sounds in a pool of mostly speech and music get seen.
+    pool_balance: float = 0.0
+    balance_threshold: float = 0.3
+    balance_min_patches: int = 20
     augment: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.pool_balance <= 1.0:
+            raise ValueError(f"pool_balance = {self.pool_balance}; accepted: 0 to 1")
         if self.bed_alone_targets not in ("teacher", "noise_classes"):
             raise ValueError(f"bed_alone_targets = {self.bed_alone_targets!r}; accepted: "
                              "'teacher', 'noise_classes'")
@@ -252,6 +261,63 @@ class PoolSet:
 
     def cached_teacher(self, item: np.ndarray) -> np.ndarray:
         return self.teacher[int(item[0])][int(item[1]) // TEACHER_HOP_FRAMES]
+
+    def train_hits(self, threshold: float) -> np.ndarray:
+        """``(train items, classes)`` bool: the teacher's cached score >= ``threshold``."""
+        n_cls = self.teacher[0].shape[1] if self.teacher else 0
+        out = np.zeros((len(self.train), n_cls), dtype=bool)
+        files = self.train[:, 0]
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(files)) + 1, [len(files)]])
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            rows = self.train[a:b, 1] // TEACHER_HOP_FRAMES
+            out[a:b] = self.teacher[int(files[a])][rows] >= threshold
+        return out
+
+
+class BalancedSampler:
+    """Draws the pool's training items for a batch, part of them class-balanced.
+
+    A ``fraction`` of the draws takes a class at random among those the teacher scores
+    >= ``threshold`` on at least ``min_patches`` training patches, then one of those
+    patches; the rest are uniform over the pool. With ``fraction`` 0 it is the uniform
+    draw alone (the same random numbers as before it existed).
+    """
+
+    def __init__(self, pool: PoolSet, fraction: float, threshold: float, min_patches: int,
+                 names: list[str] | None = None) -> None:
+        self.pool, self.fraction = pool, fraction
+        self.threshold, self.min_patches = threshold, min_patches
+        self.names = names
+        self.members: list[np.ndarray] = []
+        self.classes = np.zeros(0, dtype=np.int64)
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        if self.fraction <= 0.0:
+            return
+        hits = self.pool.train_hits(self.threshold)
+        counts = hits.sum(axis=0)
+        self.classes = np.flatnonzero(counts >= self.min_patches)
+        self.members = [np.flatnonzero(hits[:, c]) for c in self.classes]
+        if not self.members:
+            raise ValueError(f"pool_balance: no class has {self.min_patches} training patches "
+                             f"scoring >= {self.threshold}; lower balance_min_patches")
+        rare = self.classes[np.argsort(counts[self.classes])[:5]]
+        label = (lambda c: self.names[c]) if self.names else str
+        log.info("balanced draws: %d classes with >= %d patches at >= %.2f (rarest: %s)",
+                 len(self.classes), self.min_patches, self.threshold,
+                 ", ".join(f"{label(c)} {counts[c]}" for c in rare))
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        train = self.pool.train
+        if self.fraction <= 0.0:
+            return train[rng.integers(len(train), size=n)]
+        k = int(round(n * self.fraction))
+        uniform = rng.integers(len(train), size=n - k)
+        picks = rng.integers(len(self.members), size=k)
+        balanced = np.array([m[rng.integers(len(m))] for m in (self.members[c] for c in picks)],
+                            dtype=np.int64)
+        return train[np.concatenate([uniform, balanced])]
 
 
 class LabelledSet:
@@ -580,15 +646,21 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
                "pool_val_patches": len(pool.val),
                "labelled_patches": len(lab.items), "val_recordings": len(val.mels),
                "teacher": teacher.contract.model_version, "beds": len(beds)}
+    sampler = BalancedSampler(pool, cfg.pool_balance, cfg.balance_threshold,
+                              cfg.balance_min_patches, names)
     for epoch in range(start_epoch, cfg.epochs):
-        if epoch > start_epoch:
-            pool.refresh()
+        if epoch > start_epoch and pool.refresh():
+            sampler.rebuild()
         rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 1000 + epoch)
         model.train()
         t0, seen, loss_sum, emb_sum = time.monotonic(), 0, 0.0, 0.0
         for _ in range(cfg.steps_per_epoch):
-            pi = pool.train[rng.integers(len(pool.train), size=n_pool + n_alone)]
+            if cfg.pool_balance > 0.0:  # beds alone replace their patch: no need to balance them
+                pi = np.concatenate([sampler.draw(rng, n_pool),
+                                     pool.train[rng.integers(len(pool.train), size=n_alone)]])
+            else:
+                pi = sampler.draw(rng, n_pool + n_alone)
             li = rng.integers(len(lab.items), size=n_lab)
             x = np.stack([pool.patch(it, frames) for it in pi]
                          + [lab.patch(int(k), frames) for k in li]).astype(np.float32)
