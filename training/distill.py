@@ -42,6 +42,7 @@ import argparse
 import csv
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -268,7 +269,7 @@ class PoolSet:
         out = np.zeros((len(self.train), n_cls), dtype=bool)
         files = self.train[:, 0]
         cuts = np.concatenate([[0], np.flatnonzero(np.diff(files)) + 1, [len(files)]])
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        for a, b in itertools.pairwise(cuts):
             rows = self.train[a:b, 1] // TEACHER_HOP_FRAMES
             out[a:b] = self.teacher[int(files[a])][rows] >= threshold
         return out
@@ -303,16 +304,16 @@ class BalancedSampler:
             raise ValueError(f"pool_balance: no class has {self.min_patches} training patches "
                              f"scoring >= {self.threshold}; lower balance_min_patches")
         rare = self.classes[np.argsort(counts[self.classes])[:5]]
-        label = (lambda c: self.names[c]) if self.names else str
+        names = self.names or [str(c) for c in range(hits.shape[1])]
         log.info("balanced draws: %d classes with >= %d patches at >= %.2f (rarest: %s)",
                  len(self.classes), self.min_patches, self.threshold,
-                 ", ".join(f"{label(c)} {counts[c]}" for c in rare))
+                 ", ".join(f"{names[c]} {counts[c]}" for c in rare))
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         train = self.pool.train
         if self.fraction <= 0.0:
             return train[rng.integers(len(train), size=n)]
-        k = int(round(n * self.fraction))
+        k = round(n * self.fraction)
         uniform = rng.integers(len(train), size=n - k)
         picks = rng.integers(len(self.members), size=k)
         balanced = np.array([m[rng.integers(len(m))] for m in (self.members[c] for c in picks)],
