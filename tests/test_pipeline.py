@@ -53,11 +53,13 @@ def test_events_do_not_depend_on_chunk_size(scorer: OnnxScorer, toy_scene: Path,
     assert _stable(got) == _stable(ref)
 
 
-def _scores_by_stream(messages: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
+def _by_stream(messages: list[dict[str, Any]], kind: str = "scores",
+               keys: tuple[str, ...] = ("patch_start", "top")) -> dict[str, list[tuple[Any, ...]]]:
+    """Each stream's messages of one type, in the order they were sent, as ``keys`` tuples."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
     for m in messages:
-        if m["type"] == "scores":
-            out.setdefault(m["stream"], []).append((m["patch_start"], m["top"]))
+        if m["type"] == kind:
+            out.setdefault(m["stream"], []).append(tuple(m[k] for k in keys))
     return out
 
 
@@ -77,8 +79,8 @@ def test_batching_with_other_streams_changes_nothing(
     )
     listener.run()
     assert max(listener.batch_sizes) > 1, "streams were not batched together"
-    a = _scores_by_stream(alone.messages)["scene.wav"]
-    b = _scores_by_stream(together.messages)["scene.wav"]
+    a = _by_stream(alone.messages)["scene.wav"]
+    b = _by_stream(together.messages)["scene.wav"]
     assert len(a) == len(b) > 10
     assert a == b
     # raw network output too, not just the rounded top-k
@@ -296,7 +298,7 @@ def test_front_end_in_slices_changes_nothing(
                  scorer=scorer).run()
         events = sorted((m["stream"], m["event"], m["label"], m["stream_time"]) for m in sink.messages
                         if m["type"] == "event")
-        return _scores_by_stream(sink.messages), events, calls
+        return _by_stream(sink.messages), events, calls
 
     whole_scores, whole_events, whole_calls = run(10**9)
     sliced_scores, sliced_events, sliced_calls = run(20)  # every stream's read starts a slice
@@ -327,8 +329,7 @@ def test_many_paced_streams_read_in_parts_and_decided_together_change_nothing(
 
     read = Listener._read
 
-    def run(iter_frames: int, together: bool) -> tuple[dict[str, list[Any]], dict[str, list[tuple[Any, ...]]],
-                                                        int, int]:
+    def run(iter_frames: int, together: bool) -> tuple[dict[str, list[Any]], dict[str, list[Any]], int, int]:
         monkeypatch.setattr(pipeline, "LIVE_ITER_FRAMES", iter_frames)
         monkeypatch.setattr(pipeline, "THREAD_MIN_PATCHES", 1)  # every batch on the inference thread
         monkeypatch.setattr(Listener, "_infer", slow_infer if together else infer)
@@ -364,11 +365,8 @@ def test_many_paced_streams_read_in_parts_and_decided_together_change_nothing(
                  scorer=scorer).run()
         # Each stream's events in the order they were sent. Not their ``seq``: that also counts
         # the status messages, which come on the wall clock and so differ between two runs.
-        events: dict[str, list[tuple[Any, ...]]] = {}
-        for m in sink.messages:
-            if m["type"] == "event":
-                events.setdefault(m["stream"], []).append((m["event"], m["label"], m["stream_time"]))
-        return _scores_by_stream(sink.messages), events, rows_stepped[0], most_read[0]
+        events = _by_stream(sink.messages, "event", ("event", "label", "stream_time"))
+        return _by_stream(sink.messages), events, rows_stepped[0], most_read[0]
 
     ref_scores, ref_events, ref_rows, ref_most_read = run(10**9, together=False)
     scores, events, rows, most_read = run(1, together=True)  # one stream read per iteration
