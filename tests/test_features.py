@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from detector.frontend.features import FeatureConfig, frame_count, log_mel, mel_filterbank
-from detector.frontend.logmel import LogMelStage
+from detector.frontend.logmel import LogMelKernel, LogMelStage
 
 CFG = FeatureConfig()
 
@@ -25,6 +25,21 @@ def test_incremental_equals_offline_for_any_chunk_size(real_clip: np.ndarray, ch
     got = _incremental(x, chunk)
     assert got.shape == ref.shape == (frame_count(len(x), CFG), CFG.n_mels)
     np.testing.assert_array_equal(got, ref)
+
+
+def test_a_frame_does_not_depend_on_the_frames_computed_with_it(real_clip: np.ndarray) -> None:
+    """The mel product is float32 on fixed tiles: a frame lands at any position of a tile
+    (other streams' frames before it, a short or a long call) and gets the same bits."""
+    frames = LogMelStage(CFG).frames(real_clip[:16000])  # 98 frames
+    kernel = LogMelKernel(CFG, block=128)
+    ref = kernel(frames)
+    other = LogMelStage(CFG).frames(np.random.default_rng(0).uniform(-0.5, 0.5, 8000).astype(np.float32))
+    for shift in (1, 37, 63, 64, 65, 127):  # frames of another stream before these
+        got = kernel.many([other[:0], np.tile(other, (3, 1))[:shift], frames])[shift:]
+        np.testing.assert_array_equal(got, ref)
+    one_by_one = np.concatenate([kernel(frames[i : i + 1]) for i in range(len(frames))])
+    np.testing.assert_array_equal(one_by_one, ref)
+    assert not np.array_equal(ref[:49], kernel(other)[:49])  # the check can tell frames apart
 
 
 def test_torchaudio_frontend_matches_numpy_on_real_audio(real_clip: np.ndarray) -> None:

@@ -8,7 +8,7 @@ on the whole stream.
 The stage is split in two so that many streams can share one transform:
 :meth:`LogMelStage.frames` cuts a chunk into raw frames (per-stream state), and
 :class:`LogMelKernel` turns the raw frames of any number of streams into log-mel rows
-with **one** windowing, one ``rfft`` and one mel matrix product
+with **one** windowing, one ``rfft`` and one mel matrix product on fixed tiles
 (:meth:`LogMelKernel.many`), in row blocks of a preallocated scratch buffer. Every row
 goes through the same arithmetic whatever else is in the call, so a stream's features
 do not depend on the chunking or on the other streams (``tests/test_features.py``).
@@ -22,6 +22,7 @@ from detector.frontend.features import (
     FeatureConfig,
     hann_window,
     mel_filterbank,
+    padded_to_log_mel,
 )
 
 __all__ = ["KERNEL_BLOCK_FRAMES", "LogMelKernel", "LogMelStage"]
@@ -42,7 +43,7 @@ class LogMelKernel:
         self.cfg = cfg
         self.block = max(1, int(block))
         self._window = hann_window(cfg)
-        self._fbank = mel_filterbank(cfg)
+        self._fbank = mel_filterbank(cfg).astype(np.float32)
         self._scratch = np.zeros((self.block, cfg.n_fft), dtype=np.float64)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
@@ -65,22 +66,12 @@ class LogMelKernel:
                 row += take
                 i += take
                 if row == block:
-                    out[done : done + row] = _transform(scratch[:row], self._fbank, cfg)
+                    out[done : done + row] = padded_to_log_mel(scratch[:row], self._fbank, cfg)
                     done += row
                     row = 0
         if row:
-            out[done : done + row] = _transform(scratch[:row], self._fbank, cfg)
+            out[done : done + row] = padded_to_log_mel(scratch[:row], self._fbank, cfg)
         return out
-
-
-def _transform(padded: np.ndarray, fbank: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """Windowed, zero-padded frames ``(n, n_fft)`` float64 -> log-mel ``(n, n_mels)``.
-
-    The arithmetic of :func:`detector.frontend.features.spectra_to_log_mel`, row for row.
-    """
-    mel = np.abs(np.fft.rfft(padded, axis=-1)) @ fbank
-    mel += cfg.log_offset
-    return np.log(mel, out=mel)
 
 
 class LogMelStage:
