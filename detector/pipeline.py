@@ -52,7 +52,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 import detector
-from detector.config import FEW_LIVE_STREAMS, Config, load_config
+from detector.config import FEW_LIVE_STREAMS, Config, ListenConfig, load_config
 from detector.decide.smoother import SmootherBank
 from detector.frontend.logmel import LogMelKernel
 from detector.frontend.patcher import Patch
@@ -161,6 +161,62 @@ class _Batch:
     pending: list[_Pending]
 
 
+class _Schedule:
+    """When each live stream is next read, as one array (rebuilt when the live set changes).
+
+    A paced source (microphone, real-time replay) is read only once its next patch is
+    due (``StreamState.due``, ``time.monotonic()``); every other source at every
+    iteration. With thousands of streams, finding the due ones and the loop's next
+    wake-up are array work, not a Python pass over every stream per iteration.
+    """
+
+    def __init__(self, live: list[StreamState]) -> None:
+        self.live = live
+        self.pos = {id(st): i for i, st in enumerate(live)}
+        self.paced = np.array([st.source.paced for st in live], dtype=bool)
+        self.is_live = np.array([st.source.is_live for st in live], dtype=bool)
+        # Unpaced sources are always due (-inf); paced ones at their StreamState.due.
+        self.due = np.where(self.paced, np.array([st.due for st in live], dtype=np.float64), -np.inf)
+        self.paused_version = -1  # Listener.paused_version the masks below were built for
+        self._awake = np.zeros(0, dtype=np.intp)  # paced, not paused: sleep until the first due
+        self._paced_paused = False
+        self._polled = False  # an unpaced live source, or a file not paused: poll
+
+    def set(self, st: StreamState, due: float) -> None:
+        """``st.due = due``, mirrored in the array."""
+        st.due = due
+        i = self.pos.get(id(st))
+        if i is not None and self.paced[i]:
+            self.due[i] = due
+
+    def due_now(self, mono: float, first: int) -> list[int]:
+        """Indices into ``live`` of the streams to read now, in turn from ``first``."""
+        idx = np.flatnonzero(self.due <= mono)
+        if first:
+            k = int(np.searchsorted(idx, first))
+            idx = np.concatenate((idx[k:], idx[:k]))
+        return idx.tolist()
+
+    def timeout(self, mono: float, until: float, paused_version: int, lc: ListenConfig) -> float:
+        """Seconds the loop may sleep: until the first paced stream is due, ``until`` (the
+        next status message), the status interval while a paced stream is paused, or
+        ``live_poll_s`` while an unpaced live source (or an unpaused file) is polled."""
+        if paused_version != self.paused_version:
+            paused = np.array([st.paused for st in self.live], dtype=bool)
+            self._awake = np.flatnonzero(self.paced & ~paused)
+            self._paced_paused = bool((self.paced & paused).any())
+            self._polled = bool((~self.paced & (self.is_live | ~paused)).any())
+            self.paused_version = paused_version
+        timeout = until
+        if self._awake.size:
+            timeout = min(timeout, float(self.due[self._awake].min()) - mono)
+        if self._paced_paused:
+            timeout = min(timeout, lc.status_interval_s)
+        if self._polled:
+            timeout = min(timeout, lc.live_poll_s)
+        return timeout
+
+
 class Listener:
     """Runs streams through one batched scorer until they end or ``stop`` is set.
 
@@ -225,6 +281,8 @@ class Listener:
         self.latency_observer = latency_observer
         self.batches = 0
         self.any_failed = False
+        self.paused_version = 0  # bumped by set_paused (the schedule's masks follow it)
+        self._schedule: _Schedule | None = None  # the live streams' read instants (run())
         # CPU seconds per stage, each on the thread that ran it (onnxruntime's own worker
         # threads not counted): where the time goes (sed-bench, docs/benchmarks.md).
         self.stage_cpu_s = {"read": 0.0, "frontend": 0.0, "inference": 0.0, "decide": 0.0}
@@ -344,12 +402,14 @@ class Listener:
         """
         limit = max(1, round(self.config.listen.max_backlog_s * st.sample_rate))
         chunk = min(chunk, limit)
+        x = st.source.read(chunk)
+        if x is not None and x.size < chunk:
+            return x, False  # the usual read: all the source held, in one piece, within the limit
         parts: deque[np.ndarray] = deque()
         held = 0
         dropped = 0
         ended = False
         while True:
-            x = st.source.read(chunk)
             if x is None:
                 ended = True
                 break
@@ -363,6 +423,7 @@ class Listener:
                 held -= parts.popleft().size
             if short:
                 break
+            x = st.source.read(chunk)
         if held > limit:
             cut = held - limit
             parts[0] = parts[0][cut:]
@@ -481,14 +542,19 @@ class Listener:
         if len(single) > 0:
             t1 = time.perf_counter()
             items = [pending[i] for i in single]
-            centres = np.array([p.stream.centre_of(p.patch) for p in items])
+            starts = np.array([p.patch.start for p in items])  # StreamState.centre_of, at once
+            centres = 0.5 * (starts + starts + self.scorer.contract.features.patch_seconds)
             bank_rows = np.array([p.stream.smoother.bank_row for p in items])
             decided = self.bank.step(bank_rows, scores[single], centres)
+            transitions = decided.transitions
             for j, p in enumerate(items):
-                self.publish(p.stream.on_decisions([p.patch], centres[j : j + 1], decided.row(j)))
+                st = p.stream
+                if not transitions[j] and st.quiet():
+                    st.patches += 1  # what on_decisions does with a quiet hop
+                else:
+                    self.publish(st.on_decisions([p.patch], centres[j : j + 1], decided.row(j)))
             each = (time.perf_counter() - t1) / len(items)
-            for p in items:
-                self._done([p], share + each)
+            self._done_each(items, share + each)
         self.stage_cpu_s["decide"] += time.thread_time() - c0
 
     def _done(self, items: list[_Pending], busy_s: float) -> None:
@@ -501,19 +567,21 @@ class Listener:
             if self.latency_observer is not None:
                 self.latency_observer(st.id, done - p.ready_at)
 
-    def _wait(self, live: list[StreamState], stop: threading.Event, until_status: float) -> None:
+    def _done_each(self, items: list[_Pending], busy_s: float) -> None:
+        """:meth:`_done` for one patch of each of many streams, ``busy_s`` each."""
+        done = time.perf_counter()
+        observe = self.latency_observer
+        for p in items:
+            st = p.stream
+            st.add_busy(busy_s)
+            st.add_latency(done - p.ready_at)
+            if observe is not None:
+                observe(st.id, done - p.ready_at)
+
+    def _wait(self, schedule: _Schedule, stop: threading.Event, until_status: float) -> None:
         """Sleep until a paced stream's next patch is due, the next status message, or
         (with unpaced live sources, or while a control socket is open) a short poll."""
-        lc = self.config.listen
-        timeout = until_status
-        mono = time.monotonic()
-        for st in live:
-            if st.source.paced and not st.paused:
-                timeout = min(timeout, st.due - mono)
-            elif st.source.paced:
-                timeout = min(timeout, lc.status_interval_s)
-            elif st.source.is_live or not st.paused:
-                timeout = min(timeout, lc.live_poll_s)
+        timeout = schedule.timeout(time.monotonic(), until_status, self.paused_version, self.config.listen)
         timeout = max(timeout, MIN_WAIT_S)
         if self.control is not None:
             # Requests are answered as they come; the stop event is seen within CONTROL_POLL_S.
@@ -550,7 +618,11 @@ class Listener:
             # at its next due read.
             self._read(st, [], round(self.config.listen.file_chunk_s * st.sample_rate), 0)
         st.paused = paused
-        st.due = 0.0  # read it at the next loop iteration
+        self.paused_version += 1
+        if self._schedule is not None:
+            self._schedule.set(st, 0.0)  # read it at the next loop iteration
+        else:
+            st.due = 0.0
         if paused:
             self.publish(st.close_events("paused"))
         self.publish([st.status(st.state_now(), time.time(), reason)])
@@ -594,6 +666,7 @@ class Listener:
         for i, st in enumerate(live):
             st.next_status = start + lc.status_interval_s * (1.0 + i / len(live))
         status_at = np.array([st.next_status for st in live])  # (live,), rebuilt with `live`
+        schedule = self._schedule = _Schedule(live)  # rebuilt with `live` too
         hop_samples = {id(st): st.patcher.hop_frames * st.hop_length for st in live}
         # Inference runs on its own thread (onnxruntime releases the GIL), one call in
         # flight: while batch k is scored, this thread reads the audio of batch k+1 and,
@@ -625,14 +698,12 @@ class Listener:
                 paced_rows = 0  # raw frames read from paced streams this iteration
                 capped = False
                 # Streams in turn from where the last iteration stopped (see LIVE_ITER_FRAMES).
-                first = cursor % len(live)
-                for k, st in enumerate(live[first:] + live[:first]):
+                for j in schedule.due_now(mono, cursor % len(live)):
+                    st = live[j]
                     if paced_rows >= LIVE_ITER_FRAMES:
-                        cursor = first + k  # the rest are read next, at once
+                        cursor = j  # the rest are read next, at once
                         progressed = capped = True
                         break
-                    if st.source.paced and st.due > mono:
-                        continue  # its next patch is not due yet: nothing to do
                     chunk = round(lc.file_chunk_s * st.sample_rate)
                     budget = chunk
                     if self.read_ahead and not st.source.is_live:  # for a large inference batch
@@ -683,11 +754,11 @@ class Listener:
                     # patcher advanced), but never so late that more than half of
                     # max_backlog_s has piled up
                     if id(st) in waiting:  # its rows are taken next iteration: not read till then
-                        st.due = math.inf
+                        schedule.set(st, math.inf)
                         not_yet.append(st)
                         continue
                     wait = min(st.samples_to_next_patch() / st.sample_rate, 0.5 * lc.max_backlog_s)
-                    st.due = mono + MIN_WAIT_S + wait
+                    schedule.set(st, mono + MIN_WAIT_S + wait)
                 due_later = not_yet
                 for st in ended:
                     if not st.error:
@@ -715,6 +786,7 @@ class Listener:
                     offline = self.read_ahead and n_files == len(live)
                     self.any_failed = False
                     status_at = np.array([st.next_status for st in live])
+                    schedule = self._schedule = _Schedule(live)
                 now = time.time()
                 for j in np.flatnonzero(status_at <= now).tolist():
                     st = live[j]
@@ -726,7 +798,7 @@ class Listener:
                 if self.control is not None:
                     progressed |= self.control.poll() > 0
                 if not progressed and live:
-                    self._wait(live, stop, float(status_at.min()) - time.time())
+                    self._wait(schedule, stop, float(status_at.min()) - time.time())
         finally:
             try:
                 if inflight is not None:

@@ -67,16 +67,17 @@ def with_model_timing(config: SmootherConfig, timing: Mapping[str, Mapping[str, 
 
 
 def _percentiles(x: np.ndarray, *qs: float) -> list[float]:
-    """``np.percentile(x, qs)`` (linear interpolation) from one sort: a status message
-    per stream per second must stay cheap at thousands of streams."""
-    a = np.sort(x)
-    n = a.size
+    """``np.percentile(x, qs)`` (linear interpolation) from one partial sort: a status
+    message per stream per second must stay cheap at thousands of streams."""
+    n = x.size
+    pos = [q / 100.0 * (n - 1) for q in qs]
+    ranks = sorted({int(p) for p in pos} | {min(int(p) + 1, n - 1) for p in pos})
+    a = np.partition(x, ranks)  # each rank holds the value a full sort would put there
     out = []
-    for q in qs:
-        pos = q / 100.0 * (n - 1)
-        lo = int(pos)
+    for p in pos:
+        lo = int(p)
         hi = min(lo + 1, n - 1)
-        out.append(float(a[lo] + (a[hi] - a[lo]) * (pos - lo)))
+        out.append(float(a[lo] + (a[hi] - a[lo]) * (p - lo)))
     return out
 
 
@@ -220,9 +221,8 @@ class StreamState:
         Counts level and bad samples and advances stream time; :meth:`take` gets the
         frames' log-mel rows back.
         """
-        empty = np.zeros((0, self.patcher.cfg.win_length))
         if samples.size == 0:
-            return empty
+            return np.zeros((0, self.patcher.cfg.win_length))
         peak = peak_abs(samples)  # NaN if any sample is NaN
         if not peak <= MAX_ABS_SAMPLE:
             samples = samples.copy()  # a source's buffer may be read-only or shared
@@ -237,7 +237,7 @@ class StreamState:
         if self._realign:
             samples = self._restart(samples)
             if samples.size == 0:
-                return empty
+                return np.zeros((0, self.patcher.cfg.win_length))
         self.samples += samples.size
         if self.wall_origin is None:  # set after `samples`: another thread reading both
             # (sed-bench's lag monitor) never sees the origin without its first samples
@@ -297,9 +297,9 @@ class StreamState:
         -> their event and scores messages, in patch order."""
         n = len(patches)
         self.patches += n
-        scores = self.listen.scores and self.scores_wanted
-        if not scores and not self.events.open and not any(d.transitions):
+        if not any(d.transitions) and self.quiet():
             return []  # the usual hop of a quiet stream: nothing to say
+        scores = self.listen.scores and self.scores_wanted
         k = min(self.listen.top_k, len(self.labels))
         if scores:
             top = top_k(d.smoothed, k)
@@ -326,6 +326,11 @@ class StreamState:
                 payload = {"patch_start": round(patch.start, 4), "patch_end": round(patch.end, 4), "top": entries}
                 out.append(self.message("scores", payload, patch.end))
         return out
+
+    def quiet(self) -> bool:
+        """A hop with no onset or offset says nothing: no scores message is wanted and no
+        event is open (that would send updates)."""
+        return not self.events.open and not (self.listen.scores and self.scores_wanted)
 
     def close_events(self, reason: str) -> list[dict[str, Any]]:
         t = self.stream_time

@@ -447,3 +447,15 @@ def test_latency_window_keeps_the_last_hops_in_order(scorer: OnnxScorer, toy_sce
     lat = st.status("running", time.time())["latency_ms"]
     assert lat["last"] == round(1000.0 * values[-1], 3)
     assert lat["p50"] == round(float(np.percentile(1000.0 * values[-LATENCY_WINDOW:], 50)), 3)
+    assert lat["p99"] == round(float(np.percentile(1000.0 * values[-LATENCY_WINDOW:], 99)), 3)
+
+
+def test_status_percentiles_are_numpys_in_any_order() -> None:
+    from detector.stream import _percentiles
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 5, 100, 512):
+        x = rng.exponential(size=n) * rng.choice([1.0, 1e3], size=n)  # unsorted and spread
+        np.testing.assert_allclose(_percentiles(x, 50.0, 99.0), np.percentile(x, [50, 99]), rtol=1e-12)
+        x[: n // 2] = x[0]  # ties
+        np.testing.assert_allclose(_percentiles(x, 0.0, 50.0, 100.0), np.percentile(x, [0, 50, 100]), rtol=1e-12)
