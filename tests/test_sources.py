@@ -102,12 +102,34 @@ def test_pcm16_decodes_bit_for_bit_as_libsndfile(tmp_path: Path, channels: int) 
     path = tmp_path / "pcm16.wav"
     sf.write(path, pcm, RATE, subtype="PCM_16")
     src = FileSource(path, RATE, chunk_seconds=1.0)
-    assert src._pcm16
+    assert src._pcm16 and src._direct is not None  # WAV: read with os.preadv, not libsndfile
     got = read_all(src, max_samples=7000)
     ref = sf.read(path, dtype="float32", always_2d=True)[0]
     ref = ref[:, 0] if channels == 1 else ref.mean(axis=1, dtype=np.float32)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, ref)
+    src.close()
+    assert src._direct_fd == -1
+
+
+def test_pcm16_wav_read_directly_finds_its_data_chunk(tmp_path: Path) -> None:
+    """The direct WAV read walks the chunks (an odd-sized one before the data is padded) and
+    gives libsndfile's samples; a file whose data chunk is cut short is left to libsndfile."""
+    pcm = (np.arange(-5000, 5000) * 3).astype("<i2")
+    fmt = (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + RATE.to_bytes(4, "little")
+    fmt += (2 * RATE).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    body = b"WAVE" + b"fmt " + len(fmt).to_bytes(4, "little") + fmt
+    body += b"junk" + (3).to_bytes(4, "little") + b"abc\x00"  # odd size: one pad byte
+    body += b"data" + (pcm.nbytes).to_bytes(4, "little") + pcm.tobytes()
+    path = tmp_path / "chunks.wav"
+    path.write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
+    src = FileSource(path, RATE)
+    assert src._direct is not None and src._direct[1] == pcm.size
+    np.testing.assert_array_equal(read_all(src), sf.read(path, dtype="float32")[0])
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(path.read_bytes()[:-1000])
+    src = FileSource(cut, RATE, allow_truncated=True)
+    np.testing.assert_array_equal(read_all(src), sf.read(cut, dtype="float32")[0])
 
 
 def test_chunking_does_not_change_output(tmp_path: Path) -> None:

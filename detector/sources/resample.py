@@ -136,8 +136,11 @@ class StreamResampler:
         """Samples :meth:`flush` will have emitted in total after ``n_in`` input samples."""
         return (2 * n_in * self._up + self._down) // (2 * self._down)
 
-    def process(self, chunk: np.ndarray) -> np.ndarray:
+    def process(self, chunk: np.ndarray, owned: bool = False) -> np.ndarray:
         """Feed consecutive input samples, shape ``(n,)``; return the outputs now computable.
+
+        ``owned``: the caller hands ``chunk`` over (never writes it again), so at equal
+        rates it is returned as it is instead of copied.
 
         Returns:
             float32 array ``(m,)``; ``m`` may be 0 while the filter fills.
@@ -148,7 +151,7 @@ class StreamResampler:
         self._n_in += x.shape[0]
         if self.passthrough:
             self._k += x.shape[0]
-            return x.copy()
+            return x if owned else x.copy()
         if x.shape[0]:
             self._hist = np.concatenate([self._hist, x])
         # Output k needs inputs up to floor(k*M/L) + half; the last available is n_in - 1.
