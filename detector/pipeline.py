@@ -76,6 +76,8 @@ batch 64 on CPU (docs/benchmarks.md), and the read-ahead bounds memory (~31 s of
 for one file at a 0.48 s hop)."""
 MANY_STREAMS_BATCH = 32
 """Patches per inference call with many live streams on the CPU (Listener.infer_chunk)."""
+MAX_INFLIGHT = 2
+"""Inference calls submitted and not yet decided, at most: one scored, one queued behind it."""
 MIN_WAIT_S = 0.001
 """Shortest sleep of an idle loop: streams due within this are read together."""
 FE_SLICE_FRAMES = 4096
@@ -668,12 +670,14 @@ class Listener:
         status_at = np.array([st.next_status for st in live])  # (live,), rebuilt with `live`
         schedule = self._schedule = _Schedule(live)  # rebuilt with `live` too
         hop_samples = {id(st): st.patcher.hop_frames * st.hop_length for st in live}
-        # Inference runs on its own thread (onnxruntime releases the GIL), one call in
-        # flight: while batch k is scored, this thread reads the audio of batch k+1 and,
-        # while the front-end thread transforms it, decides batch k. Results are taken in order.
+        # Inference runs on its own thread (onnxruntime releases the GIL), up to
+        # MAX_INFLIGHT calls queued: while batch k is scored, this thread reads the audio of
+        # batch k+1 and, while the front-end thread transforms it, decides batch k-1; batch
+        # k+1 waits on the inference thread, which never idles while this one decides.
+        # Results are taken in order.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sed-inference")
         fe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sed-frontend")
-        inflight: _Batch | None = None
+        inflight: deque[_Batch] = deque()  # submitted, oldest first
         carry: list[_Pending] = []  # patches not yet sent to the busy inference thread
         n_files = sum(not st.source.is_live for st in live)  # (both redone when a stream ends)
         offline = self.read_ahead and n_files == len(live)  # files only: waiting loses nothing
@@ -732,11 +736,10 @@ class Listener:
                 # The front end (numpy FFT and BLAS, which release the GIL) runs on its own
                 # thread while this one makes the decisions of the batch scored meanwhile.
                 self._update_scores_wanted()
-                # While more streams wait to be read (capped), a batch still being scored is
-                # not waited for: its scores are taken at a later iteration.
-                if inflight is not None and (not capped or inflight.future.done()):
-                    self._collect(inflight)
-                    inflight = None
+                # Batches already scored are decided; the oldest is waited for only when the
+                # queue is full and no more streams wait to be read (not capped).
+                while inflight and (inflight[0].future.done() or (not capped and len(inflight) >= MAX_INFLIGHT)):
+                    self._collect(inflight.popleft())
                 pending.extend(carry)  # patches from earlier iterations go first
                 carry = []
                 self._take(deferred, pending)
@@ -763,15 +766,14 @@ class Listener:
                 for st in ended:
                     if not st.error:
                         pending.extend(_Pending(st, p, time.perf_counter()) for p in st.finish())
-                if pending and inflight is None:
-                    inflight = self._submit(pool, pending)
+                if pending and len(inflight) < MAX_INFLIGHT:
+                    inflight.append(self._submit(pool, pending))
                 else:
-                    carry = pending  # the inference thread is busy: the next batch grows
+                    carry = pending  # the inference thread has its queue: the next batch grows
                 if ended or not progressed or control_waiting:
                     # Before an end of stream, a control command or a sleep: nothing in flight.
-                    if inflight is not None:
-                        self._collect(inflight)
-                        inflight = None
+                    while inflight:
+                        self._collect(inflight.popleft())
                     if carry:
                         self._collect(self._submit(pool, carry))
                         carry = []
@@ -801,8 +803,8 @@ class Listener:
                     self._wait(schedule, stop, float(status_at.min()) - time.time())
         finally:
             try:
-                if inflight is not None:
-                    self._collect(inflight)
+                while inflight:
+                    self._collect(inflight.popleft())
                 if deferred or carry:  # audio read before a stop is still analysed
                     pending = carry
                     self._take(deferred, pending)
