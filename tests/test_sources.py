@@ -132,6 +132,23 @@ def test_pcm16_wav_read_directly_finds_its_data_chunk(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_all(src), sf.read(cut, dtype="float32")[0])
 
 
+def test_pcm16_wav_read_error_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    path = tmp_path / "disk.wav"
+    sf.write(path, np.zeros(RATE, dtype=np.int16), RATE, subtype="PCM_16")
+    src = FileSource(path, RATE)
+
+    def failing(*_args: object) -> int:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "preadv", failing)
+    with pytest.raises(SourceError, match=r"disk\.wav: read error after 0\.000 s: Input/output error"):
+        src.read(1000)
+    assert src.state == "error"
+
+
 def test_chunking_does_not_change_output(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     path = tmp_path / "noise.wav"

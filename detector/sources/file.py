@@ -284,7 +284,12 @@ class FileSource(Source):
             return self._int16[:0]
         frame_bytes = 2 * self.channels
         buf = self._int16[:want].view(np.uint8).reshape(-1)
-        got = os.preadv(self._direct_fd, [buf.data], start + self._direct_frame * frame_bytes) // frame_bytes
+        try:
+            got = os.preadv(self._direct_fd, [buf.data], start + self._direct_frame * frame_bytes) // frame_bytes
+        except OSError as e:
+            self.state = "error"
+            self.message = f"read error after {self._direct_frame / self.in_rate:.3f} s: {e.strerror or e}"
+            raise SourceError(f"{self.path}: {self.message}") from e
         self._direct_frame += got  # fewer than asked only if the file was cut short meanwhile
         return self._int16[:got]
 
