@@ -540,7 +540,7 @@ class Listener:
                 continue
             t1 = time.perf_counter()
             self.publish(st.on_scores_many([pending[i].patch for i in idx], scores[idx]))
-            self._done([pending[i] for i in idx], share * len(idx) + time.perf_counter() - t1)
+            self._done([pending[i] for i in idx], share + (time.perf_counter() - t1) / len(idx))
         if len(single) > 0:
             t1 = time.perf_counter()
             items = [pending[i] for i in single]
@@ -556,26 +556,17 @@ class Listener:
                 else:
                     self.publish(st.on_decisions([p.patch], centres[j : j + 1], decided.row(j)))
             each = (time.perf_counter() - t1) / len(items)
-            self._done_each(items, share + each)
+            self._done(items, share + each)
         self.stage_cpu_s["decide"] += time.thread_time() - c0
 
-    def _done(self, items: list[_Pending], busy_s: float) -> None:
-        """One stream's patches are decided: its busy time and each patch's latency."""
-        st = items[0].stream
-        st.add_busy(busy_s)
-        done = time.perf_counter()
-        for p in items:
-            st.add_latency(done - p.ready_at)
-            if self.latency_observer is not None:
-                self.latency_observer(st.id, done - p.ready_at)
-
-    def _done_each(self, items: list[_Pending], busy_s: float) -> None:
-        """:meth:`_done` for one patch of each of many streams, ``busy_s`` each."""
+    def _done(self, items: list[_Pending], busy_each_s: float) -> None:
+        """Patches are decided: ``busy_each_s`` of busy time to each one's stream, and each
+        one's latency."""
         done = time.perf_counter()
         observe = self.latency_observer
         for p in items:
             st = p.stream
-            st.add_busy(busy_s)
+            st.add_busy(busy_each_s)
             st.add_latency(done - p.ready_at)
             if observe is not None:
                 observe(st.id, done - p.ready_at)

@@ -39,8 +39,9 @@ def _accepted_formats() -> str:
     return ", ".join(common) + f" and the {len(have) - len(common)} other formats libsndfile reads"
 
 
-def _wav_data_shortfall(path: str, size: int) -> tuple[int, int] | None:
-    """For a RIFF/WAVE file, ``(declared, present)`` data bytes when the data chunk is cut short."""
+def _wav_data_chunk(path: str, size: int) -> tuple[int, int] | None:
+    """For a RIFF/WAVE file of ``size`` bytes, ``(offset, declared size)`` of its data chunk's
+    samples; ``None`` for any other file or one without a data chunk."""
     with open(path, "rb") as f:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
@@ -53,13 +54,24 @@ def _wav_data_shortfall(path: str, size: int) -> tuple[int, int] | None:
                 return None
             chunk_size = int.from_bytes(chunk[4:8], "little")
             if chunk[:4] == b"data":
-                # 0 and 0xFFFFFFFF mean "unknown" (streamed WAV): not a truncation.
-                if chunk_size in (0, 0xFFFFFFFF):
-                    return None
-                present = size - (pos + 8)
-                return (chunk_size, present) if present < chunk_size else None
+                return pos + 8, chunk_size
             pos += 8 + chunk_size + (chunk_size & 1)
     return None
+
+
+def _unknown_size(declared: int) -> bool:
+    """0 and 0xFFFFFFFF mean "unknown" (a streamed WAV): the data runs to the end of the file."""
+    return declared in (0, 0xFFFFFFFF)
+
+
+def _wav_data_shortfall(path: str, size: int) -> tuple[int, int] | None:
+    """For a RIFF/WAVE file, ``(declared, present)`` data bytes when the data chunk is cut short."""
+    data = _wav_data_chunk(path, size)
+    if data is None or _unknown_size(data[1]):
+        return None
+    start, declared = data
+    present = size - start
+    return (declared, present) if present < declared else None
 
 
 def _pcm16_wav_data(path: str, f: sf.SoundFile) -> tuple[int, int] | None:
@@ -69,23 +81,13 @@ def _pcm16_wav_data(path: str, f: sf.SoundFile) -> tuple[int, int] | None:
     if f.format != "WAV" or f.subtype != "PCM_16" or not hasattr(os, "preadv"):
         return None
     size = os.path.getsize(path)
-    with open(path, "rb") as fh:
-        head = fh.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        pos = 12
-        while pos + 8 <= size:
-            fh.seek(pos)
-            chunk = fh.read(8)
-            chunk_size = int.from_bytes(chunk[4:8], "little")
-            if chunk[:4] == b"data":
-                start = pos + 8
-                present = size - start
-                nbytes = present if chunk_size in (0, 0xFFFFFFFF) else min(chunk_size, present)
-                frames = nbytes // (2 * f.channels)
-                return (start, frames) if frames == f.frames else None
-            pos += 8 + chunk_size + (chunk_size & 1)
-    return None
+    data = _wav_data_chunk(path, size)
+    if data is None:
+        return None
+    start, declared = data
+    present = size - start
+    frames = (present if _unknown_size(declared) else min(declared, present)) // (2 * f.channels)
+    return (start, frames) if frames == f.frames else None
 
 
 def _open_error(path: str, size: int, exc: Exception) -> SourceError:
