@@ -103,6 +103,7 @@ def test_pcm16_decodes_bit_for_bit_as_libsndfile(tmp_path: Path, channels: int) 
     sf.write(path, pcm, RATE, subtype="PCM_16")
     src = FileSource(path, RATE, chunk_seconds=1.0)
     assert src._pcm16 and src._direct is not None  # WAV: read with os.preadv, not libsndfile
+    assert src._file.closed  # one file descriptor a stream, as before
     got = read_all(src, max_samples=7000)
     ref = sf.read(path, dtype="float32", always_2d=True)[0]
     ref = ref[:, 0] if channels == 1 else ref.mean(axis=1, dtype=np.float32)

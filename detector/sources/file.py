@@ -175,6 +175,8 @@ class FileSource(Source):
             self.duration,
             describe_format(self.in_rate, self.channels, self.sample_rate),
         )
+        if self._direct is not None:
+            self._file.close()  # one descriptor a stream: the direct reads need no libsndfile handle
 
     @property
     def duration(self) -> float:
