@@ -63,6 +63,24 @@ def test_sigterm_closes_open_events_and_exits_zero(toy_model: Path, toy_scene: P
     assert len(closing) == 1 and closing[0]["reason"] in ("shutdown", "score")
 
 
+def test_sigusr1_prints_every_threads_stack_and_listening_goes_on(toy_model: Path, toy_scene: Path) -> None:
+    """``kill -USR1`` shows what a process that will not stop is doing (run_cli's faulthandler)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detector.cli.listen", str(toy_scene), "--model", str(toy_model),
+         "--json", "--no-publish", "--realtime"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )
+    assert proc.stdout is not None
+    assert json.loads(proc.stdout.readline())["event"] == "onset"  # running
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(0.5)
+    assert proc.poll() is None  # still listening
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "most recent call first" in err and "pipeline.py" in err and "in run" in err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -44,6 +44,16 @@ class Listen:
         self._q: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()
+        # stderr is read as it comes too: a pipe nobody reads blocks the process once full
+        # (ALSA prints a few lines per failed reopen).
+        self._stderr: list[str] = []
+        self._stderr_thread = threading.Thread(target=self._pump_stderr, daemon=True)
+        self._stderr_thread.start()
+
+    def _pump_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._stderr.append(line)
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
@@ -62,16 +72,29 @@ class Listen:
             self.messages.append((t, m))
             if pred(m):
                 return t, m
-        err = self.proc.stderr.read() if self.proc.poll() is not None and self.proc.stderr else ""
+        if self.proc.poll() is not None:
+            self._stderr_thread.join(timeout=5)
+        err = "".join(self._stderr)
         raise AssertionError(f"no {what} within {timeout} s; last {[m for _, m in self.messages[-3:]]} {err}")
 
     def stop(self) -> tuple[int, str]:
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=10)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            # Where it hangs: every thread's stack (run_cli's SIGUSR1), then kill it.
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            self._stderr_thread.join(timeout=5)
+            stacks = "".join(self._stderr)
+            raise AssertionError(f"sed-listen did not exit within 10 s of SIGTERM; its threads:\n{stacks[-6000:]}") from None
         # The pump thread owns stdout: let it read to EOF (communicate() would race it
         # for the last lines, e.g. the final "ended" status).
         self._pump_thread.join(timeout=5)
-        err = self.proc.stderr.read() if self.proc.stderr else ""
+        self._stderr_thread.join(timeout=5)
+        err = "".join(self._stderr)
         while not self._q.empty():
             self.messages.append(self._q.get())
         return self.proc.returncode, err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import sys
@@ -29,7 +30,13 @@ def setup_logging(level: str) -> None:
 
 
 def run_cli(prog: str, body: Callable[[], int]) -> int:
-    """Run ``body``; expected errors become ``prog: error: ...`` on stderr and exit 2."""
+    """Run ``body``; expected errors become ``prog: error: ...`` on stderr and exit 2.
+
+    ``kill -USR1 <pid>`` prints every thread's Python stack to stderr and the program goes
+    on: what a process that will not stop is doing, without a debugger.
+    """
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return body()
     except EXPECTED_ERRORS as e:
