@@ -35,8 +35,12 @@ def run_cli(prog: str, body: Callable[[], int]) -> int:
     ``kill -USR1 <pid>`` prints every thread's Python stack to stderr and the program goes
     on: what a process that will not stop is doing, without a debugger.
     """
-    if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    err = sys.__stderr__  # the process's own stderr (sys.stderr may be a capture without a descriptor)
+    if hasattr(signal, "SIGUSR1") and err is not None:
+        try:
+            faulthandler.register(signal.SIGUSR1, file=err, all_threads=True)
+        except (OSError, ValueError):  # no file descriptor behind it (an embedding host's stream)
+            pass
     try:
         return body()
     except EXPECTED_ERRORS as e:
