@@ -45,12 +45,17 @@ def test_listen_does_not_import_torch(toy_model: Path, toy_scene: Path) -> None:
     assert r.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_sigterm_closes_open_events_and_exits_zero(toy_model: Path, toy_scene: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "detector.cli.listen", str(toy_scene), "--model", str(toy_model),
+def _listen_in_real_time(model: Path, scene: Path) -> subprocess.Popen[str]:
+    """``sed-listen --json`` replaying ``scene`` at the wall clock's pace, as a daemon runs."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "detector.cli.listen", str(scene), "--model", str(model),
          "--json", "--no-publish", "--realtime"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )
+
+
+def test_sigterm_closes_open_events_and_exits_zero(toy_model: Path, toy_scene: Path) -> None:
+    proc = _listen_in_real_time(toy_model, toy_scene)
     assert proc.stdout is not None
     first = json.loads(proc.stdout.readline())  # blocks until the first onset (~2.5 s in)
     assert first["event"] == "onset"
@@ -65,11 +70,7 @@ def test_sigterm_closes_open_events_and_exits_zero(toy_model: Path, toy_scene: P
 
 def test_sigusr1_prints_every_threads_stack_and_listening_goes_on(toy_model: Path, toy_scene: Path) -> None:
     """``kill -USR1`` shows what a process that will not stop is doing (run_cli's faulthandler)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "detector.cli.listen", str(toy_scene), "--model", str(toy_model),
-         "--json", "--no-publish", "--realtime"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-    )
+    proc = _listen_in_real_time(toy_model, toy_scene)
     assert proc.stdout is not None
     assert json.loads(proc.stdout.readline())["event"] == "onset"  # running
     proc.send_signal(signal.SIGUSR1)
