@@ -299,16 +299,16 @@ class Listener:
             for sink in self.sinks:
                 sink.send(m)
 
-    def _update_scores_wanted(self) -> None:
-        """Which streams' ``scores`` messages any sink takes; redone when a ZeroMQ
-        subscriber (un)subscribes. A scores message nobody receives is never built."""
+    def _update_wanted(self) -> None:
+        """Which streams' ``scores`` and periodic ``status`` messages any sink takes; redone
+        when a ZeroMQ subscriber (un)subscribes. A message nobody receives is never built."""
         seen = tuple(s.poll_subscriptions() if hasattr(s, "poll_subscriptions") else 0 for s in self.sinks)
         if seen == self._subscriptions_seen:
             return
         self._subscriptions_seen = seen
         for st in self.streams:
-            topic = f"scores.{st.id}"
-            st.scores_wanted = any(sink_wants(s, topic) for s in self.sinks)
+            st.scores_wanted = any(sink_wants(s, f"scores.{st.id}") for s in self.sinks)
+            st.status_wanted = any(sink_wants(s, f"status.{st.id}") for s in self.sinks)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -726,7 +726,7 @@ class Listener:
                 self.stage_cpu_s["read"] += time.thread_time() - c0
                 # The front end (numpy FFT and BLAS, which release the GIL) runs on its own
                 # thread while this one makes the decisions of the batch scored meanwhile.
-                self._update_scores_wanted()
+                self._update_wanted()
                 # Batches already scored are decided; the oldest is waited for only when the
                 # queue is full and no more streams wait to be read (not capped).
                 while inflight and (inflight[0].future.done() or (not capped and len(inflight) >= MAX_INFLIGHT)):
@@ -783,7 +783,10 @@ class Listener:
                 now = time.time()
                 for j in np.flatnonzero(status_at <= now).tolist():
                     st = live[j]
-                    self.publish([st.status(st.state_now(), now)])
+                    if st.status_wanted:
+                        self.publish([st.status(st.state_now(), now)])
+                    else:  # nobody takes it (events-only subscribers): its interval starts anew
+                        st.status_skipped(now)
                     st.next_status += lc.status_interval_s  # on its schedule, without drift,
                     if st.next_status <= now:  # but after a stall one interval from now
                         st.next_status = now + lc.status_interval_s

@@ -174,6 +174,8 @@ class StreamState:
         # Whether any sink takes this stream's scores messages (the Listener keeps it
         # current from ZeroMQ subscriptions): nobody listening, nothing built.
         self.scores_wanted = True
+        # The same for the periodic status message (state changes are always sent).
+        self.status_wanted = True
         # Event clips (sed-listen --clips): set by the Listener, None when off.
         self.clips: ClipRecorder | None = None
 
@@ -433,11 +435,19 @@ class StreamState:
         if text:
             payload["message"] = str(text)
         self.last_state = state
+        self._new_status_interval(now)
+        return self.message("status", payload, self.stream_time)
+
+    def status_skipped(self, now: float) -> None:
+        """A periodic status nobody takes is not built; the next one's level, speed and
+        load cover the time from here, as if this one had been sent."""
+        self._new_status_interval(now)
+
+    def _new_status_interval(self, now: float) -> None:
         self._last_status_wall = now
         self._last_status_samples = self.samples
         self._last_status_busy = self._busy_s
         self._sum_sq, self._level_n, self._peak = 0.0, 0, 0.0
-        return self.message("status", payload, self.stream_time)
 
     def state_now(self) -> str:
         if self.error:

@@ -320,7 +320,7 @@ def test_many_paced_streams_read_in_parts_and_decided_together_change_nothing(
 
     paths = _shifted_copies(toy_scene, tmp_path, 6, 2500)
     config = Config(listen=dataclasses.replace(ListenConfig(), realtime=True, live_patch_hop_s=0.48))
-    step, bank_init, scores_wanted = SmootherBank.step, SmootherBank.__init__, Listener._update_scores_wanted
+    step, bank_init, update_wanted = SmootherBank.step, SmootherBank.__init__, Listener._update_wanted
     infer = Listener._infer
 
     def slow_infer(self: Listener, patches: list[np.ndarray]) -> tuple[np.ndarray, float]:
@@ -354,11 +354,11 @@ def test_many_paced_streams_read_in_parts_and_decided_together_change_nothing(
 
         def count_iterations(self: Listener) -> None:  # once an iteration, after the reads
             per_iteration[0] = 0
-            scores_wanted(self)
+            update_wanted(self)
 
         monkeypatch.setattr(SmootherBank, "step", counted_step)
         monkeypatch.setattr(SmootherBank, "__init__", init)
-        monkeypatch.setattr(Listener, "_update_scores_wanted", count_iterations)
+        monkeypatch.setattr(Listener, "_update_wanted", count_iterations)
         monkeypatch.setattr(Listener, "_read", counted_read)
         sink = ListSink()
         Listener([FileSource(p, 16000, realtime=True, stream_id=p.name) for p in paths], [sink], config,
@@ -430,6 +430,39 @@ def test_status_messages_of_many_streams_are_spread_over_the_interval(
     firsts = sorted(t[0] for t in periodic.values())
     gaps = np.diff(firsts)
     assert np.all(gaps > 0.05) and firsts[-1] - firsts[0] > 0.2  # a quarter interval apart, not at once
+
+
+def test_periodic_status_is_built_only_while_a_sink_takes_it(
+    scorer: OnnxScorer, toy_scene: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events-only consumers (the usual pipe, MQTT without status) cost no status message a
+    second per stream; a state change is still sent, and a sink that takes status gets them."""
+    from detector.stream import StreamState
+
+    class EventsOnly(ListSink):
+        def wants(self, topic: str) -> bool:
+            return topic.startswith("event.")
+
+    status = StreamState.status
+    built: list[str] = []
+
+    def counted(self: StreamState, state: str, *a: Any, **k: Any) -> dict[str, Any]:
+        built.append(state)
+        return status(self, state, *a, **k)
+
+    monkeypatch.setattr(StreamState, "status", counted)
+    config = Config(listen=dataclasses.replace(ListenConfig(), realtime=True, status_interval_s=0.3))
+    running = {}
+    for sink in (EventsOnly(), ListSink()):
+        built.clear()
+        listener = Listener([FileSource(toy_scene, 16000, realtime=True)], [sink], config, scorer=scorer)
+        stop = threading.Event()
+        threading.Timer(1.6, stop.set).start()
+        listener.run(stop)
+        running[type(sink).__name__] = built.count("running")
+        assert built[0] == "starting" and built[-1] == "ended"  # state changes: always
+    assert running["EventsOnly"] == 1  # starting -> running, at once; no periodic one
+    assert running["ListSink"] >= 4  # that one, then one per 0.3 s of ~1.6 s
 
 
 def test_latency_window_keeps_the_last_hops_in_order(scorer: OnnxScorer, toy_scene: Path) -> None:
