@@ -131,3 +131,20 @@ def test_file_read_ahead_batches_inference(toy_model: Path, toy_scene: Path) -> 
     listener = Listener([FileSource(toy_scene, 16000)], [ListSink()], Config(), scorer=scorer)
     listener.run()
     assert max(listener.batch_sizes) > 8  # 2 s chunks alone would give batches of ~4
+
+
+def test_small_batches_run_single_threaded_with_the_same_scores() -> None:
+    """With onnxruntime's own thread count, batches under SMALL_BATCH go to a one-thread
+    session (cheaper for a small model); the scores do not depend on which session ran them."""
+    from detector.model.resolve import DEFAULT_MODEL
+    from detector.model.scorer import SMALL_BATCH
+
+    scorer = OnnxScorer(DEFAULT_MODEL)  # threads=0: onnxruntime's choice
+    x = np.random.default_rng(5).uniform(-6.9, 3.0, (SMALL_BATCH + 3, 96, 64)).astype(np.float32)
+    big = scorer.score(x)  # one call on the main session
+    assert scorer._session_for(SMALL_BATCH) is scorer.session
+    small = np.concatenate([scorer.score(x[i : i + 1]) for i in range(x.shape[0])])
+    assert scorer._session_for(1) is not scorer.session  # the one-thread session ran them
+    np.testing.assert_array_equal(small, big)
+    explicit = OnnxScorer(DEFAULT_MODEL, threads=2)  # a thread count the user chose is kept
+    assert explicit._session_for(1) is explicit.session
