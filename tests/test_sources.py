@@ -160,6 +160,21 @@ def test_chunking_does_not_change_output(tmp_path: Path) -> None:
     assert a.shape[0] == RATE
 
 
+def test_reads_of_any_size_across_decoded_blocks_are_the_file_bit_for_bit(tmp_path: Path) -> None:
+    """Reads of any size, within one decoded block or across blocks, give the file bit for bit."""
+    rng = np.random.default_rng(3)
+    path = tmp_path / "pcm.wav"
+    sf.write(path, rng.integers(-32768, 32767, 10 * RATE, dtype=np.int16), RATE, subtype="PCM_16")
+    want, _ = sf.read(path, dtype="float32")
+    for chunk_s in (0.5, 6.0):  # blocks of 4 and 6 s
+        source = FileSource(path, RATE, chunk_seconds=chunk_s)
+        got, sizes = [], iter([1, 7, 9000, 3, 70000, 25000, 100001, 5])
+        while (x := source.read(next(sizes, 4096))) is not None:
+            got.append(x.copy())
+        np.testing.assert_array_equal(np.concatenate(got), want)
+        assert [g.shape[0] for g in got] == [1, 7, 9000, 3, 70000, 25000, 160000 - 104011]
+
+
 def test_info_log_says_what_it_got(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "cd.wav"
     sf.write(path, np.zeros((4410, 2), np.float32), 44100)
