@@ -259,6 +259,9 @@ class FileSource(Source):
                 # quarter of its cost (no float array allocated per block).
                 got = self._read_direct() if self._direct is not None else self._file.read(
                     self._block, dtype="int16", always_2d=True, out=self._int16)
+                if got.shape[0] and self.channels == 1 and self._resampler.passthrough:
+                    self._append_pcm16(got[:, 0])
+                    return
                 block = got.astype(np.float32)
                 block *= np.float32(1.0 / 32768.0)
             else:
@@ -277,6 +280,19 @@ class FileSource(Source):
             tail = self._resampler.process(mono, owned=True)  # a fresh block, never written again
         if tail.shape[0]:
             self._pending = np.concatenate([self._pending, tail])
+
+    def _append_pcm16(self, samples: np.ndarray) -> None:
+        """16-bit mono at the output rate (the usual recording): converted straight into the
+        new pending buffer behind what is left of the old one, without the float block and
+        the concatenation (two of the three copies of a replayed stream's audio)."""
+        keep = self._pending.shape[0]
+        buf = np.empty(keep + samples.shape[0], dtype=np.float32)
+        buf[:keep] = self._pending
+        new = buf[keep:]
+        new[...] = samples  # int16 -> float32, exact
+        new *= np.float32(1.0 / 32768.0)  # x / 32768, bit for bit libsndfile's
+        self._resampler.process(new, owned=True)  # equal rates: counted, returned as it is
+        self._pending = buf  # the old buffer's views, already read, are never written
 
     def _read_direct(self) -> np.ndarray:
         """The next block of a 16-bit PCM WAV's samples, ``(n, channels)`` int16 (a view of
