@@ -71,8 +71,9 @@ class ListenConfig:
     max_batch: int = 256
     device: str = "cpu"
     # onnxruntime intra-op threads; 0 = automatic: onnxruntime's choice (every core) with up
-    # to FEW_LIVE_STREAMS live streams, else 1 (the front end and the decisions of many
-    # streams keep the other cores busy; one thread costs ~15 % less CPU a patch).
+    # to FEW_LIVE_STREAMS live streams, batches under SMALL_BATCH on one thread
+    # (detector.model.scorer), else 1 (the front end and the decisions of many streams keep
+    # the other cores busy; one thread costs ~15 % less CPU a patch).
     threads: int = 0
     realtime: bool = False  # pace file sources to the wall clock
     hwm: int = 10000  # ZeroMQ send high-water mark (messages)
