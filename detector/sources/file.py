@@ -31,6 +31,8 @@ _REPLAY_BLOCK_S = 1.0
 """... and when it is (a real-time replay holds at most this much decoded audio)."""
 _SMALL_FILE_BYTES = 4096
 """Below this size an undecodable file is described as ending early."""
+_PCM16_SCALE = np.float32(1.0 / 32768.0)
+"""16-bit PCM to float: x / 32768, bit for bit libsndfile's conversion."""
 
 
 def _accepted_formats() -> str:
@@ -263,7 +265,7 @@ class FileSource(Source):
                     self._append_pcm16(got[:, 0])
                     return
                 block = got.astype(np.float32)
-                block *= np.float32(1.0 / 32768.0)
+                block *= _PCM16_SCALE
             else:
                 block = self._file.read(self._block, dtype="float32", always_2d=True)
         except sf.LibsndfileError as e:
@@ -290,7 +292,7 @@ class FileSource(Source):
         buf[:keep] = self._pending
         new = buf[keep:]
         new[...] = samples  # int16 -> float32, exact
-        new *= np.float32(1.0 / 32768.0)  # x / 32768, bit for bit libsndfile's
+        new *= _PCM16_SCALE
         self._resampler.process(new, owned=True)  # equal rates: counted, returned as it is
         self._pending = buf  # the old buffer's views, already read, are never written
 
