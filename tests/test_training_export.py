@@ -40,20 +40,23 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _trained_like(pooling: str) -> SedNet:
+def _trained_like(pooling: str, expand: int = 0) -> SedNet:
     """A tiny net whose BatchNorm statistics are not the identity (as after training)."""
     torch.manual_seed(0)
-    model = SedNet(ModelConfig(**{**PRESETS["tiny"].to_dict(), "pooling": pooling}), 3, FEATURES)
+    cfg = ModelConfig(**{**PRESETS["tiny"].to_dict(), "pooling": pooling, "expand": expand})
+    model = SedNet(cfg, 3, FEATURES)
     model.train()
     with torch.no_grad():
         for _ in range(3):
             model(torch.randn(8, FEATURES.patch_frames, FEATURES.n_mels) * 2 - 3)
+        if model.head2 is not None:
+            model.head2.weight.normal_(0.0, 0.3)  # as after training (it starts at zero)
     return model.eval()
 
 
-@pytest.mark.parametrize("pooling", ["max", "attention"])
-def test_parity_with_dynamic_batch(tmp_path: Path, pooling: str) -> None:
-    model = _trained_like(pooling)
+@pytest.mark.parametrize(("pooling", "expand"), [("max", 0), ("attention", 0), ("max", 24), ("mean", 24)])
+def test_parity_with_dynamic_batch(tmp_path: Path, pooling: str, expand: int) -> None:
+    model = _trained_like(pooling, expand)
     path = tmp_path / "m.onnx"
     check = export_onnx(model, make_contract(LABELS, FEATURES), path)
     assert check.max_abs_diff <= PARITY_TOLERANCE

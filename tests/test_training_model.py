@@ -86,6 +86,38 @@ def test_config_validation_and_round_trip() -> None:
         ModelConfig(pooling="sum")
     with pytest.raises(ValueError, match="one entry per stage"):
         ModelConfig(widths=(8, 16), blocks=(1,), strides=(2, 2))
+    with pytest.raises(ValueError, match="expand=-1"):
+        ModelConfig(expand=-1)
+    with pytest.raises(ValueError, match="expand=8 with pooling='attention'"):
+        ModelConfig(expand=8, pooling="attention")
+    assert ModelConfig.from_dict(PRESETS["small-wide"].to_dict()).expand == 512
+
+
+def test_wide_path_macs_and_a_grown_model_computes_what_its_checkpoint_did(tmp_path: Path) -> None:
+    narrow_cfg = ModelConfig(**{**PRESETS["tiny"].to_dict()})
+    wide_cfg = ModelConfig(**{**narrow_cfg.to_dict(), "expand": 40})
+    torch.manual_seed(2)
+    narrow = SedNet(narrow_cfg, 5, FEATURES)
+    wide = SedNet(wide_cfg, 5, FEATURES)
+    frames = FEATURES.patch_frames // 32
+    c = narrow_cfg.widths[-1]
+    assert count_macs(wide)[0] - count_macs(narrow)[0] == frames * c * 40 + 40 * 5
+    narrow.train()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        narrow(torch.randn(8, FEATURES.patch_frames, FEATURES.n_mels) * 2 - 3)
+    narrow.eval()
+    torch.save({"model": narrow.state_dict(), "model_config": narrow_cfg.to_dict(),
+                "labels": [{"name": f"l{i}", "mid": f"/m/{i}"} for i in range(5)],
+                "features": FEATURES.to_dict()}, tmp_path / "narrow.pt")
+    from training.distill import _init_from
+
+    assert _init_from(wide, str(tmp_path / "narrow.pt"), [f"/m/{i}" for i in range(5)]) == 5
+    wide.eval()
+    x = torch.randn(3, FEATURES.patch_frames, FEATURES.n_mels) * 2 - 3
+    with torch.no_grad():
+        torch.testing.assert_close(wide.scores(x), narrow.scores(x), atol=0, rtol=0)
+        wide.head2.weight.normal_()  # trained, the wide path changes the scores
+        assert not torch.allclose(wide.scores(x), narrow.scores(x))
 
 
 def test_load_checkpoint_round_trip(tmp_path: Path) -> None:

@@ -561,7 +561,7 @@ def _init_from(model: SedNet, path: str, mids: list[str]) -> int:
         if k in own and own[k].shape == v.shape:
             own[k] = v
     shared = [(i, theirs[m]) for i, m in enumerate(mids) if m in theirs]
-    for name in ("head.weight", "head.bias", "attention.weight", "attention.bias"):
+    for name in ("head.weight", "head.bias", "attention.weight", "attention.bias", "head2.weight", "head2.bias"):
         if name in state and name in own:
             for i, j in shared:
                 own[name][i] = state[name][j]

@@ -30,7 +30,7 @@ __all__ = ["HeadOnly", "init_from", "retrain_rows"]
 
 log = logging.getLogger(__name__)
 
-_HEADS = ("head", "attention")  # per-label Linear layers of SedNet (attention: optional)
+_HEADS = ("head", "attention", "head2")  # per-label Linear layers of SedNet (the last two: optional)
 
 
 def _head_params(model: SedNet) -> list[tuple[str, nn.Linear]]:

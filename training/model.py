@@ -15,6 +15,14 @@ Layout::
     -> pooling over time: max | mean | attention (per-label softmax over T')
     -> dropout -> linear -> logits (B, L)
 
+With ``expand = E > 0`` (max or mean pooling) a second, wider path is added to the
+logits: each frame's C features -> linear to E -> ReLU -> the same pooling over time
+-> dropout -> linear (``head2``, zero at initialisation) -> logits. The pooled C-wide
+embedding is the narrowest point of the network (128 values for 521 labels in
+"small"); the wide path widens it where it costs least (T' = 3 frames), and since
+``head2`` starts at zero, a model grown from a checkpoint without it starts out
+computing exactly what that checkpoint did (:func:`training.distill`'s ``init_from``).
+
 Only Conv, BatchNormalization (folded into the conv before it at export where one
 is), Relu, ReduceMean/ReduceMax, Softmax and MatMul/Gemm appear in the ONNX graph,
 all fast in onnxruntime on CPU. Run ``python -m training.model`` to print the MAC
@@ -82,6 +90,7 @@ class ModelConfig:
     strides: tuple[tuple[int, int], ...] = ((2, 2), (2, 2), (2, 2), (2, 2))
     dropout: float = 0.2
     pooling: str = "max"
+    expand: int = 0  # width of the wide path to the logits; 0: none
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalise lists (from TOML/JSON) to tuples
@@ -105,6 +114,9 @@ class ModelConfig:
             problems.append(f"dropout={self.dropout} (need 0 <= dropout < 1)")
         if self.pooling not in POOLINGS:
             problems.append(f"pooling={self.pooling!r} (accepted: {list(POOLINGS)})")
+        if self.expand < 0 or (self.expand and self.pooling == "attention"):
+            problems.append(f"expand={self.expand} with pooling={self.pooling!r} (need expand >= 0, "
+                            "and expand = 0 with attention pooling)")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -131,6 +143,7 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(stem_channels=8, widths=(8, 16, 32, 64)),
     "small": ModelConfig(),
+    "small-wide": ModelConfig(expand=512),
     "base": ModelConfig(stem_channels=24, widths=(24, 48, 96, 192)),
 }
 
@@ -209,6 +222,13 @@ class SedNet(nn.Module):
         self.attention: nn.Linear | None = None
         if cfg.pooling == "attention":
             self.attention = nn.Linear(c_in, n_labels)
+        self.expand: nn.Linear | None = None
+        self.head2: nn.Linear | None = None
+        if cfg.expand:
+            self.expand = nn.Linear(c_in, cfg.expand)
+            self.head2 = nn.Linear(cfg.expand, n_labels)
+            nn.init.zeros_(self.head2.weight)  # the wide path adds nothing until trained
+            nn.init.zeros_(self.head2.bias)
         self.embed_dim = c_in
 
     def frames(self, patches: torch.Tensor) -> torch.Tensor:
@@ -235,8 +255,16 @@ class SedNet(nn.Module):
             logits_t = self.head(self.dropout(h))  # (B, T', L)
             weights = torch.softmax(self.attention(h), dim=1)
             return (weights * logits_t).sum(dim=1), h.mean(dim=1)
-        pooled = h.amax(dim=1) if self.cfg.pooling == "max" else h.mean(dim=1)
-        return self.head(self.dropout(pooled)), pooled
+        pooled = self._pool(h)
+        logits = self.head(self.dropout(pooled))
+        if self.expand is not None and self.head2 is not None:
+            wide = self._pool(torch.relu(self.expand(h)))  # (B, E)
+            logits = logits + self.head2(self.dropout(wide))
+        return logits, pooled
+
+    def _pool(self, h: torch.Tensor) -> torch.Tensor:
+        """``(B, T', C)`` -> ``(B, C)``: max or mean over time."""
+        return h.amax(dim=1) if self.cfg.pooling == "max" else h.mean(dim=1)
 
     def scores(self, patches: torch.Tensor) -> torch.Tensor:
         """Sigmoid probabilities ``(B, n_labels)``."""
