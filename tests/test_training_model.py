@@ -48,7 +48,7 @@ def test_mac_counter_matches_hand_count() -> None:
 
 def test_default_size_within_budget() -> None:
     assert ModelConfig() == PRESETS["small"]
-    for name in ("small", "tiny"):
+    for name in ("small", "small-wide", "tiny"):
         macs, _ = count_macs(SedNet(PRESETS[name], 527, FEATURES))
         assert 0 < macs <= MAX_DEFAULT_MACS, name
     small, _ = count_macs(SedNet(PRESETS["small"], 527, FEATURES))
@@ -68,6 +68,15 @@ def test_output_shape_range_and_batch_invariance(pooling: str) -> None:
     assert torch.all((scores >= 0) & (scores <= 1))
     torch.testing.assert_close(single[0], scores[2], atol=1e-5, rtol=0)
     assert model.frames(x).shape[:2] == (4, FEATURES.patch_frames // 32)
+
+
+def test_cli_prints_every_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    from training.model import main
+
+    assert main(["--labels", "10"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name} " in out for name in PRESETS)
+    assert "expand=512" in out and "small-wide pooling=attention" not in out
 
 
 def test_rejects_wrong_input_shape() -> None:

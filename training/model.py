@@ -353,11 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.preset or sorted(PRESETS):
         cfg = PRESETS[name]
         for pooling in POOLINGS:
+            if cfg.expand and pooling == "attention":
+                continue  # the wide path has no attention form
             model = SedNet(dataclasses.replace(cfg, pooling=pooling), args.labels, features)
             macs, params = count_macs(model)
             print(f"{name:6s} pooling={pooling:9s} {macs / 1e6:6.2f} M MACs/patch  "
                   f"{params / 1e6:5.3f} M params  widths={list(cfg.widths)} "
-                  f"blocks={list(cfg.blocks)}")
+                  f"blocks={list(cfg.blocks)}" + (f" expand={cfg.expand}" if cfg.expand else ""))
     return 0
 
 
