@@ -125,3 +125,33 @@ def test_retrain_rejects_names_it_cannot_retrain() -> None:
         retrain_rows([0, 2], ["a", "new", "c"], ["new"])
     with pytest.raises(ValueError, match="without freeze_known=true"):
         load_config(None, {"retrain": ["a"], "init_from": "x.pt"})
+
+
+def test_init_from_takes_the_checkpoints_own_network_and_freezes_its_wide_head(
+    toy_manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --preset, sed-train --init-from fine-tunes the checkpoint's network as it is
+    (a default model with the wide path, say), and --freeze-known keeps both heads' rows."""
+    cfg = tmp_path / "wide.toml"
+    cfg.write_text("labels = [" + ", ".join(f'"{n}"' for n in KNOWN) + ']\npreset = "tiny"\n[model]\nexpand = 16\n')
+    common = ["--train", str(toy_manifest), "--cache", str(toy_manifest.parent / "cache"), "--epochs", "2",
+              "--batch-size", "8", "--samples-per-epoch", "32", "--device", "cpu", "--no-mix"]
+    assert main(["--config", str(cfg), "--out", str(tmp_path / "old"), *common]) == 0
+    old = torch.load(tmp_path / "old" / "last.pt", weights_only=True)
+    assert old["model_config"]["expand"] == 16
+    assert old["model"]["head2.weight"].abs().sum() > 0  # the wide path trained
+    labels = tmp_path / "new.toml"
+    labels.write_text("labels = [" + ", ".join(f'"{n}"' for n in NAMES) + "]\n")
+    assert main(["--config", str(labels), "--out", str(tmp_path / "new"), *common,
+                 "--init-from", str(tmp_path / "old" / "last.pt"), "--freeze-known"]) == 0
+    new = torch.load(tmp_path / "new" / "last.pt", weights_only=True)
+    assert new["model_config"] == old["model_config"]
+    rows = [NAMES.index(n) for n in KNOWN]
+    for key in ("head.weight", "head2.weight", "head2.bias"):
+        torch.testing.assert_close(new["model"][key][rows], old["model"][key], rtol=0, atol=0, msg=key)
+    capsys.readouterr()
+    # Another network named: a one-line error naming both.
+    assert main(["--config", str(labels), "--out", str(tmp_path / "bad"), *common, "--preset", "tiny",
+                 "--init-from", str(tmp_path / "old" / "last.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "its model_config is" in err and "'expand': 16" in err and "'expand': 0" in err

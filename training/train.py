@@ -54,7 +54,7 @@ from training.augment import AugmentConfig, SpecAugment, WaveAugment, mix_batch
 from training.data import BalancedSampler
 from training.extend import HeadOnly, init_from, retrain_rows
 from training.frontend import LogMel
-from training.model import PRESETS, ModelConfig, SedNet
+from training.model import PRESETS, ModelConfig, SedNet, read_checkpoint
 
 __all__ = [
     "LOSSES",
@@ -84,7 +84,7 @@ class TrainConfig:
     cache_dir: str = "cache"
     out_dir: str = "runs/default"
     labels: tuple[str, ...] = ()  # empty: every label in the train manifest
-    preset: str = "small"
+    preset: str = ""  # empty: the network of init_from's checkpoint, else "small"
     epochs: int = 30
     batch_size: int = 64
     samples_per_epoch: int = 0  # 0: one pass over the training clips
@@ -123,7 +123,7 @@ class TrainConfig:
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(self, "retrain", tuple(self.retrain))
         problems = []
-        if self.preset not in PRESETS:
+        if self.preset and self.preset not in PRESETS:
             problems.append(f"preset={self.preset!r} (accepted: {sorted(PRESETS)})")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule={self.schedule!r} (accepted: {list(SCHEDULES)})")
@@ -185,7 +185,12 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     top = dict(_checked(TrainConfig, doc, where))
     top.update({k: v for k, v in (overrides or {}).items() if v is not None})
     train_cfg = TrainConfig(**top)
-    base = PRESETS[train_cfg.preset].to_dict()
+    if train_cfg.preset:
+        base = PRESETS[train_cfg.preset].to_dict()
+    elif train_cfg.init_from:  # fine-tuning a model: its own network, unless told otherwise
+        base = read_checkpoint(train_cfg.init_from)["model_config"]
+    else:
+        base = PRESETS["small"].to_dict()
     base.update(_checked(ModelConfig, model_over, f"{where} [model]"))
     aug = AugmentConfig(**_checked(AugmentConfig, augment, f"{where} [augment]"))
     return _Run(train_cfg, ModelConfig.from_dict(base), aug)
@@ -530,7 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val", dest="val_manifest", help="validation manifest CSV")
     p.add_argument("--cache", dest="cache_dir", help="waveform cache directory")
     p.add_argument("--out", dest="out_dir", help="checkpoint directory")
-    p.add_argument("--preset", choices=sorted(PRESETS))
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="network size (default: --init-from's own network, else small)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--samples-per-epoch", type=int)
