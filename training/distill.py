@@ -63,7 +63,7 @@ from training.augment import AugmentConfig, SpecAugment
 from training.corpus import pool as pool_mod
 from training.corpus.pool_cache import TEACHER_HOP_FRAMES, features_of, load_entry, patch_starts
 from training.metrics import average_precision
-from training.model import PRESETS, SedNet
+from training.model import PER_LABEL_LAYERS, PRESETS, SedNet
 
 __all__ = ["BalancedSampler", "DistillConfig", "LabelledSet", "MelAugment", "PoolSet", "load_config", "main",
            "noise_classes", "source_key", "targets", "train", "validation_sources"]
@@ -561,7 +561,7 @@ def _init_from(model: SedNet, path: str, mids: list[str]) -> int:
         if k in own and own[k].shape == v.shape:
             own[k] = v
     shared = [(i, theirs[m]) for i, m in enumerate(mids) if m in theirs]
-    for name in ("head.weight", "head.bias", "attention.weight", "attention.bias", "head2.weight", "head2.bias"):
+    for name in (f"{layer}.{p}" for layer in PER_LABEL_LAYERS for p in ("weight", "bias")):
         if name in state and name in own:
             for i, j in shared:
                 own[name][i] = state[name][j]

@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.model import SedNet, read_checkpoint
+from training.model import PER_LABEL_LAYERS, SedNet, read_checkpoint
 
 __all__ = ["HeadOnly", "init_from", "retrain_rows"]
 
 log = logging.getLogger(__name__)
 
-_HEADS = ("head", "attention", "head2")  # per-label Linear layers of SedNet (the last two: optional)
+_HEADS = PER_LABEL_LAYERS
 
 
 def _head_params(model: SedNet) -> list[tuple[str, nn.Linear]]:

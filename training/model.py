@@ -44,6 +44,7 @@ from torch import nn
 from detector.frontend.features import FeatureConfig
 
 __all__ = [
+    "PER_LABEL_LAYERS",
     "POOLINGS",
     "PRESETS",
     "ModelConfig",
@@ -59,6 +60,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 POOLINGS = ("max", "mean", "attention")
+PER_LABEL_LAYERS = ("head", "attention", "head2")
+""":class:`SedNet`'s Linear layers with one output row per label (the last two optional):
+the rows that follow a label when a checkpoint's labels are matched to another's."""
 
 
 def _pair(value: Any, what: str) -> tuple[int, int]:
