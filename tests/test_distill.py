@@ -128,6 +128,30 @@ def test_labelled_targets_follow_weak_and_strong_labels(tmp_path: Path) -> None:
     assert ds.clip_targets[0].tolist() == [0.0, 1.0, 1.0]
 
 
+def test_a_strong_overlap_in_seconds_labels_patches_that_hold_a_long_sounds_start(tmp_path: Path) -> None:
+    names = ["Speech", "Dog"]
+    a = tmp_path / "a.flac"
+    sf.write(a, np.zeros(6 * SR, np.float32), SR)
+    m = tmp_path / "m.csv"
+    with m.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "labels", "onset", "offset"])
+        w.writerow([a.name, "Dog", "2.1", "4.9"])  # long: the half rule needs 0.48 s of it
+        w.writerow([a.name, "Speech", "0.5", "0.7"])  # short: half of it, 0.1 s, either way
+    half = LabelledSet(m, tmp_path / "cache", names, CFG)
+    early = LabelledSet(m, tmp_path / "cache", names, CFG, strong_overlap_s=0.2)
+    starts = half.items[:, 1] * CFG.hop_length / SR
+    dog_overlap = np.minimum(starts + 0.96, 4.9) - np.maximum(starts, 2.1)
+    speech_overlap = np.minimum(starts + 0.96, 0.7) - np.maximum(starts, 0.5)
+    assert ((half.targets[:, 1] > 0) == (dog_overlap >= 0.48)).all()
+    assert ((early.targets[:, 1] > 0) == (dog_overlap >= 0.2)).all()
+    # the patch at 1.44-2.40 s holds the dog's first 0.3 s: labelled only with the overlap in seconds
+    only_early = (early.targets[:, 1] > 0) & ~(half.targets[:, 1] > 0)
+    assert np.allclose(starts[only_early], [1.44])
+    assert ((half.targets[:, 0] > 0) == (speech_overlap >= 0.1)).all()
+    assert (early.targets[:, 0] == half.targets[:, 0]).all()
+
+
 def test_excluded_sources_leave_out_clips_and_the_scenes_that_hold_them(tmp_path: Path) -> None:
     names = ["Speech", "Dog", "Cough"]
     m = tmp_path / "m.csv"

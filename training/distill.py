@@ -106,6 +106,11 @@ class DistillConfig:
     # Labelled recordings left out: any whose clips' source (less a "scene:" prefix) starts
     # with one of these, e.g. ["urbansound8k:", "virufy:"] with free_only for the pool.
     exclude_sources: tuple[str, ...] = ()
+    # A strong event (the training soundscapes) labels a patch it overlaps by half of the
+    # shorter of the two (0.48 s of a long event), or by this many seconds if fewer: a
+    # patch holding a sound's first 0.2 s then learns the sound, not the teacher's
+    # (slow) reading of it, so onsets can come earlier. 0: the half rule alone.
+    strong_overlap_s: float = 0.0
     val_patches: int = 4000
     # Of the pool's patches in a batch, this fraction is drawn class-balanced by the
     # teacher's cached scores (a class at random among those with at least
@@ -325,12 +330,14 @@ class LabelledSet:
     """Labelled clips (a ``sed-train`` manifest) as cached log-mel with per-patch targets.
 
     Targets are over the teacher's label list; a clip's weak labels hold for all its
-    patches, a strong event for the patches it overlaps by half of the shorter of the two.
+    patches, a strong event for the patches it overlaps by half of the shorter of the two,
+    or by ``strong_overlap_s`` if that is positive and less.
     Labels the teacher does not have are ignored (counted in the log).
     """
 
     def __init__(self, manifest: Path, cache: Path, names: list[str], features: FeatureConfig,
-                 hop_frames: int = TEACHER_HOP_FRAMES, exclude_sources: tuple[str, ...] = ()) -> None:
+                 hop_frames: int = TEACHER_HOP_FRAMES, exclude_sources: tuple[str, ...] = (),
+                 strong_overlap_s: float = 0.0) -> None:
         from training.clips import read_manifest
 
         index = {n: i for i, n in enumerate(names)}
@@ -372,7 +379,10 @@ class LabelledSet:
                 t = weak.copy()
                 a, b = s * fs, s * fs + patch_s
                 for lab_i, on, off in events:
-                    if min(b, off) - max(a, on) >= 0.5 * min(off - on, patch_s):
+                    need = 0.5 * min(off - on, patch_s)
+                    if strong_overlap_s > 0:
+                        need = min(need, strong_overlap_s)
+                    if min(b, off) - max(a, on) >= need:
                         t[lab_i] = 1.0
                     clip_t[lab_i] = 1.0
                 items.append((i, int(s)))
@@ -604,7 +614,7 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
     pool = PoolSet(_expand(cfg.pool), cfg, features, exclude)
     cache = _expand(cfg.mel_cache)
     lab = LabelledSet(_expand(cfg.train_manifest), cache, names, features,
-                      exclude_sources=tuple(cfg.exclude_sources))
+                      exclude_sources=tuple(cfg.exclude_sources), strong_overlap_s=cfg.strong_overlap_s)
     val = LabelledSet(_expand(cfg.val_manifest), cache, names, features)
     beds = make_beds(features)
     mel_aug = MelAugment(aug_cfg, features, beds)
