@@ -68,6 +68,37 @@ def test_sigterm_closes_open_events_and_exits_zero(toy_model: Path, toy_scene: P
     assert len(closing) == 1 and closing[0]["reason"] in ("shutdown", "score")
 
 
+def test_a_stop_signal_landing_inside_stop_wait_still_stops() -> None:
+    """The handler runs on the thread that may be inside ``stop.wait()``, holding the event's
+    lock: setting the event there would wait for that lock forever (sed-listen once hung on
+    SIGTERM this way). Here a thread holds the lock and calls the handler, as the main thread
+    would; it must return, and the event be set once the lock is let go."""
+    import logging
+    import threading
+
+    from detector.cli.common import signals_set
+
+    stop = threading.Event()
+    with signals_set(stop, logging.getLogger("test"), "exiting"):
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+        returned = threading.Event()
+
+        def land_inside_wait() -> None:
+            with stop._cond:  # type: ignore[attr-defined]  # what Event.wait holds
+                handler(signal.SIGTERM, None)
+                returned.set()
+
+        threading.Thread(target=land_inside_wait, daemon=True).start()
+        assert returned.wait(5), "the signal handler blocked on the event's lock"
+        assert stop.wait(5)
+        # and a real signal, delivered by the kernel to this process
+        stop.clear()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.wait(5)
+    assert signal.getsignal(signal.SIGTERM) is not handler  # the previous handlers are back
+
+
 def test_sigusr1_prints_every_threads_stack_and_listening_goes_on(toy_model: Path, toy_scene: Path) -> None:
     """``kill -USR1`` shows what a process that will not stop is doing (run_cli's faulthandler)."""
     proc = _listen_in_real_time(toy_model, toy_scene)

@@ -101,8 +101,9 @@ def _drain_fd(fd: int) -> None:
 
 def serve(argv: Sequence[str]) -> int:
     """``serve --yamnet PATH FILE --publish EP``: a sed-listen-like process on YAMNet (for RSS)."""
-    import signal
+    import logging
 
+    from detector.cli.common import stop_on_signals
     from detector.model.yamnet import YamnetScorer
 
     p = argparse.ArgumentParser(prog="python -m detector.bench serve")
@@ -112,8 +113,7 @@ def serve(argv: Sequence[str]) -> int:
     a = p.parse_args(argv)
     scorer = YamnetScorer(a.yamnet)
     pub = ZmqPublisher(a.publish)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = stop_on_signals(logging.getLogger("sed-bench"), "stopping")
     config = Config(listen=ListenConfig(realtime=True))
     sc: Any = scorer  # duck-typed OnnxScorer
     rate = scorer.contract.features.sample_rate

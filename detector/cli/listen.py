@@ -26,15 +26,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
 from collections import Counter
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from detector.cli.common import run_cli, setup_logging
+from detector.cli.common import run_cli, setup_logging, signals_set
 from detector.config import SecurityConfig, load_config
 from detector.io.clips import ClipConfig, ClipWriter, parse_age
 from detector.io.control import DEFAULT_CONTROL_ENDPOINT
@@ -343,17 +341,10 @@ def _run(args: argparse.Namespace) -> int:
     if listener.control is not None:
         log.info("control socket on %s", listener.control.bound)
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s: closing open events and exiting", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        listener.run(stop)
+        with signals_set(stop, log, "closing open events and exiting"):
+            listener.run(stop)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if clips is not None:
             clips.close()  # writes the clips still queued (the final offsets' too)
         for sink in sinks:
