@@ -107,16 +107,21 @@ def test_beds_cover_every_noise_kind_at_unit_level() -> None:
     assert all(b.shape[1] == CFG.n_mels and np.isfinite(b).all() for b in beds)
 
 
-def test_labelled_targets_follow_weak_and_strong_labels(tmp_path: Path) -> None:
-    names = ["Speech", "Dog", "Music"]
+def _one_clip_manifest(tmp_path: Path, seconds: float, rows: list[tuple[str, str, str]]) -> Path:
+    """A manifest of one silent clip ``a.flac`` with ``(labels, onset, offset)`` rows."""
     a = tmp_path / "a.flac"
-    sf.write(a, np.zeros(4 * SR, np.float32), SR)
+    sf.write(a, np.zeros(int(seconds * SR), np.float32), SR)
     m = tmp_path / "m.csv"
     with m.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "labels", "onset", "offset"])
-        w.writerow([a.name, "Music", "", ""])
-        w.writerow([a.name, "Dog", "2.0", "2.5"])
+        w.writerows([a.name, *row] for row in rows)
+    return m
+
+
+def test_labelled_targets_follow_weak_and_strong_labels(tmp_path: Path) -> None:
+    names = ["Speech", "Dog", "Music"]
+    m = _one_clip_manifest(tmp_path, 4.0, [("Music", "", ""), ("Dog", "2.0", "2.5")])
     ds = LabelledSet(m, tmp_path / "cache", names, CFG)
     starts = ds.items[:, 1] * CFG.hop_length / SR
     dog = ds.targets[:, 1] > 0
@@ -130,14 +135,10 @@ def test_labelled_targets_follow_weak_and_strong_labels(tmp_path: Path) -> None:
 
 def test_a_strong_overlap_in_seconds_labels_patches_that_hold_a_long_sounds_start(tmp_path: Path) -> None:
     names = ["Speech", "Dog"]
-    a = tmp_path / "a.flac"
-    sf.write(a, np.zeros(6 * SR, np.float32), SR)
-    m = tmp_path / "m.csv"
-    with m.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "labels", "onset", "offset"])
-        w.writerow([a.name, "Dog", "2.1", "4.9"])  # long: the half rule needs 0.48 s of it
-        w.writerow([a.name, "Speech", "0.5", "0.7"])  # short: half of it, 0.1 s, either way
+    m = _one_clip_manifest(tmp_path, 6.0, [
+        ("Dog", "2.1", "4.9"),  # long: the half rule needs 0.48 s of it
+        ("Speech", "0.5", "0.7"),  # short: half of it, 0.1 s, either way
+    ])
     half = LabelledSet(m, tmp_path / "cache", names, CFG)
     early = LabelledSet(m, tmp_path / "cache", names, CFG, strong_overlap_s=0.2)
     starts = half.items[:, 1] * CFG.hop_length / SR

@@ -109,7 +109,8 @@ class DistillConfig:
     # A strong event (the training soundscapes) labels a patch it overlaps by half of the
     # shorter of the two (0.48 s of a long event), or by this many seconds if fewer: a
     # patch holding a sound's first 0.2 s then learns the sound, not the teacher's
-    # (slow) reading of it, so onsets can come earlier. 0: the half rule alone.
+    # (slow) reading of it. 0: the half rule alone. Meant for earlier onsets; 0.2 did not
+    # bring them (training/configs/v2_wide5.toml).
     strong_overlap_s: float = 0.0
     val_patches: int = 4000
     # Of the pool's patches in a batch, this fraction is drawn class-balanced by the
