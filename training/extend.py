@@ -30,11 +30,9 @@ __all__ = ["HeadOnly", "init_from", "retrain_rows"]
 
 log = logging.getLogger(__name__)
 
-_HEADS = PER_LABEL_LAYERS
-
 
 def _head_params(model: SedNet) -> list[tuple[str, nn.Linear]]:
-    return [(n, getattr(model, n)) for n in _HEADS if getattr(model, n, None) is not None]
+    return [(n, getattr(model, n)) for n in PER_LABEL_LAYERS if getattr(model, n, None) is not None]
 
 
 def init_from(model: SedNet, path: str | Path, names: Sequence[str]) -> list[int]:
@@ -114,7 +112,7 @@ class HeadOnly:
     def modes(self) -> None:
         """After ``model.train()``: the backbone back in eval mode (BatchNorm statistics fixed)."""
         for name, child in self.model.named_children():
-            if name not in _HEADS and name != "dropout":
+            if name not in PER_LABEL_LAYERS and name != "dropout":
                 child.eval()
 
     def mask_grads(self) -> None:
