@@ -200,12 +200,20 @@ def test_retention_by_age(tmp_path: Path) -> None:
 
 
 def test_writer_applies_retention_as_it_writes(scorer: OnnxScorer, tmp_path: Path) -> None:
+    # The demo's clips without a limit first: the limit below holds the largest clip (so the
+    # newest is always kept) and less than all of them, whatever the model's events are.
+    probe, _ = _run(scorer, ClipConfig(tmp_path / "probe"))
+    sizes = [sum(p.stat().st_size for p in (Path(m["clip"]), Path(m["clip"]).with_suffix(".json")))
+             for m in probe if m["type"] == "event" and m["event"] == "offset"]
+    assert len(sizes) >= 3
+    limit = (max(sizes) + sum(sizes)) // 2
+    clips = tmp_path / "clips"
+    clips.mkdir()
     now = time.time()
-    stale = _clip_file(tmp_path, "20240101T000000.000Z", 10, 10 * 86400, now)
-    limit = 300_000
-    messages, writer = _run(scorer, ClipConfig(tmp_path, max_bytes=limit, max_age_s=parse_age("7d")))
+    stale = _clip_file(clips, "20240101T000000.000Z", 10, 10 * 86400, now)
+    messages, writer = _run(scorer, ClipConfig(clips, max_bytes=limit, max_age_s=parse_age("7d")))
     assert not any(p.exists() for p in stale)  # removed at start by age
-    total = sum(p.stat().st_size for p in tmp_path.iterdir())
+    total = sum(p.stat().st_size for p in clips.iterdir())
     assert total <= limit
     offsets = [m for m in messages if m["type"] == "event" and m["event"] == "offset"]
     kept = [m for m in offsets if Path(m["clip"]).exists()]
