@@ -144,7 +144,8 @@ def test_events_give_late_start_latency_at_the_file_and_the_live_hop(toy_model: 
     from conftest import SCENE_EVENTS
 
     from detector.config import LIVE_FINE_HOP_S
-    from training.model_card import LATE_START_S, _events
+    from training.model_card import LATE_START_S, OUTCOMES, _events
+    from training.ontology import Ontology
 
     lines = ["path,labels,onset,offset,source,split"]
     lines += [f"{toy_scene},\"{label}\",{start:.3f},{start + dur:.3f},toy,val" for label, start, dur in SCENE_EVENTS]
@@ -152,7 +153,7 @@ def test_events_give_late_start_latency_at_the_file_and_the_live_hop(toy_model: 
     (tmp_path / "scenes.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     scorer = OnnxScorer(toy_model, threads=1)
     names = list(scorer.contract.names)
-    file_hop = _events(scorer, tmp_path / "scenes.csv", names)
+    file_hop = _events(scorer, tmp_path / "scenes.csv", names, ontology=Ontology.load())
     live_hop = _events(scorer, tmp_path / "scenes.csv", names, LIVE_FINE_HOP_S)
     assert file_hop["hop_s"] == 0.48 and live_hop["hop_s"] == LIVE_FINE_HOP_S
     for r in (file_hop, live_hop):
@@ -168,3 +169,32 @@ def test_events_give_late_start_latency_at_the_file_and_the_live_hop(toy_model: 
     md = render(card, "# Card\n")
     assert f"starts ≥ {LATE_START_S:g} s" in md
     assert "| file hop 0.48 s |" in md and f"| live hop {LIVE_FINE_HOP_S:g} s |" in md
+    # every reference event is in one outcome, and the card lists them all
+    assert sum(file_hop["outcomes"].values()) == file_hop["reference_events"] and "outcomes" not in live_hop
+    assert file_hop["outcomes"]["onset_and_offset"] >= 1
+    assert all(f"| {text} | {file_hop['outcomes'][k]} |" in md for k, text in OUTCOMES.items())
+
+
+def test_outcome_says_where_a_reference_event_went() -> None:
+    from training.model_card import outcome
+    from training.ontology import Ontology
+
+    onto = Ontology.load()
+    labels = {"Dog", "Bark", "Speech"}
+    never = {"Outside, rural or natural"}
+
+    def where(ref: tuple[str, float, float], *detected: tuple[str, float, float]) -> str:
+        return outcome(ref, list(detected), labels, never, onto)
+
+    assert where(("Outside, rural or natural", 0.0, 10.0), ("Dog", 0.2, 9.0)) == "never_an_event"
+    assert where(("Cat", 1.0, 3.0), ("Cat", 1.0, 3.0)) == "not_an_event_label"
+    assert where(("Dog", 1.0, 3.0), ("Dog", 1.2, 3.4)) == "onset_and_offset"
+    assert where(("Dog", 1.0, 9.0), ("Dog", 1.2, 3.0)) == "onset_only"  # ends 6 s early: > 20 % of 8 s
+    assert where(("Dog", 1.0, 9.0), ("Dog", 4.0, 9.0)) == "onset_off"  # found 3 s late
+    assert where(("Dog", 1.0, 3.0), ("Bark", 1.2, 2.8)) == "related_label"  # a narrower label
+    assert where(("Bark", 1.0, 3.0), ("Dog", 1.2, 2.8), ("Speech", 1.0, 3.0)) == "related_label"
+    assert where(("Dog", 1.0, 3.0), ("Speech", 1.5, 2.0)) == "other_label"
+    assert where(("Dog", 1.0, 3.0), ("Speech", 5.0, 6.0)) == "nothing"
+    assert where(("Dog", 1.0, 3.0)) == "nothing"
+    # the best outcome among several detections of its label wins
+    assert where(("Dog", 1.0, 3.0), ("Dog", 4.5, 6.0), ("Dog", 1.1, 3.1)) == "onset_and_offset"

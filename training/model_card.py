@@ -34,6 +34,7 @@ import numpy as np
 from detector.bench.modelcost import graph_cost, ms_per_patch
 from detector.cli.tag import tag_file
 from detector.config import LIVE_FINE_HOP_S, Config, ListenConfig
+from detector.model.labels import NEVER_EVENT_LABELS, choose_event_labels, read_label_file
 from detector.model.scorer import OnnxScorer
 from detector.model.yamnet import YamnetScorer, find_yamnet
 from detector.pipeline import detect_file
@@ -41,7 +42,7 @@ from training.clips import read_manifest
 from training.metrics import average_precision, event_f1, mean_excluding
 from training.ontology import Ontology
 
-__all__ = ["main", "measure", "render"]
+__all__ = ["OUTCOMES", "main", "measure", "outcome", "render"]
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +120,53 @@ def _related(ontology: Ontology, a: str, b: str) -> bool:
         return False
 
 
+OUTCOMES = {
+    "never_an_event": "its label never raises events (noise, scene and room classes)",
+    "not_an_event_label": "its label is not among the model's event labels",
+    "onset_and_offset": "detected: the same label, onset and offset within the collars",
+    "onset_only": "the same label with its onset within the collar, its offset not",
+    "onset_off": "the same label over it, its onset off by more than the collar",
+    "related_label": "only a broader or narrower label over it (ontology)",
+    "other_label": "only other labels over it",
+    "nothing": "no event over it",
+}
+"""Where a reference event of the soundscapes went, first that applies (:func:`outcome`)."""
+
+
+def outcome(ref: tuple[str, float, float], detected: Sequence[tuple[str, float, float]],
+            event_labels: set[str], never: set[str], ontology: Ontology, collar: float = 1.0) -> str:
+    """The :data:`OUTCOMES` key of one reference event ``(label, onset, offset)`` among one
+    scene's detected events. Offsets match as in :func:`training.metrics.event_f1` (within
+    ``max(collar, 20 % of the event's length)``), but a detection may serve two references."""
+    name, on, off = ref
+    if name in never:
+        return "never_an_event"
+    if name not in event_labels:
+        return "not_an_event_label"
+    over = [d for d in detected if d[1] < off + collar and d[2] > on - collar]
+    same = [d for d in over if d[0] == name]
+    if any(abs(d[1] - on) <= collar and abs(d[2] - off) <= max(collar, 0.2 * (off - on)) for d in same):
+        return "onset_and_offset"
+    if any(abs(d[1] - on) <= collar for d in same):
+        return "onset_only"
+    if same:
+        return "onset_off"
+    inside = [d for d in over if d[1] < off and d[2] > on]
+    if any(_related(ontology, d[0], name) for d in inside):
+        return "related_label"
+    return "other_label" if inside else "nothing"
+
+
 def _latency(values: list[float]) -> dict[str, Any]:
     lat = np.array(values)
     return {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)), "n": len(lat)} if len(lat) else {}
 
 
-def _events(scorer: OnnxScorer, manifest: Path, names: list[str], hop_s: float | None = None) -> dict[str, Any]:
+def _events(scorer: OnnxScorer, manifest: Path, names: list[str], hop_s: float | None = None,
+            ontology: Ontology | None = None) -> dict[str, Any]:
     """Event F1 and onset latency on soundscapes through :func:`detect_file`; at the
-    default file hop, or at ``hop_s`` (``LIVE_FINE_HOP_S``: what a live microphone gets)."""
+    default file hop, or at ``hop_s`` (``LIVE_FINE_HOP_S``: what a live microphone gets).
+    With ``ontology``, also where each reference event went (:func:`outcome`)."""
     config = Config(listen=ListenConfig(patch_hop_s=hop_s)) if hop_s is not None else None
     refs: dict[Path, list[tuple[int, float, float]]] = defaultdict(list)
     for clip in read_manifest(manifest):
@@ -137,6 +177,9 @@ def _events(scorer: OnnxScorer, manifest: Path, names: list[str], hop_s: float |
     est_ev: list[tuple[str, int, float, float]] = []
     latencies = []
     late = []  # of reference events starting >= LATE_START_S into the scene
+    outcomes = dict.fromkeys(OUTCOMES, 0)
+    event_labels = set(choose_event_labels(names, scorer.contract.event_labels, None))
+    never = set(read_label_file(NEVER_EVENT_LABELS))
     for path, truth in sorted(refs.items()):
         detected = detect_file(path, scorer=scorer, config=config)
         ref_ev += [(str(path), k, on, off) for k, on, off in truth]
@@ -156,6 +199,10 @@ def _events(scorer: OnnxScorer, manifest: Path, names: list[str], hop_s: float |
                 latencies.append(m["stream_time"] - start)
                 if start >= LATE_START_S:
                     late.append(m["stream_time"] - start)
+        if ontology is not None:
+            mine = [(names[k], on, off) for f, k, on, off in est_ev if f == str(path)]
+            for k, on, off in truth:
+                outcomes[outcome((names[k], on, off), mine, event_labels, never, ontology)] += 1
     out: dict[str, Any] = {"files": len(refs), "reference_events": len(ref_ev), "detected": len(est_ev),
                            "hop_s": hop_s if hop_s is not None else Config().listen.patch_hop_s}
     for collar in COLLARS_S:
@@ -166,6 +213,8 @@ def _events(scorer: OnnxScorer, manifest: Path, names: list[str], hop_s: float |
         }
     out["onset_latency_s"] = _latency(latencies)
     out["onset_latency_late_start_s"] = _latency(late)
+    if ontology is not None:
+        out["outcomes"] = outcomes
     return out
 
 
@@ -306,6 +355,12 @@ def render(card: dict[str, Any], head: str) -> str:
     if lat:
         out += ["", f"Onset latency (onset message's stream time minus the true start, {lat['n']} matched onsets): "
                 f"p50 **{lat['p50']:.2f} s**, p95 {lat['p95']:.2f} s."]
+    if e.get("outcomes"):
+        n = max(sum(e["outcomes"].values()), 1)
+        out += ["", f"Where the {e['reference_events']} reference events went (file hop, 1 s collar; the first "
+                "that applies. A detection may count for two references here, where F1 matches one to one):", "",
+                "| reference event | count | share |", "|---|---:|---:|"]
+        out += [f"| {OUTCOMES[k]} | {v} | {100 * v / n:.0f} % |" for k, v in e["outcomes"].items()]
     by_hop = [(f"file hop {e.get('hop_s', 0.48):g} s", e)]
     if card.get("events_live_hop"):
         by_hop.append((f"live hop {card['events_live_hop']['hop_s']:g} s", card["events_live_hop"]))
@@ -432,7 +487,7 @@ def measure(model: Path, corpus: Path, yamnet: Path | None,
             "macs": yc.macs, "params": yc.params, "ms_per_patch_b1": ms_per_patch(y.score, 1, PATCH, seconds=3.0),
         }
     log.info("events on validation soundscapes")
-    card["events"] = _events(ours, corpus / "scenes_val.csv", names)
+    card["events"] = _events(ours, corpus / "scenes_val.csv", names, ontology=ontology)
     log.info("events on validation soundscapes at the live hop (%g s)", LIVE_FINE_HOP_S)
     card["events_live_hop"] = _events(ours, corpus / "scenes_val.csv", names, LIVE_FINE_HOP_S)
     log.info("false alarms on background-only soundscapes")
