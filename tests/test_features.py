@@ -42,6 +42,32 @@ def test_a_frame_does_not_depend_on_the_frames_computed_with_it(real_clip: np.nd
     assert not np.array_equal(ref[:49], kernel(other)[:49])  # the check can tell frames apart
 
 
+def test_one_kernel_called_from_two_threads_at_once_gives_each_its_own_rows(real_clip: np.ndarray) -> None:
+    # The Listener runs one kernel on its front-end thread (large reads) and on its loop
+    # thread (small ones) at the same time; a shared scratch buffer once mixed their rows.
+    import threading
+
+    cfg = FeatureConfig()
+    kernel = LogMelKernel(cfg)
+    frames = LogMelStage(cfg).frames(real_clip)  # (k, win_length)
+    inputs = [frames, frames[::-1].copy(), frames * 0.25, frames[: len(frames) // 3]]
+    expected = [LogMelKernel(cfg).many([x]) for x in inputs]
+    bad: list[int] = []
+
+    def work(offset: int) -> None:
+        for i in range(40):
+            j = (i + offset) % len(inputs)
+            if not np.array_equal(kernel.many([inputs[j]]), expected[j]):
+                bad.append(j)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bad == []
+
+
 def test_torchaudio_frontend_matches_numpy_on_real_audio(real_clip: np.ndarray) -> None:
     torch = pytest.importorskip("torch")
     from training.frontend import LogMel

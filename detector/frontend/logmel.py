@@ -9,12 +9,14 @@ The stage is split in two so that many streams can share one transform:
 :meth:`LogMelStage.frames` cuts a chunk into raw frames (per-stream state), and
 :class:`LogMelKernel` turns the raw frames of any number of streams into log-mel rows
 with **one** windowing, one ``rfft`` and one mel matrix product on fixed tiles
-(:meth:`LogMelKernel.many`), in row blocks of a preallocated scratch buffer. Every row
+(:meth:`LogMelKernel.many`), in row blocks of a scratch buffer (one per calling thread). Every row
 goes through the same arithmetic whatever else is in the call, so a stream's features
 do not depend on the chunking or on the other streams (``tests/test_features.py``).
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -32,7 +34,7 @@ KERNEL_BLOCK_FRAMES = 512
 
 
 class LogMelKernel:
-    """Raw frames -> log-mel rows; one preallocated scratch buffer, shared by any number of streams.
+    """Raw frames -> log-mel rows; one scratch buffer per calling thread, shared by any number of streams.
 
     ``kernel(frames (k, win_length))`` -> ``(k, n_mels)`` float32;
     ``kernel.many([frames_a, frames_b, ...])`` -> one ``(sum k, n_mels)`` array, the
@@ -44,7 +46,17 @@ class LogMelKernel:
         self.block = max(1, int(block))
         self._window = hann_window(cfg)
         self._fbank = mel_filterbank(cfg).astype(np.float32)
-        self._scratch = np.zeros((self.block, cfg.n_fft), dtype=np.float64)
+        # One scratch buffer per thread that calls the kernel: the Listener runs a large
+        # transform on its front-end thread and a small one on its loop thread, and both may
+        # run at once (shared, each overwrote the other's rows: file-mode events changed from
+        # run to run).
+        self._local = threading.local()
+
+    def _scratch(self) -> np.ndarray:
+        scratch: np.ndarray | None = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = np.zeros((self.block, self.cfg.n_fft), dtype=np.float64)
+        return scratch
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return self.many([frames])
@@ -55,7 +67,7 @@ class LogMelKernel:
         out = np.empty((total, cfg.n_mels), dtype=np.float32)
         if total == 0:
             return out
-        scratch, win, block = self._scratch, cfg.win_length, self.block
+        scratch, win, block = self._scratch(), cfg.win_length, self.block
         row = 0  # rows of the current block filled
         done = 0  # output rows written
         for p in parts:
