@@ -36,6 +36,7 @@ __all__ = [
     "average_precision",
     "d_prime",
     "event_f1",
+    "event_matches",
     "f1_at_thresholds",
     "lwlrap",
     "mean_excluding",
@@ -246,7 +247,9 @@ class EventScores:
     fn: np.ndarray
 
 
-def _matches(ref: tuple[float, float], est: tuple[float, float], collar: float, pol: float) -> bool:
+def event_matches(ref: tuple[float, float], est: tuple[float, float], collar: float, pol: float) -> bool:
+    """An estimated event ``(onset, offset)`` matches a reference one: onset within ``collar``,
+    offset within ``max(collar, pol * reference length)`` (:func:`event_f1`)."""
     off_collar = max(collar, pol * (ref[1] - ref[0]))
     return abs(est[0] - ref[0]) <= collar and abs(est[1] - ref[1]) <= off_collar
 
@@ -284,7 +287,7 @@ def event_f1(
     for (_, lab), (refs, ests) in groups.items():
         if not 0 <= lab < n_labels:
             raise ValueError(f"event label index {lab}; accepted: 0..{n_labels - 1}")
-        adj = [[k for k, e in enumerate(ests) if _matches(r, e, t_collar, percentage_of_length)]
+        adj = [[k for k, e in enumerate(ests) if event_matches(r, e, t_collar, percentage_of_length)]
                for r in refs]
         tp[lab] += _max_matching(adj, len(ests))
         n_ref[lab] += len(refs)

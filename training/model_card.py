@@ -39,7 +39,13 @@ from detector.model.scorer import OnnxScorer
 from detector.model.yamnet import YamnetScorer, find_yamnet
 from detector.pipeline import detect_file
 from training.clips import read_manifest
-from training.metrics import average_precision, event_f1, mean_excluding
+from training.metrics import (
+    DEFAULT_PERCENTAGE_OF_LENGTH,
+    average_precision,
+    event_f1,
+    event_matches,
+    mean_excluding,
+)
 from training.ontology import Ontology
 
 __all__ = ["OUTCOMES", "main", "measure", "outcome", "render"]
@@ -136,8 +142,8 @@ OUTCOMES = {
 def outcome(ref: tuple[str, float, float], detected: Sequence[tuple[str, float, float]],
             event_labels: set[str], never: set[str], ontology: Ontology, collar: float = 1.0) -> str:
     """The :data:`OUTCOMES` key of one reference event ``(label, onset, offset)`` among one
-    scene's detected events. Offsets match as in :func:`training.metrics.event_f1` (within
-    ``max(collar, 20 % of the event's length)``), but a detection may serve two references."""
+    scene's detected events. Events match as in :func:`training.metrics.event_f1`, but a
+    detection may serve two references here."""
     name, on, off = ref
     if name in never:
         return "never_an_event"
@@ -145,7 +151,7 @@ def outcome(ref: tuple[str, float, float], detected: Sequence[tuple[str, float, 
         return "not_an_event_label"
     over = [d for d in detected if d[1] < off + collar and d[2] > on - collar]
     same = [d for d in over if d[0] == name]
-    if any(abs(d[1] - on) <= collar and abs(d[2] - off) <= max(collar, 0.2 * (off - on)) for d in same):
+    if any(event_matches((on, off), d[1:], collar, DEFAULT_PERCENTAGE_OF_LENGTH) for d in same):
         return "onset_and_offset"
     if any(abs(d[1] - on) <= collar for d in same):
         return "onset_only"
@@ -184,11 +190,13 @@ def _events(scorer: OnnxScorer, manifest: Path, names: list[str], hop_s: float |
         detected = detect_file(path, scorer=scorer, config=config)
         ref_ev += [(str(path), k, on, off) for k, on, off in truth]
         offsets = {m["event_id"]: m for m in detected if m["event"] == "offset"}
+        here: list[tuple[str, float, float]] = []  # this scene's detected events
         for m in detected:
             if m["event"] != "onset":
                 continue
             k = names.index(m["label"])
-            est_ev.append((str(path), k, m["start"], offsets[m["event_id"]]["end"]))
+            here.append((m["label"], m["start"], offsets[m["event_id"]]["end"]))
+            est_ev.append((str(path), k, *here[-1][1:]))
             # latency: stream time at which the onset message left (its patch end) minus
             # the true start of a same-label reference event whose start it matches
             # (within LATENCY_MATCH_S; an onset deep inside a long event is not a latency)
@@ -200,9 +208,8 @@ def _events(scorer: OnnxScorer, manifest: Path, names: list[str], hop_s: float |
                 if start >= LATE_START_S:
                     late.append(m["stream_time"] - start)
         if ontology is not None:
-            mine = [(names[k], on, off) for f, k, on, off in est_ev if f == str(path)]
             for k, on, off in truth:
-                outcomes[outcome((names[k], on, off), mine, event_labels, never, ontology)] += 1
+                outcomes[outcome((names[k], on, off), here, event_labels, never, ontology)] += 1
     out: dict[str, Any] = {"files": len(refs), "reference_events": len(ref_ev), "detected": len(est_ev),
                            "hop_s": hop_s if hop_s is not None else Config().listen.patch_hop_s}
     for collar in COLLARS_S:
