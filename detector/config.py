@@ -5,6 +5,7 @@ Example ``sed.toml``::
     [listen]
     patch_hop_s = 0.48        # seconds between patch starts (files, stdin)
     # live_patch_hop_s = 0.24 # live sources; unset: 0.1 s for <= 8 live streams, else patch_hop_s
+    # lead_in = false         # no patches before the first 0.96 s of a stream (README)
     endpoint = "tcp://127.0.0.1:5557"
     top_k = 5
     labels = ["Dog", "Glass", "Smoke detector, smoke alarm"]  # raise events for these only
@@ -61,6 +62,10 @@ class ListenConfig:
     # 0.1 s costs ~2 % of a core), else patch_hop_s (inference for thousands of
     # streams). docs/benchmarks.md has the figures. `sed-listen --hop` sets both.
     live_patch_hop_s: float | None = None
+    # Lead-in patches (detector.frontend.patcher): every hop of a stream's first 0.96 s from
+    # 0.4 s on is scored too, silence before the audio so far, so a sound already going on
+    # when the stream starts is heard after ~0.4 s rather than after a whole patch.
+    lead_in: bool = True
     endpoint: str = "tcp://127.0.0.1:5557"
     top_k: int = 5
     scores: bool = True  # publish scores.<stream> at every hop

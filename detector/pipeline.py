@@ -546,6 +546,8 @@ class Listener:
             items = [pending[i] for i in single]
             starts = np.array([p.patch.start for p in items])  # StreamState.centre_of, at once
             centres = 0.5 * (starts + starts + self.scorer.contract.features.patch_seconds)
+            for j in [j for j, p in enumerate(items) if p.patch.lead_frames]:  # the first second
+                centres[j] = items[j].stream.centre_of(items[j].patch)
             bank_rows = np.array([p.stream.smoother.bank_row for p in items])
             decided = self.bank.step(bank_rows, scores[single], centres)
             transitions = decided.transitions

@@ -128,7 +128,8 @@ class StreamState:
         self.listen = config.listen
         self.contract = contract
         self.logmel = LogMelStage(cfg, kernel)
-        self.patcher = Patcher(cfg, hop_frames_for(config.listen.hop_for(source.is_live, live_streams), scorer))
+        self.patcher = Patcher(cfg, hop_frames_for(config.listen.hop_for(source.is_live, live_streams), scorer),
+                               lead_in=config.listen.lead_in)
         self.hop_s = self.patcher.hop_frames * cfg.frame_seconds
         self.smoother = self._make_smoother(config)
         self.events = EventBuilder(contract.labels, config.listen.update_interval_s, self.wall_of)
@@ -211,10 +212,10 @@ class StreamState:
     def samples_to_next_patch(self) -> int:
         """Stream samples still to come before the next patch is complete (>= 1)."""
         cfg = self.patcher.cfg
-        start = self.patcher.next_start_frame
+        end = self.patcher.next_end_frame
         if self._realign:  # after a hole the front end restarts at the next frame boundary
-            start = -(-self.samples // cfg.hop_length)
-        last = (start + cfg.patch_frames - 1) * cfg.hop_length + cfg.win_length
+            end = -(-self.samples // cfg.hop_length) + cfg.patch_frames
+        last = (end - 1) * cfg.hop_length + cfg.win_length
         return max(1, last - self.samples)
 
     def prepare(self, samples: np.ndarray) -> np.ndarray:
@@ -281,8 +282,15 @@ class StreamState:
         return self.on_scores_many([patch], raw[None, :])
 
     def centre_of(self, patch: Patch) -> float:
-        """Stream seconds of a patch's centre: the instant its scores are attributed to."""
-        return 0.5 * (patch.start + patch.start + self.patcher.cfg.patch_seconds)
+        """Stream seconds of a patch's centre: the instant its scores are attributed to.
+
+        A lead-in patch's is never earlier than half a hop after its audio starts: a sound
+        heard in it is not placed before the stream's start."""
+        centre = 0.5 * (patch.start + patch.start + self.patcher.cfg.patch_seconds)
+        if patch.lead_frames:
+            audio = patch.start + patch.lead_frames * self.patcher.cfg.frame_seconds
+            centre = max(centre, audio + 0.5 * self.hop_s)
+        return centre
 
     def on_scores_many(self, patches: list[Patch], raw: np.ndarray) -> list[dict[str, Any]]:
         """Scores ``(n, L)`` of ``n`` consecutive patches -> their messages, in patch order.
@@ -325,7 +333,8 @@ class StreamState:
                      "off": round(float(off[i]), 4), "active": a}
                     for i, v, a in zip(top_idx[r], top_scores[r], top_active[r], strict=True)
                 ]
-                payload = {"patch_start": round(patch.start, 4), "patch_end": round(patch.end, 4), "top": entries}
+                audio_start = patch.start + patch.lead_frames * self.patcher.cfg.frame_seconds
+                payload = {"patch_start": round(audio_start, 4), "patch_end": round(patch.end, 4), "top": entries}
                 out.append(self.message("scores", payload, patch.end))
         return out
 

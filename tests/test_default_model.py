@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,6 +50,28 @@ def test_default_model_hears_the_demo(label: str) -> None:
     start, end = _truth()[label]
     assert events, f"no {label} onset"
     assert any(start - TOLERANCE_S <= e["start"] <= end for e in events), [e["start"] for e in events]
+
+
+def test_a_sound_going_on_at_the_start_is_heard_before_a_whole_patch(tmp_path: Path) -> None:
+    """Lead-in patches: the demo's dog, cut so that it barks from the first sample, is
+    heard at the live hop after about 0.4 s, not after the 0.96 s of a whole patch, and
+    its event starts at the stream's start, not before it."""
+    import soundfile as sf
+
+    from detector.config import Config, ListenConfig
+
+    wave, rate = sf.read(DEMO, dtype="float32")
+    start, _ = _truth()["Dog"]
+    cut = tmp_path / "dog_from_the_start.wav"
+    sf.write(cut, wave[round(start * rate) : round((start + 3.0) * rate)], rate)
+
+    def first_dog(lead_in: bool) -> dict[str, Any]:
+        config = Config(listen=ListenConfig(patch_hop_s=0.1, lead_in=lead_in))
+        return next(e for e in detect_file(cut, config=config) if e["event"] == "onset" and e["label"] == "Dog")
+
+    early, late = first_dog(True), first_dog(False)
+    assert early["stream_time"] < 0.6 <= 0.96 <= late["stream_time"], (early, late)
+    assert early["start"] == 0.0
 
 
 def test_default_weights_match_the_onnx_model() -> None:

@@ -90,6 +90,25 @@ def test_batching_with_other_streams_changes_nothing(
     np.testing.assert_allclose(batched, single, atol=1e-6)
 
 
+def test_lead_in_scores_the_first_second_at_the_live_hop_and_never_before_the_stream(
+    scorer: OnnxScorer, toy_scene: Path
+) -> None:
+    sink = ListSink()
+    Listener([FileSource(toy_scene, 16000)], [sink], Config(listen=ListenConfig(patch_hop_s=0.1)),
+             scorer=scorer).run()
+    scores = [m for m in sink.messages if m["type"] == "scores"]
+    ends = [m["patch_end"] for m in scores]
+    # lead-in patches end at 0.4, 0.5, ..., 0.9 s of audio (+ one window), then whole patches
+    assert ends[:7] == pytest.approx([0.415, 0.515, 0.615, 0.715, 0.815, 0.915, 0.975])
+    assert [m["patch_start"] for m in scores[:7]] == [0.0] * 7  # the audio they hold starts at 0
+    assert ends == sorted(ends)
+    plain = ListSink()
+    Listener([FileSource(toy_scene, 16000)], [plain],
+             Config(listen=ListenConfig(patch_hop_s=0.1, lead_in=False)), scorer=scorer).run()
+    assert [m["patch_end"] for m in plain.messages if m["type"] == "scores"] == ends[6:]
+    assert all(m["start"] >= 0.0 for m in sink.messages if m["type"] == "event")
+
+
 def test_every_message_has_envelope_and_per_stream_seq(scorer: OnnxScorer, toy_scene: Path) -> None:
     sink = ListSink()
     Listener([FileSource(toy_scene, 16000)], [sink], scorer=scorer).run()

@@ -11,7 +11,7 @@ from detector.config import load_config
 from detector.decide.events import EventBuilder
 from detector.decide.smoother import LabelPolicy, Smoother, SmootherBank, SmootherConfig
 from detector.frontend.features import FeatureConfig
-from detector.frontend.patcher import Patcher
+from detector.frontend.patcher import LEAD_IN_MIN_S, Patcher
 from detector.model.contract import Label
 
 CFG = FeatureConfig()
@@ -57,6 +57,46 @@ def test_patcher_short_stream_gives_one_padded_patch_and_empty_gives_none() -> N
     (only,) = p.flush()
     assert only.padded_frames == CFG.patch_frames - 10
     assert Patcher(CFG, 48).flush() == []
+
+
+def test_patcher_lead_in_scores_the_first_second_every_hop_then_the_same_whole_patches() -> None:
+    frames = np.random.default_rng(2).standard_normal((300, CFG.n_mels)).astype(np.float32)
+    silence = np.float32(np.log(CFG.log_offset))
+    plain = Patcher(CFG, 10)
+    ref = plain.process(frames) + plain.flush()
+    first = round(LEAD_IN_MIN_S / CFG.frame_seconds)  # 40 frames: the first hop boundary from 0.4 s
+    for block in (1, 7, 96, 300):
+        p = Patcher(CFG, 10, lead_in=True)
+        got = [q for i in range(0, 300, block) for q in p.process(frames[i : i + block])] + p.flush()
+        lead = [q for q in got if q.lead_frames]
+        # the audio so far ends each lead-in patch: 40, 50, ..., 90 frames, silence before
+        assert [CFG.patch_frames - q.lead_frames for q in lead] == list(range(first, CFG.patch_frames, 10))
+        for q in lead:
+            real = CFG.patch_frames - q.lead_frames
+            assert np.all(q.data[: q.lead_frames] == silence)
+            np.testing.assert_array_equal(q.data[q.lead_frames :], frames[:real])
+            assert q.start_frame == -q.lead_frames and q.padded_frames == 0
+            assert q.end == pytest.approx(((real - 1) * CFG.hop_length + CFG.win_length) / CFG.sample_rate)
+        whole = got[len(lead) :]  # then exactly the patches without lead-in
+        assert [q.start_frame for q in whole] == [q.start_frame for q in ref]
+        for a, b in zip(whole, ref, strict=True):
+            np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_patcher_lead_in_only_at_the_start_not_after_a_hole() -> None:
+    """After a hole (an overrun: the model is already behind) the stream waits for a whole
+    patch again; lead-in there would only add patches to a loaded process."""
+    frames = np.random.default_rng(3).standard_normal((96, CFG.n_mels)).astype(np.float32)
+    p = Patcher(CFG, 48, lead_in=True)
+    assert p.next_end_frame == 48
+    (lead,) = p.process(frames[:50])  # at the file hop: one lead-in patch, at 48 frames
+    assert lead.lead_frames == 48 and lead.start_frame == -48 and p.next_end_frame == 96
+    np.testing.assert_array_equal(lead.data[48:], frames[:48])
+    p.reset(start_frame=1000)
+    assert p.next_end_frame == 1096
+    (whole,) = p.process(frames)
+    assert whole.start_frame == 1000 and whole.lead_frames == 0
+    assert Patcher(CFG, 96, lead_in=True).next_end_frame == 96  # a hop of a whole patch: none
 
 
 def test_patcher_rejects_hops_that_skip_audio() -> None:
