@@ -78,6 +78,9 @@ MANY_STREAMS_BATCH = 32
 """Patches per inference call with many live streams on the CPU (Listener.infer_chunk)."""
 MAX_INFLIGHT = 2
 """Inference calls submitted and not yet decided, at most: one scored, one queued behind it."""
+BANK_ROUNDS = 4
+"""A stream with at most this many patches in a batch is decided on the SmootherBank, a
+round per hop (Listener._collect); one with more (a file's read-ahead) on its own smoother."""
 MIN_WAIT_S = 0.001
 """Shortest sleep of an idle loop: streams due within this are read together."""
 FE_SLICE_FRAMES = 4096
@@ -519,9 +522,10 @@ class Listener:
         return scores, time.perf_counter() - t0
 
     def _collect(self, job: _Batch) -> None:
-        """Wait for a batch's scores; each stream's patches go through its decisions as one
-        block, and the streams with one patch in the batch (many live streams) through the
-        :class:`~detector.decide.smoother.SmootherBank` together."""
+        """Wait for a batch's scores and decide them: the streams' hops through the
+        :class:`~detector.decide.smoother.SmootherBank` together, a round per hop (with many
+        live streams, one hop each), or a stream whose smoother the bank cannot step
+        (median smoothing) through its own decisions as one block."""
         scores, t_inf = job.future.result()
         c0 = time.thread_time()
         pending = job.pending
@@ -529,19 +533,27 @@ class Listener:
         rows: dict[int, list[int]] = {}  # each stream's patches, in order
         for i, item in enumerate(pending):
             rows.setdefault(id(item.stream), []).append(i)
-        single: list[int] = []  # one patch of a stream the bank can step
+        # rounds[r]: the r-th patch of every bank-steppable stream with more than r (and at
+        # most BANK_ROUNDS) patches here. A live stream that fell behind has a few hops in one
+        # batch; stepping them round by round keeps it on the bank's array path instead of its
+        # own, slower one (which, near saturation, only made it fall further behind). A file's
+        # read-ahead block goes through its own smoother, as array work over its hops.
+        rounds: list[list[int]] = []
         steppable = self.bank.steppable
         for idx in rows.values():
             st = pending[idx[0]].stream
             if st.error:
                 continue
-            if len(idx) == 1 and steppable[st.smoother.bank_row]:
-                single.append(idx[0])
+            if len(idx) <= BANK_ROUNDS and steppable[st.smoother.bank_row]:
+                for r, i in enumerate(idx):
+                    if r == len(rounds):
+                        rounds.append([])
+                    rounds[r].append(i)
                 continue
             t1 = time.perf_counter()
             self.publish(st.on_scores_many([pending[i].patch for i in idx], scores[idx]))
             self._done([pending[i] for i in idx], share + (time.perf_counter() - t1) / len(idx))
-        if len(single) > 0:
+        for single in rounds:
             t1 = time.perf_counter()
             items = [pending[i] for i in single]
             starts = np.array([p.patch.start for p in items])  # StreamState.centre_of, at once

@@ -290,6 +290,50 @@ def _shifted_copies(scene: Path, where: Path, n: int, shift: int) -> list[Path]:
     return paths
 
 
+def test_a_few_hops_of_each_stream_decided_round_by_round_on_the_bank_change_nothing(
+    scorer: OnnxScorer, toy_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch holding 2 to BANK_ROUNDS hops of each stream (a live stream behind, or many
+    files reading ahead) is decided on the SmootherBank one round of hops at a time; every
+    stream's messages are those of deciding it alone on its own smoother."""
+    import detector.pipeline as pipeline
+    from detector.decide.smoother import SmootherBank
+
+    paths = _shifted_copies(toy_scene, tmp_path, 16, 700)
+    step, bank_init, collect = SmootherBank.step, SmootherBank.__init__, Listener._collect
+
+    def run(bank: bool) -> tuple[dict[str, list[Any]], dict[str, list[Any]], int, int]:
+        calls = {"step": 0, "collect": 0}
+
+        def counted_step(self: SmootherBank, *a: Any) -> Any:
+            calls["step"] += 1
+            return step(self, *a)
+
+        def counted_collect(self: Listener, job: Any) -> None:
+            calls["collect"] += 1
+            collect(self, job)
+
+        def init(self: SmootherBank, smoothers: Any) -> None:
+            bank_init(self, smoothers)
+            self.steppable[:] = bank
+
+        monkeypatch.setattr(SmootherBank, "step", counted_step)
+        monkeypatch.setattr(SmootherBank, "__init__", init)
+        monkeypatch.setattr(Listener, "_collect", counted_collect)
+        sink = ListSink()
+        Listener([FileSource(p, 16000, stream_id=p.name) for p in paths], [sink], scorer=scorer).run()
+        events = _by_stream(sink.messages, "event", ("event", "label", "start", "stream_time"))
+        return _by_stream(sink.messages), events, calls["step"], calls["collect"]
+
+    assert 1 < pipeline.FILE_BATCH_PATCHES // len(paths) <= pipeline.BANK_ROUNDS  # a few hops a stream
+    ref_scores, ref_events, ref_steps, _ = run(bank=False)
+    scores, events, steps, collects = run(bank=True)
+    assert ref_steps == 0 and steps > collects  # batches of several rounds
+    assert sorted(scores) == sorted(p.name for p in paths) and all(len(v) >= 6 for v in scores.values())
+    assert scores == ref_scores
+    assert events == ref_events and sum(map(len, events.values())) > 0
+
+
 @pytest.mark.parametrize("realtime", [False, True])
 def test_front_end_in_slices_changes_nothing(
     scorer: OnnxScorer, toy_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, realtime: bool
