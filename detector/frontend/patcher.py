@@ -102,28 +102,24 @@ class Patcher:
         data = np.empty((cfg.patch_frames, cfg.n_mels), dtype=np.float32)
         data[:lead] = self._silence
         data[lead:] = self._buf[:frames]
-        start_frame = self._buf_start - lead
-        end_sample = (self._buf_start + frames - 1) * cfg.hop_length + cfg.win_length
-        return Patch(
-            data=data,
-            start_frame=start_frame,
-            start=start_frame * cfg.hop_length / cfg.sample_rate,
-            end=end_sample / cfg.sample_rate,
-            lead_frames=lead,
-        )
+        return self._made(data, self._buf_start - lead, self._buf_start + frames - 1, lead=lead)
 
     def _patch(self, offset: int, padded: int = 0) -> Patch:
-        cfg = self.cfg
         start_frame = self._buf_start + offset
-        data = np.array(self._buf[offset : offset + cfg.patch_frames])  # copy: buffer is reused
-        real_frames = cfg.patch_frames - padded
-        end_sample = (start_frame + real_frames - 1) * cfg.hop_length + cfg.win_length
+        data = np.array(self._buf[offset : offset + self.cfg.patch_frames])  # copy: buffer is reused
+        return self._made(data, start_frame, start_frame + self.cfg.patch_frames - padded - 1, padded=padded)
+
+    def _made(self, data: np.ndarray, start_frame: int, last_frame: int, padded: int = 0, lead: int = 0) -> Patch:
+        """A :class:`Patch` of ``data`` from stream frame ``start_frame``; its audio ends with
+        frame ``last_frame``."""
+        cfg = self.cfg
         return Patch(
             data=data,
             start_frame=start_frame,
             start=start_frame * cfg.hop_length / cfg.sample_rate,
-            end=end_sample / cfg.sample_rate,
+            end=(last_frame * cfg.hop_length + cfg.win_length) / cfg.sample_rate,
             padded_frames=padded,
+            lead_frames=lead,
         )
 
     def process(self, frames: np.ndarray) -> list[Patch]:
