@@ -70,7 +70,6 @@ class Patcher:
         self._len = 0  # frames in buffer
         self._buf_start = 0  # stream frame index of _buf[0]
         self._emitted_end = 0  # stream frame index just after the last emitted patch
-        self.lead_in = lead_in
         # the first lead-in patch ends on the first hop boundary holding LEAD_IN_MIN_S of audio
         min_frames = round(LEAD_IN_MIN_S / cfg.frame_seconds)
         first = max(hop_frames, -(-min_frames // hop_frames) * hop_frames)
