@@ -288,8 +288,7 @@ class StreamState:
         heard in it is not placed before the stream's start."""
         centre = 0.5 * (patch.start + patch.start + self.patcher.cfg.patch_seconds)
         if patch.lead_frames:
-            audio = patch.start + patch.lead_frames * self.patcher.cfg.frame_seconds
-            centre = max(centre, audio + 0.5 * self.hop_s)
+            centre = max(centre, patch.audio_start + 0.5 * self.hop_s)
         return centre
 
     def on_scores_many(self, patches: list[Patch], raw: np.ndarray) -> list[dict[str, Any]]:
@@ -333,8 +332,7 @@ class StreamState:
                      "off": round(float(off[i]), 4), "active": a}
                     for i, v, a in zip(top_idx[r], top_scores[r], top_active[r], strict=True)
                 ]
-                audio_start = patch.start + patch.lead_frames * self.patcher.cfg.frame_seconds
-                payload = {"patch_start": round(audio_start, 4), "patch_end": round(patch.end, 4), "top": entries}
+                payload = {"patch_start": round(patch.audio_start, 4), "patch_end": round(patch.end, 4), "top": entries}
                 out.append(self.message("scores", payload, patch.end))
         return out
 

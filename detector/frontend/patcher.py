@@ -40,13 +40,15 @@ class Patch:
     are stream seconds of the span it covers; ``padded_frames`` > 0 only for the
     final patch of a stream that ended mid-patch (padded with silence at the end);
     ``lead_frames`` > 0 only for a lead-in patch (silence at the start: its audio starts
-    ``lead_frames`` frames after ``start``, which may be before the stream's start).
+    ``lead_frames`` frames after ``start``, which may be before the stream's start);
+    ``audio_start`` is where its audio starts, in stream seconds (``start`` but for lead-in).
     """
 
     data: np.ndarray
     start_frame: int
     start: float
     end: float
+    audio_start: float
     padded_frames: int = 0
     lead_frames: int = 0
 
@@ -118,6 +120,7 @@ class Patcher:
             start_frame=start_frame,
             start=start_frame * cfg.hop_length / cfg.sample_rate,
             end=(last_frame * cfg.hop_length + cfg.win_length) / cfg.sample_rate,
+            audio_start=(start_frame + lead) * cfg.hop_length / cfg.sample_rate,
             padded_frames=padded,
             lead_frames=lead,
         )
