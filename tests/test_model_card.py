@@ -198,3 +198,20 @@ def test_outcome_says_where_a_reference_event_went() -> None:
     assert where(("Dog", 1.0, 3.0)) == "nothing"
     # the best outcome among several detections of its label wins
     assert where(("Dog", 1.0, 3.0), ("Dog", 4.5, 6.0), ("Dog", 1.1, 3.1)) == "onset_and_offset"
+
+
+def test_render_sets_yamnets_tuned_events_beside_ours_by_hop() -> None:
+    """The teacher's events, tuned as ours were, in the same table: the comparison the
+    soundscape figures need (tune_events yamnet, model_card --yamnet-events)."""
+    card = _card()
+    late = {"p50": 0.7, "p95": 1.5, "n": 3}
+    card["events"]["onset_latency_late_start_s"] = late  # type: ignore[index]
+    y = {"files": 2, "reference_events": 10, "detected": 4, "collar_1.0": {"micro_f1": 0.12, "macro_f1": 0.07},
+         "onset_latency_s": {"p50": 0.95, "p95": 2.1, "n": 2}, "onset_latency_late_start_s": {"p50": 1.07, "p95": 2.2, "n": 1}}
+    card["yamnet_events"] = {"report": "r.json", "event_labels": 114,
+                             "file_hop": {**y, "hop_s": 0.48}, "live_hop": {**y, "hop_s": 0.1}}
+    rows = [r for r in render(card, "# Card\n").splitlines() if r.startswith("| YAMNet, ")]
+    assert rows == ["| YAMNet, file hop 0.48 s | 0.120 | 0.95 s | 1.07 / 2.20 s | 2 / 1 |",
+                    "| YAMNet, live hop 0.1 s | 0.120 | 0.95 s | 1.07 / 2.20 s | 2 / 1 |"]
+    del card["yamnet_events"]
+    assert "YAMNet, file hop" not in render(card, "# Card\n")

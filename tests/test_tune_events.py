@@ -206,3 +206,28 @@ def test_noise_levels_are_chosen_on_the_command_line(tmp_path: Path) -> None:
     assert json.loads((out / "report.json").read_text(encoding="utf-8"))["noise_levels_dbfs"] == [-60.0, -20.0]
     with pytest.raises(SystemExit):
         main([str(model), "--scenes", str(manifest), "--out", str(out), "--noise-levels=-60,3"])
+
+
+def test_cli_tunes_yamnet_the_same_way_for_comparison(tmp_path: Path) -> None:
+    """``tune_events yamnet``: the teacher, from the home event labels, tuned as the model is;
+    ``training.model_card --yamnet-events`` measures it with the report."""
+    import json
+
+    from detector.model.labels import HOME_EVENT_LABELS, read_label_file
+    from detector.model.yamnet import YamnetScorer, find_yamnet
+    from training.tune_events import applied
+
+    path = find_yamnet()
+    if path is None:
+        pytest.skip("YAMNet not fetched (bin/setup does: python -m detector.bench fetch-yamnet)")
+    manifest = _manifest(tmp_path, [("Speech", 0.72, 4.56), ("Dog", 5.04, 6.96)])
+    assert main(["yamnet", "--scenes", str(manifest), "--out", str(tmp_path / "y"), "--threads", "1",
+                 "--noise-minutes", "0", "--grid", "0.3,0.6", "--holds", "0.5", "--min-events", "1"]) == 0
+    report = json.loads((tmp_path / "y" / "report.json").read_text(encoding="utf-8"))
+    teacher = YamnetScorer(path, threads=1)
+    assert report["labels"] == teacher.contract.names and len(report["labels"]) == 521
+    home = [n for n in read_label_file(HOME_EVENT_LABELS) if n in teacher.contract.names]
+    assert report["event_labels"][: len(home)] == home
+    tuned = applied(teacher, report)
+    assert tuned.contract.event_labels == tuple(report["event_labels"])
+    assert list(tuned.contract.on_thresholds) == report["thresholds"]["on"]

@@ -35,7 +35,7 @@ from detector.bench.modelcost import graph_cost, ms_per_patch
 from detector.cli.tag import tag_file
 from detector.config import LIVE_FINE_HOP_S, Config, ListenConfig
 from detector.model.labels import NEVER_EVENT_LABELS, choose_event_labels, read_label_file
-from detector.model.scorer import OnnxScorer
+from detector.model.scorer import OnnxScorer, Scorer
 from detector.model.yamnet import YamnetScorer, find_yamnet
 from detector.pipeline import detect_file
 from training.clips import read_manifest
@@ -168,7 +168,7 @@ def _latency(values: list[float]) -> dict[str, Any]:
     return {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)), "n": len(lat)} if len(lat) else {}
 
 
-def _events(scorer: OnnxScorer, manifest: Path, names: list[str], hop_s: float | None = None,
+def _events(scorer: Scorer, manifest: Path, names: list[str], hop_s: float | None = None,
             ontology: Ontology | None = None) -> dict[str, Any]:
     """Event F1 and onset latency on soundscapes through :func:`detect_file`; at the
     default file hop, or at ``hop_s`` (``LIVE_FINE_HOP_S``: what a live microphone gets).
@@ -377,6 +377,10 @@ def render(card: dict[str, Any], head: str) -> str:
                 f"| hop | micro F1 (1 s collar) | latency p50, all | latency p50 / p95, starts ≥ {LATE_START_S:g} s "
                 "| matched |",
                 "|---|---:|---:|---:|---:|"]
+        ye = card.get("yamnet_events")
+        if ye:
+            by_hop += [(f"YAMNet, file hop {ye['file_hop']['hop_s']:g} s", ye["file_hop"]),
+                       (f"YAMNet, live hop {ye['live_hop']['hop_s']:g} s", ye["live_hop"])]
         for what, r in by_hop:
             a, b = r.get("onset_latency_s", {}), r.get("onset_latency_late_start_s", {})
             out.append(f"| {what} | {_f(r['collar_1.0']['micro_f1'])} | {_f(a.get('p50'), 2)} s | "
@@ -440,8 +444,25 @@ def _cap_sweep(scorer: OnnxScorer, corpus: Path, names: list[str], ontology: Ont
     return rows
 
 
+def _yamnet_events(yamnet: Path, report: Path, corpus: Path) -> dict[str, Any]:
+    """The teacher's events on the validation soundscapes, at the file and the live hop, with
+    the settings ``python -m training.tune_events yamnet`` tuned for it on the training
+    soundscapes: the student's own procedure, so that the two compare."""
+    from training.tune_events import applied
+
+    doc = json.loads(report.read_text(encoding="utf-8"))
+    y = applied(YamnetScorer(yamnet, threads=1), doc)  # raises unless tuned for YAMNet's labels
+    names = y.contract.names
+    log.info("YAMNet's events on validation soundscapes (tuned: %s)", report)
+    out = {"report": str(report), "event_labels": len(doc["event_labels"]),
+           "file_hop": _events(y, corpus / "scenes_val.csv", names)}
+    out["live_hop"] = _events(y, corpus / "scenes_val.csv", names, LIVE_FINE_HOP_S)
+    return out
+
+
 def measure(model: Path, corpus: Path, yamnet: Path | None,
-            caps: Sequence[float] = (), debs: Path | None = None) -> dict[str, Any]:
+            caps: Sequence[float] = (), debs: Path | None = None,
+            yamnet_events: Path | None = None) -> dict[str, Any]:
     ontology = Ontology.load()
     ours = OnnxScorer(model, threads=1)
     names = ours.contract.names
@@ -497,6 +518,8 @@ def measure(model: Path, corpus: Path, yamnet: Path | None,
     card["events"] = _events(ours, corpus / "scenes_val.csv", names, ontology=ontology)
     log.info("events on validation soundscapes at the live hop (%g s)", LIVE_FINE_HOP_S)
     card["events_live_hop"] = _events(ours, corpus / "scenes_val.csv", names, LIVE_FINE_HOP_S)
+    if yamnet is not None and yamnet_events is not None:
+        card["yamnet_events"] = _yamnet_events(yamnet, yamnet_events, corpus)
     log.info("false alarms on background-only soundscapes")
     card["background"] = _false_alarms(ours, corpus / "background_val.csv", ontology)
     shipped = max(ours.contract.on_thresholds)
@@ -525,13 +548,17 @@ def main(argv: list[str] | None = None) -> int:
                         f"(default {' '.join(map(str, DEFAULT_CAPS))}; none: no sweep)")
     p.add_argument("--debs", type=Path, help="the corpus build's .debs, for the license table "
                    "(default CORPUS/debs; the --deb-cache DIR that sed-corpus build was given, if any)")
+    p.add_argument("--yamnet-events", type=Path, metavar="REPORT",
+                   help="also YAMNet's events on the soundscapes, with the settings of this report of "
+                        "python -m training.tune_events yamnet (tuned as the model's were)")
     p.add_argument("--render-only", action="store_true", help="re-render from an existing --out card.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.render_only:
         card = json.loads(args.out.read_text())
     else:
-        card = measure(args.model, args.corpus, args.yamnet or find_yamnet(), args.caps, args.debs)
+        card = measure(args.model, args.corpus, args.yamnet or find_yamnet(), args.caps, args.debs,
+                       args.yamnet_events)
         args.out.write_text(json.dumps(card, indent=1))
         print(f"wrote {args.out}")
     if args.head:

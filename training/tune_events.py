@@ -25,6 +25,10 @@ over backgrounds; the validation scenes stay for measuring, ``--eval``):
    or a file) becomes an event label where its tuned F1 reaches ``--min-f1``; the noise,
    hum, silence and scene classes of ``detector/data/event_labels_never.txt`` never do.
 
+``python -m training.tune_events yamnet ...`` tunes the teacher the same way, from the
+home/office event labels: the soundscape figures of the two models then compare
+(``python -m training.model_card --yamnet-events DIR/report.json``).
+
 ``DIR/report.json`` holds the thresholds and the per-label hold (``event_timing``) in the
 form ``sed-export --report`` writes into the model contract, with the per-label F1 before
 and after; ``DIR/event_labels.txt`` the event labels; ``DIR/summary.md`` a table.
@@ -41,7 +45,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -50,7 +54,7 @@ from detector.config import Config
 from detector.decide.smoother import SmootherConfig
 from detector.frontend.patcher import Patch
 from detector.model.labels import NEVER_EVENT_LABELS, choose_event_labels, read_label_file
-from detector.model.scorer import OnnxScorer
+from detector.model.scorer import OnnxScorer, Scorer
 from detector.sources.parse import FileSource
 from detector.stream import StreamState
 from training.clips import read_manifest
@@ -257,7 +261,10 @@ def tune(
     }
 
 
-def applied(scorer: OnnxScorer, report: dict[str, Any]) -> OnnxScorer:
+_S = TypeVar("_S", bound=Scorer)
+
+
+def applied(scorer: _S, report: dict[str, Any]) -> _S:
     """``scorer`` with a tuning report's thresholds, event timing and event labels in its
     contract, as ``sed-export --report ... --event-labels`` would write them (a copy)."""
     c = scorer.contract
@@ -306,9 +313,28 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 0.3,0.5") from e
 
 
+def _scorer(model: str, yamnet: Path | None, threads: int) -> OnnxScorer:
+    """The model to tune: an exported one, or (``yamnet``) the teacher, whose events start
+    from the home/office labels that every label it shares with them raises."""
+    if model != "yamnet":
+        return OnnxScorer(model, threads=threads)
+    from detector.model.labels import HOME_EVENT_LABELS
+    from detector.model.yamnet import YamnetScorer, class_map, find_yamnet, how_to_fetch
+
+    path = find_yamnet(yamnet)
+    if path is None:
+        raise SystemExit(f"model 'yamnet': no YAMNet model found; {how_to_fetch()}")
+    names = {lab.name for lab in class_map(path)}
+    home = [n for n in read_label_file(HOME_EVENT_LABELS) if n in names]
+    return YamnetScorer(path, threads=threads, event_labels=home)  # type: ignore[return-value]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.tune_events", description=__doc__.split("\n")[0])
-    p.add_argument("model", type=Path, help="exported model (.onnx)")
+    p.add_argument("model", help="exported model (.onnx), or 'yamnet': the teacher (its w8a8 export from "
+                                 "the cache, --yamnet), from the home event labels, tuned the same way "
+                                 "for comparison (training.model_card --yamnet-events)")
+    p.add_argument("--yamnet", type=Path, help="YAMNet's model.onnx for model 'yamnet' (default: search the cache)")
     p.add_argument("--scenes", type=Path, required=True, help="soundscape manifest (sed-corpus build: scenes_train.csv)")
     p.add_argument("--out", type=Path, required=True,
                    help="output directory (report.json for sed-export --report, event_labels.txt, summary.md)")
@@ -341,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--grid {args.grid} must lie in (0, 1] and --holds {args.holds} be >= 0")
     if not args.noise_levels or not all(-120.0 <= v <= -6.0 for v in args.noise_levels):
         p.error(f"--noise-levels {args.noise_levels}: accepted -120 to -6 dBFS each")
-    scorer = OnnxScorer(args.model, threads=args.threads)
+    scorer = _scorer(args.model, args.yamnet, args.threads)
     names = scorer.contract.names
     chosen = read_label_file(args.labels) if args.labels else None
     labels = choose_event_labels(names, scorer.contract.event_labels, chosen, "--labels")
