@@ -231,3 +231,6 @@ def test_cli_tunes_yamnet_the_same_way_for_comparison(tmp_path: Path) -> None:
     tuned = applied(teacher, report)
     assert tuned.contract.event_labels == tuple(report["event_labels"])
     assert list(tuned.contract.on_thresholds) == report["thresholds"]["on"]
+    with pytest.raises(SystemExit):  # --yamnet names the teacher's file; with another model it is a mistake
+        main([str(DEMO.parents[2] / "exports" / "default" / "model.onnx"), "--scenes", str(manifest),
+              "--out", str(tmp_path / "z"), "--yamnet", str(path)])

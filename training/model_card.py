@@ -518,8 +518,11 @@ def measure(model: Path, corpus: Path, yamnet: Path | None,
     card["events"] = _events(ours, corpus / "scenes_val.csv", names, ontology=ontology)
     log.info("events on validation soundscapes at the live hop (%g s)", LIVE_FINE_HOP_S)
     card["events_live_hop"] = _events(ours, corpus / "scenes_val.csv", names, LIVE_FINE_HOP_S)
-    if yamnet is not None and yamnet_events is not None:
-        card["yamnet_events"] = _yamnet_events(yamnet, yamnet_events, corpus)
+    if yamnet_events is not None:
+        if yamnet is None:
+            log.warning("--yamnet-events %s: no YAMNet model found, so no YAMNet rows", yamnet_events)
+        else:
+            card["yamnet_events"] = _yamnet_events(yamnet, yamnet_events, corpus)
     log.info("false alarms on background-only soundscapes")
     card["background"] = _false_alarms(ours, corpus / "background_val.csv", ontology)
     shipped = max(ours.contract.on_thresholds)

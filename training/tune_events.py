@@ -314,8 +314,8 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _scorer(model: str, yamnet: Path | None, threads: int) -> OnnxScorer:
-    """The model to tune: an exported one, or (``yamnet``) the teacher, whose events start
-    from the home/office labels that every label it shares with them raises."""
+    """The model to tune: an exported one, or (``yamnet``) the teacher, its event labels
+    starting as the home/office labels it has."""
     if model != "yamnet":
         return OnnxScorer(model, threads=threads)
     from detector.model.labels import HOME_EVENT_LABELS
@@ -367,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--grid {args.grid} must lie in (0, 1] and --holds {args.holds} be >= 0")
     if not args.noise_levels or not all(-120.0 <= v <= -6.0 for v in args.noise_levels):
         p.error(f"--noise-levels {args.noise_levels}: accepted -120 to -6 dBFS each")
+    if args.yamnet is not None and args.model != "yamnet":
+        p.error(f"--yamnet {args.yamnet} is for model 'yamnet'; got model {args.model!r}")
     scorer = _scorer(args.model, args.yamnet, args.threads)
     names = scorer.contract.names
     chosen = read_label_file(args.labels) if args.labels else None
