@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
     add_model_options(p)
     p.add_argument("--device", choices=DEVICES, help="inference device: cpu, cuda or auto (default cpu)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="share the streams out over N processes, one per core, behind one publish endpoint "
+                   "(for more than ~1,000 live streams; default 1)")
     p.add_argument("--threads", type=int, help="onnxruntime threads (default: onnxruntime's choice with up to 8 live streams, 1 with more)")
     p.add_argument("--config", type=Path, help="TOML config ([listen], [smoother] sections)")
     p.add_argument("--publish", metavar="ENDPOINT", help="ZeroMQ PUB endpoint (default tcp://127.0.0.1:5557)")
@@ -226,6 +229,28 @@ def _make_sources(args: argparse.Namespace, rate: int, realtime: bool) -> list[S
     return srcs
 
 
+def _check_workers(args: argparse.Namespace) -> None:
+    """``--workers N``: N >= 1, and none of the options a worker process cannot share."""
+    if args.workers < 1:
+        raise ValueError(f"--workers {args.workers}; accepted: 1 or more processes")
+    if args.workers == 1:
+        return
+    from detector.cli.workers import refused_with_workers
+
+    refused = refused_with_workers(args)
+    if refused:
+        raise ValueError(
+            f"--workers {args.workers} cannot be combined with {', '.join(refused)}: each worker process "
+            "holds its own streams, so these would each exist once per worker; run one sed-listen "
+            "per process instead (accepted with --workers: sources, --publish, --json, --json-all, "
+            "--model, --labels, --config, --hop, --device, --threads)"
+        )
+    stdin = [s for s in _specs(args) if s.strip() in ("-", "stdin")]
+    if stdin:
+        raise ValueError(f"--workers {args.workers} cannot read stdin ('{stdin[0]}'): only one process can; "
+                         "run it in a sed-listen of its own")
+
+
 def _curve(args: argparse.Namespace, sec: SecurityConfig) -> CurveServerConfig | None:
     """CURVE settings from the flags, else from the config's [security] section."""
     key = args.curve_secret_key or (Path(sec.curve_secret_key) if sec.curve_secret_key else None)
@@ -266,6 +291,7 @@ def _run(args: argparse.Namespace) -> int:
         check_endpoint(args.publish, "--publish", bind=True)
     if args.control is not None:
         check_endpoint(args.control, "--control", bind=True)
+    _check_workers(args)
     config = load_config(
         args.config,
         {
@@ -277,6 +303,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     lc = config.listen
     curve = _curve(args, config.security)
+    if curve is not None and args.workers > 1:
+        raise ValueError(f"--workers {args.workers} with CURVE (the config's [security] section) is not "
+                         "supported: run one sed-listen per process, each with its own keys")
     if args.mqtt:  # a bad URL is refused before any model or device is opened
         from detector.io.mqtt import parse_mqtt_url
 
@@ -302,6 +331,14 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     log.info("events for %d of %d labels%s", len(events), len(c.names),
              f" ({', '.join(events)})" if len(events) <= 10 else "")
+    if args.workers > 1 and len(_specs(args)) == 1:
+        log.info("--workers %d with one source: it runs in this process", args.workers)
+    if args.workers > 1 and len(_specs(args)) > 1:
+        from detector.cli.workers import run_workers, shard
+
+        specs = _specs(args)
+        del scorer  # each worker loads its own
+        return run_workers(args, config, shard(specs, [_spec_id(s) for s in specs], args.workers), _run)
     srcs = _make_sources(args, scorer.contract.features.sample_rate, lc.realtime)
     sinks: list[Sink] = []
     clips: ClipWriter | None = None

@@ -1,0 +1,184 @@
+"""``sed-listen --workers N``: streams shared out over worker processes behind one endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+from conftest import SCENE_EVENTS
+
+from detector.cli.workers import _worker_name, shard
+from detector.io.wire import decode
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+
+
+def _listen(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "detector.cli.listen", *args], capture_output=True,
+                          text=True, timeout=timeout, env=ENV, cwd=REPO)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory, toy_scene: Path) -> list[Path]:
+    """Four copies of the toy scene under four names: four streams."""
+    d = tmp_path_factory.mktemp("workers")
+    out = []
+    for name in ("a", "b", "c", "d"):
+        shutil.copy(toy_scene, d / f"{name}.wav")
+        out.append(d / f"{name}.wav")
+    return out
+
+
+def test_shard_balances_and_keeps_a_stream_ids_sources_together() -> None:
+    specs = ["a.wav", "x/a.wav", "b.wav", "c.wav", "d.wav", "e.wav"]
+    ids = ["a.wav", "a.wav", "b.wav", "c.wav", "d.wav", "e.wav"]
+    shards = shard(specs, ids, 2)
+    assert sorted(len(s) for s in shards) == [3, 3]
+    assert sorted(x for s in shards for x in s) == sorted(specs)
+    home = next(s for s in shards if "a.wav" in s)
+    assert home.index("a.wav") < home.index("x/a.wav")  # same id: same worker, in order (a.wav#1, #2)
+    for s in shards:
+        assert s == [x for x in specs if x in s]  # each shard in the command's order
+    assert len(shard(specs, ids, 16)) == 5  # never more workers than stream ids
+    with pytest.raises(ValueError, match="--workers 0"):
+        shard(specs, ids, 0)
+
+
+def test_a_workers_name_in_the_log_never_shows_url_credentials() -> None:
+    name = _worker_name(1, ["rtsp://admin:secret@cam.local/live", "a.wav", "b.wav", "c.wav"])
+    assert "secret" not in name and "cam.local" in name
+    assert name.startswith("worker 1 (4 stream(s): ") and name.endswith(", ...)")
+
+
+def _events(stdout: str) -> dict[str, list[tuple]]:
+    by_stream: dict[str, list[tuple]] = {}
+    for line in stdout.splitlines():
+        m = json.loads(line)
+        by_stream.setdefault(m["stream"], []).append((m["event"], m["label"], m["stream_time"], m["seq"]))
+    for rows in by_stream.values():  # seq also counts status messages, whose timing varies
+        assert [r[3] for r in rows] == sorted({r[3] for r in rows})
+    return {k: [r[:3] for r in rows] for k, rows in by_stream.items()}
+
+
+def test_workers_give_every_stream_the_events_of_one_process(toy_model: Path, scenes: list[Path]) -> None:
+    common = [*map(str, scenes), "--model", str(toy_model), "--json", "--no-publish"]
+    one = _listen(*common)
+    two = _listen(*common, "--workers", "2")
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    assert len(re.findall(r"worker \d \(pid \d+\): 2 stream", two.stderr)) == 2
+    ev_one, ev_two = _events(one.stdout), _events(two.stdout)
+    assert set(ev_two) == {p.name for p in scenes}
+    assert ev_two == ev_one
+    onsets = [label for e, label, _ in ev_two["a.wav"] if e == "onset"]
+    assert onsets == [label for label, _, _ in SCENE_EVENTS]
+    sessions = {json.loads(line)["session"] for line in two.stdout.splitlines()}
+    assert len(sessions) == 2  # a session per worker process
+
+
+def test_workers_publish_on_one_endpoint_and_stop_on_sigterm(toy_model: Path, scenes: list[Path]) -> None:
+    """Real time, a subscriber on the one --publish endpoint: every worker's streams come
+    through the proxy; SIGTERM to the command closes each worker's open events."""
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detector.cli.listen", *map(str, scenes), "--model", str(toy_model),
+         "--workers", "2", "--realtime", "--publish", endpoint, "--json", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO,
+    )
+    got: dict[str, list[dict]] = {}
+    try:
+        time.sleep(0.3)  # the command binds the endpoint before it starts any worker
+        sub.connect(endpoint)
+        end = time.monotonic() + 60
+        # until every stream has had its first onset (the scene's first event starts at 2 s)
+        while time.monotonic() < end and not (
+            len(got) == len(scenes) and all(any(m.get("event") == "onset" for m in v) for v in got.values())
+        ):
+            if sub.poll(100):
+                _topic, msg = decode(sub.recv_multipart())
+                got.setdefault(msg["stream"], []).append(msg)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sub.close(0)
+        ctx.term()
+    assert proc.returncode == 0, err
+    assert set(got) == {p.name for p in scenes}, f"streams seen: {sorted(got)}"
+    assert len({m["session"] for msgs in got.values() for m in msgs}) == 2
+    lines = [json.loads(line) for line in out.splitlines()]
+    for p in scenes:
+        mine = [m for m in lines if m["stream"] == p.name]
+        opened = {m["event_id"] for m in mine if m["event"] == "onset"}
+        closed = {m["event_id"] for m in mine if m["event"] == "offset"}
+        assert opened and opened == closed, f"{p.name}: every onset has its offset"
+    assert "SIGTERM: stopping the workers" in err
+
+
+def test_a_worker_that_dies_stops_the_others_and_the_command_fails(toy_model: Path, scenes: list[Path]) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detector.cli.listen", *map(str, scenes), "--model", str(toy_model),
+         "--workers", "2", "--realtime", "--no-publish", "--json", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    pids: list[int] = []
+    try:
+        end = time.monotonic() + 60
+        while len(pids) < 2 and time.monotonic() < end:
+            line = proc.stderr.readline()
+            pids += [int(p) for p in re.findall(r"worker \d \(pid (\d+)\)", line)]
+        assert len(pids) == 2
+        json.loads(proc.stdout.readline())  # the workers are running: an onset came
+        os.kill(pids[0], signal.SIGKILL)
+        rc = proc.wait(30)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 1
+    assert re.search(r"worker 0 \(2 stream\(s\): .*a\.wav.*\) died \(exit code -9\); stopping the others", err)
+    for pid in pids:  # neither worker is left behind
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "0"], "--workers 0; accepted: 1 or more"),
+        (["--workers", "2", "--control", "ipc:///tmp/sed-test-control"], "cannot be combined with --control"),
+        (["--workers", "2", "--metrics", "127.0.0.1:9999"], "cannot be combined with --metrics"),
+        (["--workers", "2", "--", "-"], "cannot read stdin"),
+    ],
+)
+def test_workers_refuse_what_they_cannot_share(toy_model: Path, scenes: list[Path], args: list[str],
+                                               message: str) -> None:
+    r = _listen("--model", str(toy_model), "--no-publish", *args, str(scenes[0]), str(scenes[1]), timeout=30)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("sed-listen: error:") and message in last
