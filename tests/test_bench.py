@@ -22,7 +22,7 @@ from detector.bench.run import (
     run_files,
     synth_audio,
 )
-from detector.bench.scale import scale_step
+from detector.bench.scale import ScorerRecipe, scale_step, scale_step_processes
 from detector.config import Config, ListenConfig
 from detector.model.scorer import OnnxScorer
 from detector.model.yamnet import YamnetScorer, fetch_yamnet, find_yamnet
@@ -129,6 +129,22 @@ def test_scale_step_reports_every_stream(scorer: OnnxScorer, tmp_path: Path) -> 
     assert r["max_lag_s"] >= 0
     assert r["patches_per_s"] > 0
     assert r["mean_batch"] >= 1
+
+
+def test_scale_step_over_processes_adds_up_its_workers(toy_model: Path, tmp_path: Path) -> None:
+    """5 streams over 2 real processes (3 + 2), as ``sed-listen --workers 2`` shares them."""
+    path = synth_audio(tmp_path / "scale.wav", 5.0)
+    r = scale_step_processes(ScorerRecipe(toy_model), path, 5, 2.0, Config(), max_lag_s=1.0, processes=2)
+    assert r["streams"] == 5 and r["processes"] == 2
+    assert 0 <= r["dropped_streams"] <= 5
+    assert r["max_lag_s"] >= 0 and r["cpu_percent_of_one_core"] > 0
+    # every stream ran: ~2 patches a second each once going (the first needs 0.4 s of audio)
+    assert r["patches_per_s"] >= 5 * 0.5
+    with pytest.raises(ValueError, match="recipe"):
+        import detector.bench.scale as scale_mod
+
+        scale_mod.scale(None, path, Config(), start=4, limit=8, seconds=1.0, max_lag_s=1.0,
+                        log_step=lambda r: None, processes=2)
 
 
 def test_onset_latency_on_toy_scene(scorer: OnnxScorer, tmp_path: Path) -> None:

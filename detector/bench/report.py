@@ -44,7 +44,9 @@ def rows(config: dict[str, Any]) -> list[Row]:
         ("live", "onset: sound in the deciding patch p50 (ms)", ("onset", "stage_sound_in_patch_p50_ms"), False, ""),
         ("live", "onset: patch complete -> received p50 (ms)", ("onset", "stage_patch_to_publish_p50_ms"), False, ""),
         ("live", "onsets detected / events", ("onset", "detected"), True, ""),
-        ("scale", "streams sustained, no drops", ("scale", "max_streams"), True, ">= 2000"),
+        ("scale", "streams sustained, no drops, one process", ("scale", "max_streams"), True, ">= 2000"),
+        ("scale", "streams sustained, no drops, one process per core (--workers)",
+         ("scale_processes", "max_streams"), True, ">= 2000"),
         ("memory", "sed-listen RSS (MB)", ("memory", "listen", "rss_mb"), False, ""),
         ("memory", "sed-monitor RSS (MB)", ("memory", "monitor", "rss_mb"), False, ""),
     ]

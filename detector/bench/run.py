@@ -15,7 +15,9 @@ Sections (see ``docs/benchmarks.md`` for definitions and results):
 - **file**: real-time multiple end to end for one long file and for 100 short files;
 - **live**: per-hop latency p50/p99/max and CPU % of one core for one paced stream;
   onset latency p50/p95 from a sound's true start to its onset message on ZeroMQ;
-- **scale**: most concurrent real-time streams one process sustains with no drops;
+- **scale**: most concurrent real-time streams one process sustains with no drops, and
+  (``--scale-processes``, default one per core) what the machine sustains with the streams
+  shared out over that many processes, as ``sed-listen --workers`` runs them;
 - **memory**: RSS of ``sed-listen`` and ``sed-monitor``.
 """
 
@@ -45,7 +47,7 @@ import zmq
 from detector.bench.modelcost import graph_cost, ms_per_patch, peak_flops
 from detector.bench.procs import REPO, memory, serve
 from detector.bench.report import table
-from detector.bench.scale import Scorer, scale
+from detector.bench.scale import Scorer, ScorerRecipe, scale
 from detector.config import FEW_LIVE_STREAMS, Config, ListenConfig
 from detector.io.publisher import JsonLinesSink, ListSink, ZmqPublisher, sink_wants
 from detector.io.wire import decode
@@ -126,6 +128,7 @@ class BenchConfig:
     scale_seconds: float = 15.0
     max_lag_s: float = 1.0
     device: str = "cpu"
+    scale_processes: int = 0  # 0: one per core; 1: the one-process figure only
 
 
 # ---------------------------------------------------------------------------- audio
@@ -470,6 +473,22 @@ def run_bench(
             scale, sc, scale_file, config, start=bc.scale_start, limit=bc.scale_max, seconds=bc.scale_seconds,
             max_lag_s=bc.max_lag_s, log_step=_step_logger(name)))
         out[name]["scale"]["threads"] = many
+    procs = bc.scale_processes or cores
+    for name, (_sc, path) in scorers.items():
+        if procs <= 1:
+            break
+        # The same grid, from its last step that one process passed (no need to re-pass 63...).
+        one = int(out[name]["scale"]["max_streams"])
+        first = bc.scale_start
+        while first * 2 <= one:
+            first *= 2
+        log.info("%s: scale over %d processes (sed-listen --workers %d), from %d streams", name, procs, procs, first)
+        recipe = ScorerRecipe(path, yamnet=name == "yamnet", device=bc.device, threads=many,
+                              max_batch=config.listen.max_batch)
+        out[name]["scale_processes"] = measured(f"{name} scale, {procs} processes", partial(
+            scale, None, scale_file, config, start=first, limit=bc.scale_max, seconds=bc.scale_seconds,
+            max_lag_s=bc.max_lag_s, log_step=_step_logger(f"{name}, {procs} processes"), processes=procs,
+            recipe=recipe))
     log.info("memory")
     out["ours"]["memory"] = memory(model, None, live)
     if yamnet is not None:
@@ -523,6 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-max", type=int, default=d.scale_max)
     p.add_argument("--scale-seconds", type=float, default=d.scale_seconds)
     p.add_argument("--max-lag", type=float, default=d.max_lag_s, help="lag (s) that counts as a drop")
+    p.add_argument("--scale-processes", type=int, default=d.scale_processes,
+                   help="processes for the machine-wide scale figure (0: one per core; 1: skip it)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -549,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             live_seconds=args.live_seconds, onset_events=args.onset_events,
             onset_label=args.onset_label or None, scale_start=args.scale_start,
             scale_max=args.scale_max, scale_seconds=args.scale_seconds, max_lag_s=args.max_lag,
-            device=args.device,
+            device=args.device, scale_processes=args.scale_processes,
         )
         model = resolve_model(args.model)
         yamnet = None if args.no_yamnet else find_yamnet(args.yamnet)
