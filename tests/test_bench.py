@@ -147,6 +147,14 @@ def test_scale_step_over_processes_adds_up_its_workers(toy_model: Path, tmp_path
                         log_step=lambda r: None, processes=2)
 
 
+def test_scale_over_processes_starts_on_the_one_process_grid() -> None:
+    from detector.bench.run import grid_start
+
+    assert grid_start(63, 1764) == 1008  # 63 126 252 504 1008 | 2016 > 1764
+    assert grid_start(63, 2016) == 2016
+    assert grid_start(63, 0) == 63  # one process failed its first step: start there
+
+
 def test_onset_latency_on_toy_scene(scorer: OnnxScorer, tmp_path: Path) -> None:
     from training.toy import toy_sound
 

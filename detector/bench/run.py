@@ -417,6 +417,15 @@ def _step_logger(name: str) -> Callable[[dict[str, float]], None]:
     return log_step
 
 
+def grid_start(start: int, one_process: int) -> int:
+    """Where the scale over several processes starts: the one-process grid's (``start``,
+    doubled) last step at or below what one process sustained; ``start`` if none."""
+    first = start
+    while first * 2 <= one_process:
+        first *= 2
+    return first
+
+
 def run_bench(
     model: Path, yamnet: Path | None, bc: BenchConfig, tmp: Path, onset_clip: Path | None = None
 ) -> dict[str, Any]:
@@ -477,11 +486,7 @@ def run_bench(
     for name, (_sc, path) in scorers.items():
         if procs <= 1:
             break
-        # The same grid, from its last step that one process passed (no need to re-pass 63...).
-        one = int(out[name]["scale"]["max_streams"])
-        first = bc.scale_start
-        while first * 2 <= one:
-            first *= 2
+        first = grid_start(bc.scale_start, int(out[name]["scale"]["max_streams"]))
         log.info("%s: scale over %d processes (sed-listen --workers %d), from %d streams", name, procs, procs, first)
         recipe = ScorerRecipe(path, yamnet=name == "yamnet", device=bc.device, threads=many,
                               max_batch=config.listen.max_batch)
