@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -137,6 +139,60 @@ def test_workers_publish_on_one_endpoint_and_stop_on_sigterm(toy_model: Path, sc
     assert "SIGTERM: stopping the workers" in err
 
 
+def _two_free_ports() -> int:
+    """A port p with p + 1 free as well (worker 1's metrics)."""
+    for _ in range(50):
+        p = _free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", p + 1))
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no two adjacent free ports")
+
+
+def test_workers_share_the_clips_directory_and_serve_metrics_each(toy_model: Path, scenes: list[Path],
+                                                                   tmp_path: Path) -> None:
+    """--clips: one directory for every worker; --metrics P: worker i on port P + i, each
+    with its own streams."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = _two_free_ports()
+    clips = tmp_path / "clips"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detector.cli.listen", *map(str, scenes), "--model", str(toy_model),
+         "--workers", "2", "--realtime", "--no-publish", "--threads", "1",
+         "--metrics", f"127.0.0.1:{port}", "--clips", str(clips)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO,
+    )
+    running: dict[int, set[str]] = {}
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end and sum(len(v) for v in running.values()) < len(scenes):
+            for i in (0, 1):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port + i}/metrics", timeout=2) as r:
+                        fams = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+                except (urllib.error.URLError, ConnectionError):
+                    continue
+                running[i] = {x.labels["stream"] for x in fams["sed_stream_state"].samples
+                              if x.labels.get("state") == "running" and x.value == 1}
+            time.sleep(0.2)
+        _, err = proc.communicate(timeout=60)  # the scenes end after 12 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert running.get(0, set()) | running.get(1, set()) == {p.name for p in scenes}, running
+    assert not running[0] & running[1], "each stream is served by its own worker only"
+    assert f"metrics on http://127.0.0.1:{port + 1}/metrics" in err
+    flacs = sorted(clips.glob("*.flac"))
+    for p in scenes:  # the scene's three events, as clips, for every stream
+        assert len([f for f in flacs if f"Z_{p.name}_" in f.name]) == len(SCENE_EVENTS), [f.name for f in flacs]
+
+
 def test_a_worker_that_dies_stops_the_others_and_the_command_fails(toy_model: Path, scenes: list[Path]) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "detector.cli.listen", *map(str, scenes), "--model", str(toy_model),
@@ -171,7 +227,8 @@ def test_a_worker_that_dies_stops_the_others_and_the_command_fails(toy_model: Pa
     [
         (["--workers", "0"], "--workers 0; accepted: 1 or more"),
         (["--workers", "2", "--control", "ipc:///tmp/sed-test-control"], "cannot be combined with --control"),
-        (["--workers", "2", "--metrics", "127.0.0.1:9999"], "cannot be combined with --metrics"),
+        (["--workers", "2", "--mqtt", "mqtt://127.0.0.1:1883"], "cannot be combined with --mqtt"),
+        (["--workers", "3", "--metrics", "127.0.0.1:65535"], "needs ports 65535-65537"),
         (["--workers", "2", "--", "-"], "cannot read stdin"),
     ],
 )

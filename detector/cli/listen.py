@@ -243,7 +243,7 @@ def _check_workers(args: argparse.Namespace) -> None:
             f"--workers {args.workers} cannot be combined with {', '.join(refused)}: each worker process "
             "holds its own streams, so these would each exist once per worker; run one sed-listen "
             "per process instead (accepted with --workers: sources, --publish, --json, --json-all, "
-            "--model, --labels, --config, --hop, --device, --threads)"
+            "--clips, --metrics, --model, --labels, --config, --hop, --device, --threads)"
         )
     stdin = [s for s in _specs(args) if s.strip() in ("-", "stdin")]
     if stdin:
@@ -316,6 +316,10 @@ def _run(args: argparse.Namespace) -> int:
 
         args.metrics = args.metrics or DEFAULT_METRICS_ADDRESS
         parse_metrics_address(args.metrics)
+        if args.workers > 1:
+            from detector.cli.workers import check_metrics_ports
+
+            check_metrics_ports(args.metrics, args.workers)
     n_live = sum(sources_mod.is_live_spec(spec, lc.realtime) for spec in _specs(args))
     scorer = load_scorer(args.model, lc.device, lc.threads_for(n_live), lc.max_batch)
     for hop in {lc.hop_for(False), lc.hop_for(True)}:

@@ -23,9 +23,13 @@ A worker whose streams all fail exits 2, as ``sed-listen`` does, and the others 
 worker that dies otherwise (killed, out of memory) stops the rest and the command exits 1,
 so that a supervisor restarts the whole daemon instead of running without those streams.
 
-Options that hold state for the whole daemon (``--control``, ``--metrics``, ``--mqtt``,
-``--clips``, ``--state-dir``, CURVE) and stdin (one process can read it) are refused with
-``--workers``: run one ``sed-listen`` per such group instead.
+``--clips DIR``: every worker writes its streams' clips into ``DIR`` (a clip's name holds
+its stream and session, so none collide) and applies the retention to the whole directory,
+so the size and age limits hold for all of them together. ``--metrics HOST:PORT``: worker
+``i`` serves ``/metrics`` for its streams on ``PORT + i`` (a scrape target each; the log
+names them). Options that hold one state for the whole daemon (``--control``, ``--mqtt``,
+``--state-dir``, CURVE) and stdin (one process can read it) are refused with ``--workers``:
+run one ``sed-listen`` per such group instead.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ from detector.config import Config
 from detector.io.hub import Hub, HubConfig
 from detector.sources.net import is_url, redact_url
 
-__all__ = ["WORKER_STOP_S", "refused_with_workers", "run_workers", "shard", "worker_main"]
+__all__ = ["WORKER_STOP_S", "check_metrics_ports", "refused_with_workers", "run_workers", "shard", "worker_main",
+           "worker_metrics"]
 
 log = logging.getLogger("sed-listen")
 
@@ -62,13 +67,29 @@ def refused_with_workers(args: argparse.Namespace) -> list[str]:
     """The given options that ``--workers`` cannot share out (empty: none)."""
     given = {
         "--control": args.control is not None,
-        "--metrics": args.metrics is not None,
         "--mqtt": bool(args.mqtt),
-        "--clips": args.clips is not None,
         "--state-dir": args.state_dir is not None,
         "--curve-secret-key/--curve-allow-dir": bool(args.curve_secret_key or args.curve_allow_dir),
     }
     return [name for name, on in given.items() if on]
+
+
+def worker_metrics(address: str, index: int) -> str:
+    """Worker ``index``'s metrics address: ``address``'s port plus ``index``."""
+    from detector.io.metrics import parse_metrics_address
+
+    host, port = parse_metrics_address(address)
+    return f"[{host}]:{port + index}" if ":" in host else f"{host}:{port + index}"
+
+
+def check_metrics_ports(address: str, workers: int) -> None:
+    """Every worker's metrics port exists (``PORT + workers - 1`` <= 65535)."""
+    from detector.io.metrics import parse_metrics_address
+
+    _host, port = parse_metrics_address(address)
+    if port + workers - 1 > 65535:
+        raise ValueError(f"--metrics {address} with --workers {workers} needs ports {port}-{port + workers - 1}; "
+                         "accepted: a port of at most 65536 - workers")
 
 
 def shard(specs: Sequence[str], ids: Sequence[str], n: int) -> list[list[str]]:
@@ -97,11 +118,13 @@ def worker_main(run: Callable[[argparse.Namespace], int], args: argparse.Namespa
     sys.exit(run_cli(f"sed-listen worker {index}", lambda: run(args)))
 
 
-def _child_args(args: argparse.Namespace, specs: list[str], endpoint: str | None) -> argparse.Namespace:
+def _child_args(args: argparse.Namespace, specs: list[str], endpoint: str | None, index: int) -> argparse.Namespace:
     child = argparse.Namespace(**vars(args))
     child.sources, child.file, child.mic, child.workers = specs, [], None, 1
     if endpoint is not None:
         child.publish = endpoint
+    if args.metrics:
+        child.metrics = worker_metrics(args.metrics, index)
     return child
 
 
@@ -123,11 +146,12 @@ def run_workers(args: argparse.Namespace, config: Config, shards: list[list[str]
             log.info("publishing on %s (%d worker processes)", ", ".join(hub.bound_publish), len(shards))
         ctx = mp.get_context("spawn")  # never fork a process that holds threads and sockets
         for i, specs in enumerate(shards):
-            child = _child_args(args, specs, None if args.no_publish else endpoints[i])
+            child = _child_args(args, specs, None if args.no_publish else endpoints[i], i)
             p = ctx.Process(target=worker_main, args=(run, child, i), name=f"sed-listen-worker-{i}")
             p.start()
             procs.append(p)
-            log.info("worker %d (pid %s): %d stream(s)", i, p.pid, len(specs))
+            log.info("worker %d (pid %s): %d stream(s)%s", i, p.pid, len(specs),
+                     f"; metrics on http://{child.metrics}/metrics" if args.metrics else "")
         return _supervise(procs, shards)
     finally:
         for q in procs:
