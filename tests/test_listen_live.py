@@ -80,3 +80,57 @@ def test_sed_listen_hears_the_default_microphone(
     assert all(m["stream"] == "mic:default" for m in messages)
     levels = [m["level_dbfs"] for m in messages if m["type"] == "status" and m["state"] == "running"]
     assert max(levels) > -60.0, levels  # the played scene reached the capture path
+
+
+def test_workers_hear_the_microphone_in_two_processes(
+    pulse_mic: PulseServer, toy_model: Path, toy_scene: Path  # noqa: F811
+) -> None:
+    """``--workers 2`` with the capture path opened twice (ALSA's ``default`` and ``pulse``
+    devices, both PulseAudio's default source): each worker process captures its own
+    stream, and one subscriber on the command's endpoint hears the scene on both."""
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.connect(endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    streams = {"mic:default", "mic:pulse"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detector.cli.listen", "--model", str(toy_model), "--workers", "2",
+         "--publish", endpoint, "--log-level", "WARNING", "mic:default", "mic:pulse"],
+        env={**pulse_mic.env, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True,
+    )
+    messages: list[dict] = []
+    try:
+        deadline = time.time() + 30
+        running: set[str] = set()
+        while time.time() < deadline and running != streams:
+            if sub.poll(200):
+                _, m = decode(sub.recv_multipart())
+                messages.append(m)
+                if m["type"] == "status" and m["state"] == "running":
+                    running.add(m["stream"])
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert running == streams, f"running: {running}; last {messages[-3:]}"
+        player = pulse_mic.play(toy_scene, wait=False)
+        last_label = SCENE_EVENTS[-1][0]
+
+        def scene_done() -> bool:
+            closed = {m["stream"] for m in messages if m.get("event") == "offset" and m["label"] == last_label}
+            return player.poll() is not None and closed == streams
+
+        deadline = time.time() + 30
+        while time.time() < deadline and not scene_done():
+            if sub.poll(200):
+                messages.append(decode(sub.recv_multipart())[1])
+    finally:
+        proc.terminate()
+        stderr = proc.communicate(timeout=15)[1]
+        sub.close()
+        ctx.term()
+    assert proc.returncode == 0, stderr
+    for stream in streams:
+        onsets = [m["label"] for m in messages if m.get("event") == "onset" and m["stream"] == stream]
+        for label, _, _ in SCENE_EVENTS:
+            assert label in onsets, f"{stream}: {label} not heard; onsets {onsets}"
+    sessions = {m["stream"]: m["session"] for m in messages}
+    assert sessions["mic:default"] != sessions["mic:pulse"], "one worker process each"
