@@ -5,6 +5,7 @@
     sed-listen a.wav b.flac mic:default # several streams, one batched model
     arecord -f S16_LE -r 16000 | sed-listen -   # raw PCM on stdin
     sed-listen rtsp://cam.local/stream  # a network stream via ffmpeg (rtsp, rtmp, http, srt, udp)
+    sed-listen --workers 2 SOURCE...    # many streams: one process per core, one endpoint
 
 SIGINT/SIGTERM close every open event with an offset, flush the sockets and exit 0.
 
