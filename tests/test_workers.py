@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -220,6 +221,54 @@ def test_a_worker_that_dies_stops_the_others_and_the_command_fails(toy_model: Pa
     for pid in pids:  # neither worker is left behind
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie (an orphan's exit that no init reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_workers_stop_when_the_command_is_killed(toy_model: Path, scenes: list[Path]) -> None:
+    """SIGKILL to the command (no chance to pass anything on): each worker sees its parent
+    gone, closes its open events and exits; none is left holding its sources."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detector.cli.listen", *map(str, scenes), "--model", str(toy_model),
+         "--workers", "2", "--realtime", "--no-publish", "--json", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    pids: list[int] = []
+    try:
+        end = time.monotonic() + 60
+        while len(pids) < 2 and time.monotonic() < end:
+            pids += [int(p) for p in re.findall(r"worker \d \(pid (\d+)\)", proc.stderr.readline())]
+        assert len(pids) == 2
+        first = json.loads(proc.stdout.readline())  # an onset: the workers are running
+        assert first["event"] == "onset"
+        proc.kill()
+        proc.wait(10)
+        rest = [json.loads(line) for line in proc.stdout]  # EOF once both workers have exited
+        err = proc.stderr.read()
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not all(map(_exited, pids)):
+            time.sleep(0.1)
+        exited = [_exited(pid) for pid in pids]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in pids:  # never leave one behind, whatever failed
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert exited == [True, True], err
+    assert err.count("the sed-listen command is gone; stopping") == 2
+    closing = [m for m in rest if m["event"] == "offset" and m["event_id"] == first["event_id"]
+               and m["stream"] == first["stream"]]
+    assert len(closing) == 1 and closing[0]["reason"] == "shutdown"
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,9 @@ import argparse
 import logging
 import multiprocessing as mp
 import multiprocessing.connection
+import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -115,7 +117,24 @@ def worker_main(run: Callable[[argparse.Namespace], int], args: argparse.Namespa
     """A worker process: ``run(args)`` (``sed-listen`` on the shard ``args`` name) as its
     whole program, with the command's logging and exit statuses."""
     setup_logging(args.log_level)
+    _stop_with_parent(index)
     sys.exit(run_cli(f"sed-listen worker {index}", lambda: run(args)))
+
+
+def _stop_with_parent(index: int) -> None:
+    """A worker whose command is gone (killed with SIGKILL, say) stops as on SIGTERM,
+    closing its events, instead of holding its microphones as an orphan."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+    sentinel = parent.sentinel  # readable once the parent has exited
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        log.warning("worker %d: the sed-listen command is gone; stopping", index)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="sed-parent-watch", daemon=True).start()
 
 
 def _child_args(args: argparse.Namespace, specs: list[str], endpoint: str | None, index: int) -> argparse.Namespace:
