@@ -22,6 +22,8 @@ worker processes:
 A worker whose streams all fail exits 2, as ``sed-listen`` does, and the others go on. A
 worker that dies otherwise (killed, out of memory) stops the rest and the command exits 1,
 so that a supervisor restarts the whole daemon instead of running without those streams.
+If the command itself is killed outright, each worker sees it gone, closes its open
+events and exits: no orphan keeps a microphone open.
 
 ``--clips DIR``: every worker writes its streams' clips into ``DIR`` (a clip's name holds
 its stream and session, so none collide) and applies the retention to the whole directory,
