@@ -140,6 +140,26 @@ def test_workers_publish_on_one_endpoint_and_stop_on_sigterm(toy_model: Path, sc
     assert "SIGTERM: stopping the workers" in err
 
 
+def test_a_source_that_fails_in_a_worker_is_reported_and_the_others_go_on(
+    toy_model: Path, scenes: list[Path], tmp_path: Path
+) -> None:
+    missing = tmp_path / "gone.wav"
+    r = _listen(str(scenes[0]), str(missing), "--model", str(toy_model), "--workers", "2",
+                "--no-publish", "--json-all")
+    assert r.returncode == 0, r.stderr
+    msgs = [json.loads(line) for line in r.stdout.splitlines()]
+    errors = [m for m in msgs if m["type"] == "status" and m["state"] == "error"]
+    assert [m["stream"] for m in errors] == ["gone.wav"], "on the wire, as in one process"
+    assert "no such file" in errors[0]["message"]
+    assert any(m["type"] == "event" and m["stream"] == "a.wav" for m in msgs)
+    assert re.search(r"worker 1 \(1 stream\(s\): .*gone\.wav\) exited with status 2; the other workers go on",
+                     r.stderr)
+    every = _listen(str(missing), str(tmp_path / "also_gone.wav"), "--model", str(toy_model),
+                    "--workers", "2", "--no-publish")
+    assert every.returncode == 2
+    assert every.stderr.strip().splitlines()[-1].startswith("sed-listen: error: every worker's streams failed")
+
+
 def _two_free_ports() -> int:
     """A port p with p + 1 free as well (worker 1's metrics)."""
     for _ in range(50):

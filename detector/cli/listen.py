@@ -205,7 +205,8 @@ def _specs(args: argparse.Namespace) -> list[str]:
 def _make_sources(args: argparse.Namespace, rate: int, realtime: bool) -> list[Source]:
     """One source per spec. With several, one that fails to open becomes a
     :class:`FailedSource` (reported on its ``status.<stream>``) and the others go on;
-    a single failing source, or all failing, is an error."""
+    a single failing source, or all failing, is an error. A ``--workers`` worker's sources
+    are some of the command's, so even its only one fails as one of several."""
     specs = _specs(args)
     srcs: list[Source] = []
     errors: list[ValueError] = []
@@ -219,12 +220,12 @@ def _make_sources(args: argparse.Namespace, rate: int, realtime: bool) -> list[S
                 )
             )
         except sources_mod.SourceError as e:
-            if len(specs) == 1:
+            if len(specs) == 1 and not getattr(args, "in_worker", False):
                 raise
             log.error("%s: %s (this stream is closed; the others go on)", spec, e)
             errors.append(e)
             srcs.append(FailedSource(_spec_id(spec), rate, e))
-    if len(errors) == len(specs):
+    if len(errors) == len(specs) and not getattr(args, "in_worker", False):
         raise errors[0]
     _unique_ids(srcs)
     return srcs

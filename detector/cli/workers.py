@@ -142,6 +142,7 @@ def _stop_with_parent(index: int) -> None:
 def _child_args(args: argparse.Namespace, specs: list[str], endpoint: str | None, index: int) -> argparse.Namespace:
     child = argparse.Namespace(**vars(args))
     child.sources, child.file, child.mic, child.workers = specs, [], None, 1
+    child.in_worker = True  # a source that fails is reported on the wire, as one of several
     if endpoint is not None:
         child.publish = endpoint
     if args.metrics:
