@@ -22,6 +22,8 @@ from conftest import SCENE_EVENTS
 
 from detector.cli.workers import _worker_name, shard
 from detector.io.wire import decode
+from detector.monitor.link import SeqTracker
+from detector.monitor.state import MonitorState
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
@@ -131,6 +133,14 @@ def test_workers_publish_on_one_endpoint_and_stop_on_sigterm(toy_model: Path, sc
     assert proc.returncode == 0, err
     assert set(got) == {p.name for p in scenes}, f"streams seen: {sorted(got)}"
     assert len({m["session"] for msgs in got.values() for m in msgs}) == 2
+    # The dashboard's view of it: one session per stream, so no stream looks restarted.
+    tracker, state = SeqTracker(), MonitorState()
+    for msgs in got.values():
+        for m in msgs:
+            assert tracker.observe(m, 0.0).restarts == 0
+            state.apply(m)
+    assert set(state.streams) == {p.name for p in scenes}
+    assert not any(v.restarted for v in state.streams.values())
     lines = [json.loads(line) for line in out.splitlines()]
     for p in scenes:
         mine = [m for m in lines if m["stream"] == p.name]
