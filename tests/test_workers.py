@@ -170,6 +170,16 @@ def test_a_source_that_fails_in_a_worker_is_reported_and_the_others_go_on(
     assert every.stderr.strip().splitlines()[-1].startswith("sed-listen: error: every worker's streams failed")
 
 
+def test_one_process_with_many_live_streams_suggests_workers(toy_model: Path, scenes: list[Path]) -> None:
+    many = [str(scenes[0])] * 1001  # paced files are live streams; --list-labels opens none
+    r = _listen("--model", str(toy_model), "--no-publish", "--realtime", "--list-labels", *many)
+    assert r.returncode == 0, r.stderr
+    hint = f"--workers {os.cpu_count()} shares them out"
+    assert (hint in r.stderr) == ((os.cpu_count() or 1) > 1), r.stderr[-500:]
+    few = _listen("--model", str(toy_model), "--no-publish", "--realtime", "--list-labels", *many[:10])
+    assert "--workers" not in few.stderr
+
+
 def _two_free_ports() -> int:
     """A port p with p + 1 free as well (worker 1's metrics)."""
     for _ in range(50):

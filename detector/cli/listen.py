@@ -55,6 +55,10 @@ __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("sed-listen")
 
+MANY_LIVE_FOR_WORKERS = 1000
+"""Live streams past which one process suggests ``--workers`` (docs/benchmarks.md: one process
+sustains 1,260-1,764 on two cores, two processes 2,016)."""
+
 SHUTDOWN_LINGER_MS = 200
 """How long closing the PUB socket may wait to deliver the final offsets: plenty on a
 working link (< 1 ms on loopback), short enough that a stuck subscriber cannot hold
@@ -323,6 +327,10 @@ def _run(args: argparse.Namespace) -> int:
 
             check_metrics_ports(args.metrics, args.workers)
     n_live = sum(sources_mod.is_live_spec(spec, lc.realtime) for spec in _specs(args))
+    cores = os.cpu_count() or 1
+    if args.workers == 1 and n_live > MANY_LIVE_FOR_WORKERS and cores > 1:
+        log.info("%d live streams in one process: past ~%d its Python loop, not the cores, is the limit; "
+                 "--workers %d shares them out over one process per core", n_live, MANY_LIVE_FOR_WORKERS, cores)
     scorer = load_scorer(args.model, lc.device, lc.threads_for(n_live), lc.max_batch)
     for hop in {lc.hop_for(False), lc.hop_for(True)}:
         hop_frames_for(hop, scorer)  # reject a bad hop before opening any device
