@@ -234,7 +234,9 @@ def test_workers_share_the_clips_directory_and_serve_metrics_each(toy_model: Pat
         assert len([f for f in flacs if f"Z_{p.name}_" in f.name]) == len(SCENE_EVENTS), [f.name for f in flacs]
 
 
-def test_a_worker_that_dies_stops_the_others_and_the_command_fails(toy_model: Path, scenes: list[Path]) -> None:
+def _running_workers(toy_model: Path, scenes: list[Path]) -> tuple[subprocess.Popen[str], list[int], dict]:
+    """``--workers 2`` on the scenes in real time, JSON on stdout: the command, its two
+    workers' pids (from its log) and the first onset (the workers are running)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "detector.cli.listen", *map(str, scenes), "--model", str(toy_model),
          "--workers", "2", "--realtime", "--no-publish", "--json", "--threads", "1"],
@@ -245,10 +247,20 @@ def test_a_worker_that_dies_stops_the_others_and_the_command_fails(toy_model: Pa
     try:
         end = time.monotonic() + 60
         while len(pids) < 2 and time.monotonic() < end:
-            line = proc.stderr.readline()
-            pids += [int(p) for p in re.findall(r"worker \d \(pid (\d+)\)", line)]
+            pids += [int(p) for p in re.findall(r"worker \d \(pid (\d+)\)", proc.stderr.readline())]
+        first = json.loads(proc.stdout.readline())
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, pids, first
+
+
+def test_a_worker_that_dies_stops_the_others_and_the_command_fails(toy_model: Path, scenes: list[Path]) -> None:
+    proc, pids, _first = _running_workers(toy_model, scenes)
+    assert proc.stderr is not None
+    try:
         assert len(pids) == 2
-        json.loads(proc.stdout.readline())  # the workers are running: an onset came
         os.kill(pids[0], signal.SIGKILL)
         rc = proc.wait(30)
         err = proc.stderr.read()
@@ -275,19 +287,10 @@ def _exited(pid: int) -> bool:
 def test_workers_stop_when_the_command_is_killed(toy_model: Path, scenes: list[Path]) -> None:
     """SIGKILL to the command (no chance to pass anything on): each worker sees its parent
     gone, closes its open events and exits; none is left holding its sources."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "detector.cli.listen", *map(str, scenes), "--model", str(toy_model),
-         "--workers", "2", "--realtime", "--no-publish", "--json", "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO,
-    )
+    proc, pids, first = _running_workers(toy_model, scenes)
     assert proc.stdout is not None and proc.stderr is not None
-    pids: list[int] = []
     try:
-        end = time.monotonic() + 60
-        while len(pids) < 2 and time.monotonic() < end:
-            pids += [int(p) for p in re.findall(r"worker \d \(pid (\d+)\)", proc.stderr.readline())]
         assert len(pids) == 2
-        first = json.loads(proc.stdout.readline())  # an onset: the workers are running
         assert first["event"] == "onset"
         proc.kill()
         proc.wait(10)
