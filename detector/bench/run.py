@@ -473,23 +473,22 @@ def run_bench(
         ))
     # Many live streams: the threads sed-listen chooses for them (ListenConfig.threads_for).
     many = config.listen.threads_for(FEW_LIVE_STREAMS + 1)
-    for name, (sc, path) in scorers.items():
+    recipes = {name: ScorerRecipe(path, yamnet=name == "yamnet", device=bc.device, threads=many,
+                                  max_batch=config.listen.max_batch) for name, (_sc, path) in scorers.items()}
+    for name, (sc, _path) in scorers.items():
         log.info("%s: scale (onnxruntime threads: %s)", name, many or "its choice")
         if many != bc.threads:
-            sc = (OnnxScorer(path, bc.device, many, config.listen.max_batch) if name == "ours"
-                  else YamnetScorer(path, many, config.listen.max_batch))
+            sc = recipes[name].load()
         out[name]["scale"] = measured(f"{name} scale", partial(
             scale, sc, scale_file, config, start=bc.scale_start, limit=bc.scale_max, seconds=bc.scale_seconds,
             max_lag_s=bc.max_lag_s, log_step=_step_logger(name)))
         out[name]["scale"]["threads"] = many
     procs = bc.scale_processes or cores
-    for name, (_sc, path) in scorers.items():
+    for name, recipe in recipes.items():
         if procs <= 1:
             break
         first = grid_start(bc.scale_start, int(out[name]["scale"]["max_streams"]))
         log.info("%s: scale over %d processes (sed-listen --workers %d), from %d streams", name, procs, procs, first)
-        recipe = ScorerRecipe(path, yamnet=name == "yamnet", device=bc.device, threads=many,
-                              max_batch=config.listen.max_batch)
         out[name]["scale_processes"] = measured(f"{name} scale, {procs} processes", partial(
             scale, None, scale_file, config, start=first, limit=bc.scale_max, seconds=bc.scale_seconds,
             max_lag_s=bc.max_lag_s, log_step=_step_logger(f"{name}, {procs} processes"), processes=procs,
