@@ -31,6 +31,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _play_scene(pulse: PulseServer, scene: Path, sub: zmq.Socket, messages: list[dict],
+                streams: set[str], seconds: float) -> None:
+    """Play ``scene`` into the null sink; collect messages until the player is done and
+    every stream in ``streams`` closed the scene's last event (or ``seconds`` pass)."""
+    player = pulse.play(scene, wait=False)
+    last_label = SCENE_EVENTS[-1][0]
+
+    def scene_done() -> bool:
+        closed = {m["stream"] for m in messages if m.get("event") == "offset" and m["label"] == last_label}
+        return player.poll() is not None and closed >= streams
+
+    deadline = time.time() + seconds
+    while time.time() < deadline and not scene_done():
+        if sub.poll(200):
+            messages.append(decode(sub.recv_multipart())[1])
+
+
 def test_sed_listen_hears_the_default_microphone(
     pulse_mic: PulseServer, toy_model: Path, toy_scene: Path  # noqa: F811
 ) -> None:
@@ -56,18 +73,7 @@ def test_sed_listen_hears_the_default_microphone(
                 running = m["type"] == "status" and m["stream"] == "mic:default" and m["state"] == "running"
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         assert running, f"no running status from mic:default; got {messages[-3:]}"
-        player = pulse_mic.play(toy_scene, wait=False)
-        last_label = SCENE_EVENTS[-1][0]
-
-        def scene_done() -> bool:
-            return player.poll() is not None and any(
-                m.get("event") == "offset" and m["label"] == last_label for m in messages
-            )
-
-        deadline = time.time() + 25
-        while time.time() < deadline and not scene_done():
-            if sub.poll(200):
-                messages.append(decode(sub.recv_multipart())[1])
+        _play_scene(pulse_mic, toy_scene, sub, messages, {"mic:default"}, 25)
     finally:
         proc.terminate()
         stderr = proc.communicate(timeout=10)[1]
@@ -111,17 +117,7 @@ def test_workers_hear_the_microphone_in_two_processes(
                     running.add(m["stream"])
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         assert running == streams, f"running: {running}; last {messages[-3:]}"
-        player = pulse_mic.play(toy_scene, wait=False)
-        last_label = SCENE_EVENTS[-1][0]
-
-        def scene_done() -> bool:
-            closed = {m["stream"] for m in messages if m.get("event") == "offset" and m["label"] == last_label}
-            return player.poll() is not None and closed == streams
-
-        deadline = time.time() + 30
-        while time.time() < deadline and not scene_done():
-            if sub.poll(200):
-                messages.append(decode(sub.recv_multipart())[1])
+        _play_scene(pulse_mic, toy_scene, sub, messages, streams, 30)
     finally:
         proc.terminate()
         stderr = proc.communicate(timeout=15)[1]
