@@ -31,6 +31,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_running(sub: zmq.Socket, proc: subprocess.Popen[str], streams: set[str], messages: list[dict],
+                  seconds: float) -> None:
+    """Collect messages until every stream in ``streams`` reported itself running."""
+    deadline = time.time() + seconds
+    running: set[str] = set()
+    while time.time() < deadline and running != streams:
+        if sub.poll(200):
+            _, m = decode(sub.recv_multipart())
+            messages.append(m)
+            if m["type"] == "status" and m["state"] == "running":
+                running.add(m["stream"])
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    assert running == streams, f"running: {running}; last {messages[-3:]}"
+
+
 def _play_scene(pulse: PulseServer, scene: Path, sub: zmq.Socket, messages: list[dict],
                 streams: set[str], seconds: float) -> None:
     """Play ``scene`` into the null sink; collect messages until the player is done and
@@ -61,18 +76,9 @@ def test_sed_listen_hears_the_default_microphone(
          "--publish", endpoint, "--log-level", "WARNING"],
         env={**pulse_mic.env, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True,
     )
-    messages = []
+    messages: list[dict] = []
     try:
-        # Wait until the daemon reports its microphone stream as running.
-        deadline = time.time() + 20
-        running = False
-        while time.time() < deadline and not running:
-            if sub.poll(200):
-                _, m = decode(sub.recv_multipart())
-                messages.append(m)
-                running = m["type"] == "status" and m["stream"] == "mic:default" and m["state"] == "running"
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        assert running, f"no running status from mic:default; got {messages[-3:]}"
+        _wait_running(sub, proc, {"mic:default"}, messages, 20)
         _play_scene(pulse_mic, toy_scene, sub, messages, {"mic:default"}, 25)
     finally:
         proc.terminate()
@@ -107,16 +113,7 @@ def test_workers_hear_the_microphone_in_two_processes(
     )
     messages: list[dict] = []
     try:
-        deadline = time.time() + 30
-        running: set[str] = set()
-        while time.time() < deadline and running != streams:
-            if sub.poll(200):
-                _, m = decode(sub.recv_multipart())
-                messages.append(m)
-                if m["type"] == "status" and m["state"] == "running":
-                    running.add(m["stream"])
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        assert running == streams, f"running: {running}; last {messages[-3:]}"
+        _wait_running(sub, proc, streams, messages, 30)
         _play_scene(pulse_mic, toy_scene, sub, messages, streams, 30)
     finally:
         proc.terminate()
