@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
     add_model_options(p)
     p.add_argument("--device", choices=DEVICES, help="inference device: cpu, cuda or auto (default cpu)")
+    p.set_defaults(in_worker=False)  # True in a --workers worker (detector/cli/workers.py), never a flag
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="share the streams out over N processes, one per core, behind one publish endpoint "
                    "(for more than ~1,000 live streams; default 1)")
@@ -212,6 +213,7 @@ def _make_sources(args: argparse.Namespace, rate: int, realtime: bool) -> list[S
     a single failing source, or all failing, is an error. A ``--workers`` worker's sources
     are some of the command's, so even its only one fails as one of several."""
     specs = _specs(args)
+    one_of_several = len(specs) > 1 or args.in_worker
     srcs: list[Source] = []
     errors: list[ValueError] = []
     for spec in specs:
@@ -224,12 +226,12 @@ def _make_sources(args: argparse.Namespace, rate: int, realtime: bool) -> list[S
                 )
             )
         except sources_mod.SourceError as e:
-            if len(specs) == 1 and not getattr(args, "in_worker", False):
+            if not one_of_several:
                 raise
             log.error("%s: %s (this stream is closed; the others go on)", spec, e)
             errors.append(e)
             srcs.append(FailedSource(_spec_id(spec), rate, e))
-    if len(errors) == len(specs) and not getattr(args, "in_worker", False):
+    if len(errors) == len(specs) and not args.in_worker:
         raise errors[0]
     _unique_ids(srcs)
     return srcs
