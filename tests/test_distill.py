@@ -153,6 +153,30 @@ def test_a_strong_overlap_in_seconds_labels_patches_that_hold_a_long_sounds_star
     assert (early.targets[:, 0] == half.targets[:, 0]).all()
 
 
+def test_an_onset_patch_ends_just_after_the_event_starts_and_is_taught_its_labels(tmp_path: Path) -> None:
+    names = ["Speech", "Dog", "Bark", "Music"]
+    m = _one_clip_manifest(tmp_path, 6.0, [
+        ("Music", "0.0", "6.0"),  # starts with the recording: no onset inside it
+        ("Dog|Bark", "3.0", "4.5"),
+        ("Speech", "0.3", "0.8"),  # early: the onset patch needs silence in front
+    ])
+    ds = LabelledSet(m, tmp_path / "cache", names, CFG)
+    assert sorted((on, labs) for _, on, labs in ds.onsets) == [(0.3, (0,)), (3.0, (1, 2))]
+    dog = next(k for k, (_, on, _) in enumerate(ds.onsets) if on == 3.0)
+    x, t = ds.onset_patch(dog, 0.25, CFG)
+    fs = CFG.hop_length / SR
+    assert x.shape == (CFG.patch_frames, CFG.n_mels)
+    end = round(3.25 / fs)
+    assert np.array_equal(x, ds.mels[0][end - CFG.patch_frames : end])
+    # the dog's first 0.25 s: under the half rule a grid patch would not be labelled Dog
+    assert t.tolist() == [0.0, 1.0, 1.0, 1.0]
+    x, t = ds.onset_patch(1 - dog, 0.2, CFG)  # the speech at 0.3 s: 0.5 s of audio, silence before
+    silent = CFG.patch_frames - round(0.5 / fs)
+    assert np.all(x[:silent] == np.float16(np.log(CFG.log_offset)))
+    assert np.array_equal(x[silent:], ds.mels[0][: round(0.5 / fs)])
+    assert t.tolist() == [1.0, 0.0, 0.0, 1.0]
+
+
 def test_excluded_sources_leave_out_clips_and_the_scenes_that_hold_them(tmp_path: Path) -> None:
     names = ["Speech", "Dog", "Cough"]
     m = tmp_path / "m.csv"
@@ -237,16 +261,19 @@ def test_short_run_exports_a_working_model(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     data = Path(__file__).parent / "data"
     m = tmp_path / "m.csv"
-    m.write_text(f'path,labels\n{data / "baby_cry.flac"},"Baby cry, infant cry"\n'
-                 f'{data / "speech_digit.flac"},Speech\n')
+    m.write_text(f'path,labels,onset,offset\n{data / "baby_cry.flac"},"Baby cry, infant cry",,\n'
+                 f'{data / "speech_digit.flac"},Speech,,\n'
+                 f'{data / "baby_cry.flac"},"Crying, sobbing",1.5,3.0\n')  # a strong event: onset examples
     cfg = DistillConfig(pool=str(pool), train_manifest=str(m), val_manifest=str(m),
                         mel_cache=str(tmp_path / "mc"), out_dir=str(tmp_path / "run"),
                         epochs=1, steps_per_epoch=2, batch_size=16, pool_val_percent=50,
-                        threads=1, val_patches=50)
+                        threads=1, val_patches=50, labelled_fraction=0.5, onset_events=0.5)
     last = train(cfg)
     ck = torch.load(last, weights_only=True)
     assert len(ck["labels"]) == 521 and ck["history"][0]["examples_per_s"] > 0
     assert ck["train_config"]["recipe"] == "distill"
+    assert ck["data_summary"]["strong_onsets"] == 1
+    assert ck["data_summary"]["onset_examples_per_batch"] == 4  # half of 8 labelled
     # resuming a finished run changes nothing
     before = {k: v.clone() for k, v in ck["model"].items()}
     train(cfg, resume=True)

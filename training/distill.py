@@ -12,7 +12,10 @@ Batches draw from three streams:
   shared recordings, :mod:`training.corpus.pool`), teacher targets only;
 * **labelled**: a patch of a labelled corpus clip (``sed-corpus build``'s
   ``train_all.csv``); our positive labels are floors under the teacher's scores
-  (``max(hard, teacher)``), so a dog clip stays a dog whatever YAMNet says of it;
+  (``max(hard, teacher)``), so a dog clip stays a dog whatever YAMNet says of it; with
+  ``onset_events`` part of them is the onset of a strong event of the training
+  soundscapes (:meth:`LabelledSet.onset_patch`: the patch ending 0.2-0.6 s after it
+  starts), taught its labels;
 * **beds**: a steady noise bed alone (:mod:`training.corpus.noise` kinds at -70 to -20
   dBFS), so that hiss and hum are "Noise", "Static" or "Hum", never "Rain" (with
   ``bed_alone_targets = "noise_classes"`` only those classes keep the teacher's score:
@@ -112,6 +115,13 @@ class DistillConfig:
     # (slow) reading of it. 0: the half rule alone. Meant for earlier onsets; 0.2 did not
     # bring them (training/configs/v2_wide5.toml).
     strong_overlap_s: float = 0.0
+    # Of the labelled examples, this fraction is the onset of a strong event (the training
+    # soundscapes): a patch that ends ``onset_event_tail_s`` after the event starts, what
+    # came before it in front, taught the event's labels. A live onset is decided on such
+    # patches; the teacher's own score there is low (it needs ~0.8 s of a sound in these
+    # scenes), so without labels the student learns its hesitation.
+    onset_events: float = 0.0
+    onset_event_tail_s: tuple[float, float] = (0.2, 0.6)
     val_patches: int = 4000
     # Of the pool's patches in a batch, this fraction is drawn class-balanced by the
     # teacher's cached scores (a class at random among those with at least
@@ -125,6 +135,11 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.pool_balance <= 1.0:
             raise ValueError(f"pool_balance = {self.pool_balance}; accepted: 0 to 1")
+        if not 0.0 <= self.onset_events <= 1.0:
+            raise ValueError(f"onset_events = {self.onset_events}; accepted: 0 to 1")
+        lo, hi = self.onset_event_tail_s
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"onset_event_tail_s = {self.onset_event_tail_s}; accepted: 0 < low <= high")
         if self.bed_alone_targets not in ("teacher", "noise_classes"):
             raise ValueError(f"bed_alone_targets = {self.bed_alone_targets!r}; accepted: "
                              "'teacher', 'noise_classes'")
@@ -357,6 +372,10 @@ class LabelledSet:
         targets: list[np.ndarray] = []
         self.clip_targets: list[np.ndarray] = []
         self.clip_patches: list[np.ndarray] = []
+        self.weak: list[np.ndarray] = []
+        self.events: list[list[tuple[int, float, float]]] = []
+        # (recording, onset s, label indices) of each strong event that starts inside its recording
+        self.onsets: list[tuple[int, float, tuple[int, ...]]] = []
         ignored: set[str] = set()
         fs = features.hop_length / features.sample_rate
         patch_s = features.patch_frames * fs
@@ -374,6 +393,11 @@ class LabelledSet:
                         weak[index[lab]] = 1.0
                     else:
                         events.append((index[lab], c.onset, c.offset))
+                known = tuple(index[lab] for lab in c.labels if lab in index)
+                if c.onset is not None and c.onset > 0.0 and known:
+                    self.onsets.append((i, float(c.onset), known))
+            self.weak.append(weak)
+            self.events.append(events)
             clip_t = weak.copy()
             first = len(items)
             for s in patch_starts(mel.shape[0], features, hop_frames):
@@ -417,6 +441,29 @@ class LabelledSet:
     def patch(self, k: int, frames: int) -> np.ndarray:
         f, s = self.items[k]
         return self.mels[int(f)][int(s) : int(s) + frames]
+
+    def onset_patch(self, k: int, tail_s: float, features: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+        """Strong event ``k``'s onset (:attr:`onsets`): the patch that ends ``tail_s`` after it
+        starts (silence in front where the recording began later), and its targets: the
+        recording's weak labels, its strong events the patch overlaps by the usual rule, and
+        this event's labels."""
+        i, on, labs = self.onsets[k]
+        mel = self.mels[i]
+        fs = features.hop_length / features.sample_rate
+        frames = features.patch_frames
+        end = min(mel.shape[0], max(1, round((on + tail_s) / fs)))
+        start = end - frames
+        x = mel[max(0, start) : end]
+        if start < 0:
+            silence = np.full((-start, mel.shape[1]), math.log(features.log_offset), dtype=mel.dtype)
+            x = np.concatenate([silence, x])
+        t = self.weak[i].copy()
+        a, b = start * fs, end * fs
+        for lab_i, e_on, e_off in self.events[i]:
+            if min(b, e_off) - max(a, e_on) >= 0.5 * min(e_off - e_on, frames * fs):
+                t[lab_i] = 1.0
+        t[list(labs)] = 1.0
+        return x, t
 
 
 def _mel_centres_hz(features: FeatureConfig) -> np.ndarray:
@@ -654,9 +701,14 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
     n_lab = round(cfg.batch_size * cfg.labelled_fraction)
     n_alone = max(1, round(cfg.batch_size * cfg.bed_alone_fraction))
     n_pool = cfg.batch_size - n_lab - n_alone
+    n_onset = round(n_lab * cfg.onset_events) if lab.onsets else 0
+    if cfg.onset_events > 0 and not lab.onsets:
+        log.warning("onset_events = %g, but %s holds no strong event that starts inside its "
+                    "recording: no onset examples", cfg.onset_events, cfg.train_manifest)
     summary: dict[str, Any] = {"pool_train_patches": len(pool.train),
                "pool_val_patches": len(pool.val),
                "labelled_patches": len(lab.items), "val_recordings": len(val.mels),
+               "strong_onsets": len(lab.onsets), "onset_examples_per_batch": n_onset,
                "teacher": teacher.contract.model_version, "beds": len(beds)}
     sampler = BalancedSampler(pool, cfg.pool_balance, cfg.balance_threshold,
                               cfg.balance_min_patches, names)
@@ -673,11 +725,18 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
                                      pool.train[rng.integers(len(pool.train), size=n_alone)]])
             else:
                 pi = sampler.draw(rng, n_pool + n_alone)
-            li = rng.integers(len(lab.items), size=n_lab)
+            li = rng.integers(len(lab.items), size=n_lab - n_onset)
+            onset_x, onset_t = [], []
+            for k in rng.integers(len(lab.onsets), size=n_onset) if n_onset else ():
+                ox, ot = lab.onset_patch(int(k), float(rng.uniform(*cfg.onset_event_tail_s)), features)
+                onset_x.append(ox)
+                onset_t.append(ot)
             x = np.stack([pool.patch(it, frames) for it in pi]
-                         + [lab.patch(int(k), frames) for k in li]).astype(np.float32)
+                         + [lab.patch(int(k), frames) for k in li] + onset_x).astype(np.float32)
             hard = np.zeros((cfg.batch_size, len(names)), dtype=np.float32)
-            hard[n_pool + n_alone :] = lab.targets[li]
+            hard[n_pool + n_alone : cfg.batch_size - n_onset] = lab.targets[li]
+            if n_onset:
+                hard[cfg.batch_size - n_onset :] = np.stack(onset_t)
             alone = np.zeros(cfg.batch_size, dtype=bool)
             alone[n_pool : n_pool + n_alone] = True
             perm = rng.permutation(cfg.batch_size)
