@@ -379,6 +379,7 @@ class LabelledSet:
         ignored: set[str] = set()
         fs = features.hop_length / features.sample_rate
         patch_s = features.patch_frames * fs
+        self.patch_s, self.strong_overlap_s = patch_s, strong_overlap_s
         for path, cs in sorted(by_path.items()):
             mel = self._mel(Path(path), cache, features)
             i = len(self.mels)
@@ -400,18 +401,11 @@ class LabelledSet:
             self.events.append(events)
             clip_t = weak.copy()
             first = len(items)
+            for lab_i, _, _ in events:
+                clip_t[lab_i] = 1.0
             for s in patch_starts(mel.shape[0], features, hop_frames):
-                t = weak.copy()
-                a, b = s * fs, s * fs + patch_s
-                for lab_i, on, off in events:
-                    need = 0.5 * min(off - on, patch_s)
-                    if strong_overlap_s > 0:
-                        need = min(need, strong_overlap_s)
-                    if min(b, off) - max(a, on) >= need:
-                        t[lab_i] = 1.0
-                    clip_t[lab_i] = 1.0
                 items.append((i, int(s)))
-                targets.append(t)
+                targets.append(self._targets(i, s * fs, s * fs + patch_s))
             self.clip_targets.append(clip_t)
             self.clip_patches.append(np.arange(first, len(items)))
         if ignored:
@@ -457,13 +451,22 @@ class LabelledSet:
         if start < 0:
             silence = np.full((-start, mel.shape[1]), math.log(features.log_offset), dtype=mel.dtype)
             x = np.concatenate([silence, x])
-        t = self.weak[i].copy()
-        a, b = start * fs, end * fs
-        for lab_i, e_on, e_off in self.events[i]:
-            if min(b, e_off) - max(a, e_on) >= 0.5 * min(e_off - e_on, frames * fs):
-                t[lab_i] = 1.0
+        t = self._targets(i, start * fs, end * fs)
         t[list(labs)] = 1.0
         return x, t
+
+    def _targets(self, i: int, a: float, b: float) -> np.ndarray:
+        """Recording ``i``'s targets for the patch ``[a, b)`` s: its weak labels, and each
+        strong event the patch overlaps by half of the shorter of the two (or by
+        ``strong_overlap_s`` if that is positive and less)."""
+        t = self.weak[i].copy()
+        for lab_i, on, off in self.events[i]:
+            need = 0.5 * min(off - on, self.patch_s)
+            if self.strong_overlap_s > 0:
+                need = min(need, self.strong_overlap_s)
+            if min(b, off) - max(a, on) >= need:
+                t[lab_i] = 1.0
+        return t
 
 
 def _mel_centres_hz(features: FeatureConfig) -> np.ndarray:
