@@ -20,6 +20,7 @@ from training.distill import (  # noqa: E402
     LabelledSet,
     MelAugment,
     MelAugmentConfig,
+    _onset_floor,
     _teacher_agreement,
     load_config,
     make_beds,
@@ -175,6 +176,44 @@ def test_an_onset_patch_ends_just_after_the_event_starts_and_is_taught_its_label
     assert np.all(x[:silent] == np.float16(np.log(CFG.log_offset)))
     assert np.array_equal(x[silent:], ds.mels[0][: round(0.5 / fs)])
     assert t.tolist() == [1.0, 0.0, 0.0, 1.0]
+    # a soft floor: 0.55 s of the dog overlaps by more than the half rule's 0.48 s, yet the
+    # event itself is taught at the floor alone; the weak Music is still 1
+    _, t = ds.onset_patch(dog, 0.55, CFG, floor=0.7)
+    assert np.allclose(t, [0.0, 0.7, 0.7, 1.0])
+
+
+def test_a_clip_onset_starts_where_the_clip_sound_starts_and_is_taught_at_the_floor(tmp_path: Path) -> None:
+    names = ["Speech", "Dog"]
+    t = np.arange(int(1.4 * SR)) / SR
+    wave = np.where(t >= 0.4, 0.3 * np.sin(2 * np.pi * 1000 * t), 1e-4 * np.sin(2 * np.pi * 300 * t))
+    sf.write(tmp_path / "dog.flac", wave.astype(np.float32), SR)
+    sf.write(tmp_path / "scene.flac", np.zeros(3 * SR, np.float32), SR)
+    m = tmp_path / "m.csv"
+    with m.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "labels", "onset", "offset", "source"])
+        w.writerow(["dog.flac", "Dog", "0.000", "1.400", "pkg:dog.wav"])  # a clip labelled as a whole
+        w.writerow(["scene.flac", "Speech", "0.000", "3.000", "scene:pkg:a.wav"])  # a scene's: no clip onset
+    ds = LabelledSet(m, tmp_path / "cache", names, CFG)
+    assert len(ds.clip_onsets) == 1 and not ds.onsets
+    i, start, labs = ds.clip_onsets[0]
+    assert labs == (1,) and abs(start - 0.4) <= 0.03  # the quiet lead-in is 50 dB down
+    x, tgt = ds.onset_patch(0, 0.3, CFG, floor=0.6, clip=True)
+    end = round((start + 0.3) / (CFG.hop_length / SR))
+    assert np.array_equal(x[-end:], ds.mels[i][:end])
+    assert np.all(x[: CFG.patch_frames - end] == np.float16(np.log(CFG.log_offset)))
+    # 0.7 s of the clip would label a grid patch Dog; the onset patch is taught the floor
+    assert np.allclose(tgt, [0.0, 0.6])
+
+
+def test_the_onset_floor_grows_linearly_with_the_tail() -> None:
+    cfg = DistillConfig(onset_event_tail_s=(0.2, 0.6), onset_event_floor=(0.5, 1.0))
+    assert [round(_onset_floor(cfg, s), 6) for s in (0.2, 0.4, 0.6, 0.9)] == [0.5, 0.75, 1.0, 1.0]
+    assert _onset_floor(DistillConfig(), 0.3) == 1.0
+    with pytest.raises(ValueError, match="onset_event_floor"):
+        DistillConfig(onset_event_floor=(0.0, 1.0))
+    with pytest.raises(ValueError, match="onset_clip_share"):
+        DistillConfig(onset_clip_share=1.5)
 
 
 def test_excluded_sources_leave_out_clips_and_the_scenes_that_hold_them(tmp_path: Path) -> None:
@@ -267,12 +306,14 @@ def test_short_run_exports_a_working_model(tmp_path: Path) -> None:
     cfg = DistillConfig(pool=str(pool), train_manifest=str(m), val_manifest=str(m),
                         mel_cache=str(tmp_path / "mc"), out_dir=str(tmp_path / "run"),
                         epochs=1, steps_per_epoch=2, batch_size=16, pool_val_percent=50,
-                        threads=1, val_patches=50, labelled_fraction=0.5, onset_events=0.5)
+                        threads=1, val_patches=50, labelled_fraction=0.5, onset_events=0.5,
+                        onset_clip_share=0.5, onset_event_floor=(0.5, 1.0))
     last = train(cfg)
     ck = torch.load(last, weights_only=True)
     assert len(ck["labels"]) == 521 and ck["history"][0]["examples_per_s"] > 0
     assert ck["train_config"]["recipe"] == "distill"
     assert ck["data_summary"]["strong_onsets"] == 1
+    assert ck["data_summary"]["clip_onsets"] == 1  # the digit; the cry holds a strong event
     assert ck["data_summary"]["onset_examples_per_batch"] == 4  # half of 8 labelled
     # resuming a finished run changes nothing
     before = {k: v.clone() for k, v in ck["model"].items()}

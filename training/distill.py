@@ -122,6 +122,14 @@ class DistillConfig:
     # scenes), so without labels the student learns its hesitation.
     onset_events: float = 0.0
     onset_event_tail_s: tuple[float, float] = (0.2, 0.6)
+    # The target of the event's labels on an onset patch, at the shortest and the longest
+    # tail (linear between): (1, 1) teaches a sound's first 0.2 s as surely as its whole;
+    # (0.5, 1) asks for a score that grows as more of the sound is heard.
+    onset_event_floor: tuple[float, float] = (1.0, 1.0)
+    # Of the onset examples, this share is the start of a labelled clip's sound instead
+    # (:func:`sound_start`; silence in front, which mixing and beds fill): every source and
+    # label of the corpus, not only the soundscapes' backgrounds.
+    onset_clip_share: float = 0.0
     val_patches: int = 4000
     # Of the pool's patches in a batch, this fraction is drawn class-balanced by the
     # teacher's cached scores (a class at random among those with at least
@@ -140,6 +148,10 @@ class DistillConfig:
         lo, hi = self.onset_event_tail_s
         if not 0.0 < lo <= hi:
             raise ValueError(f"onset_event_tail_s = {self.onset_event_tail_s}; accepted: 0 < low <= high")
+        if not 0.0 <= self.onset_clip_share <= 1.0:
+            raise ValueError(f"onset_clip_share = {self.onset_clip_share}; accepted: 0 to 1")
+        if not all(0.0 < w <= 1.0 for w in self.onset_event_floor):
+            raise ValueError(f"onset_event_floor = {self.onset_event_floor}; accepted: two targets in (0, 1]")
         if self.bed_alone_targets not in ("teacher", "noise_classes"):
             raise ValueError(f"bed_alone_targets = {self.bed_alone_targets!r}; accepted: "
                              "'teacher', 'noise_classes'")
@@ -376,6 +388,8 @@ class LabelledSet:
         self.events: list[list[tuple[int, float, float]]] = []
         # (recording, onset s, label indices) of each strong event that starts inside its recording
         self.onsets: list[tuple[int, float, tuple[int, ...]]] = []
+        # the same for each clip (not a scene) labelled as a whole: where its sound starts
+        self.clip_onsets: list[tuple[int, float, tuple[int, ...]]] = []
         ignored: set[str] = set()
         fs = features.hop_length / features.sample_rate
         patch_s = features.patch_frames * fs
@@ -397,6 +411,10 @@ class LabelledSet:
                 known = tuple(index[lab] for lab in c.labels if lab in index)
                 if c.onset is not None and c.onset > 0.0 and known:
                     self.onsets.append((i, float(c.onset), known))
+            if all(not c.source.startswith("scene:") and not c.onset for c in cs):
+                labs = tuple(sorted({int(j) for j in np.flatnonzero(weak)} | {ev[0] for ev in events}))
+                if labs:
+                    self.clip_onsets.append((i, sound_start(mel, features), labs))
             self.weak.append(weak)
             self.events.append(events)
             clip_t = weak.copy()
@@ -436,12 +454,14 @@ class LabelledSet:
         f, s = self.items[k]
         return self.mels[int(f)][int(s) : int(s) + frames]
 
-    def onset_patch(self, k: int, tail_s: float, features: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
-        """Strong event ``k``'s onset (:attr:`onsets`): the patch that ends ``tail_s`` after it
-        starts (silence in front where the recording began later), and its targets: the
-        recording's weak labels, its strong events the patch overlaps by the usual rule, and
-        this event's labels."""
-        i, on, labs = self.onsets[k]
+    def onset_patch(self, k: int, tail_s: float, features: FeatureConfig,
+                    floor: float = 1.0, clip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Strong event ``k``'s onset (:attr:`onsets`; with ``clip``, clip ``k``'s sound's
+        start, :attr:`clip_onsets`): the patch that ends ``tail_s`` after it starts (silence
+        in front where the recording began later), and its targets: the recording's weak
+        labels, its other strong events the patch overlaps by the usual rule, and this
+        event's labels at ``floor`` (1: taught as surely as the whole sound)."""
+        i, on, labs = (self.clip_onsets if clip else self.onsets)[k]
         mel = self.mels[i]
         fs = features.hop_length / features.sample_rate
         frames = features.patch_frames
@@ -451,22 +471,36 @@ class LabelledSet:
         if start < 0:
             silence = np.full((-start, mel.shape[1]), math.log(features.log_offset), dtype=mel.dtype)
             x = np.concatenate([silence, x])
-        t = self._targets(i, start * fs, end * fs)
-        t[list(labs)] = 1.0
+        t = self._targets(i, start * fs, end * fs, skip=(None if clip else on, labs))
+        t[list(labs)] = np.maximum(t[list(labs)], floor)
         return x, t
 
-    def _targets(self, i: int, a: float, b: float) -> np.ndarray:
+    def _targets(self, i: int, a: float, b: float,
+                 skip: tuple[float | None, tuple[int, ...]] | None = None) -> np.ndarray:
         """Recording ``i``'s targets for the patch ``[a, b)`` s: its weak labels, and each
         strong event the patch overlaps by half of the shorter of the two (or by
-        ``strong_overlap_s`` if that is positive and less)."""
+        ``strong_overlap_s`` if that is positive and less); ``skip`` (onset, labels): leave
+        out the events of those labels that start there (onset None: wherever they start)."""
         t = self.weak[i].copy()
         for lab_i, on, off in self.events[i]:
+            if skip is not None and lab_i in skip[1] and skip[0] in (None, on):
+                continue
             need = 0.5 * min(off - on, self.patch_s)
             if self.strong_overlap_s > 0:
                 need = min(need, self.strong_overlap_s)
             if min(b, off) - max(a, on) >= need:
                 t[lab_i] = 1.0
         return t
+
+
+def sound_start(mel: np.ndarray, features: FeatureConfig, below_peak_db: float = 20.0) -> float:
+    """Seconds into a clip's log-mel ``(frames, mels)`` where its sound starts: the first
+    frame whose mel power is within ``below_peak_db`` of the loudest frame's."""
+    x = mel.astype(np.float32)
+    m = x.max(axis=1, keepdims=True)
+    power = m[:, 0] + np.log(np.exp(x - m).sum(axis=1))  # log of each frame's summed mel power
+    first = int(np.argmax(power >= power.max() - below_peak_db * math.log(10.0) / 10.0))
+    return first * features.hop_length / features.sample_rate
 
 
 def _mel_centres_hz(features: FeatureConfig) -> np.ndarray:
@@ -606,6 +640,12 @@ def noise_classes() -> frozenset[str]:
     return frozenset(read_label_file(NEVER_EVENT_LABELS))
 
 
+def _onset_floor(cfg: DistillConfig, tail_s: float) -> float:
+    """:attr:`DistillConfig.onset_event_floor` at ``tail_s``: linear over the tails."""
+    (lo, hi), (w_lo, w_hi) = cfg.onset_event_tail_s, cfg.onset_event_floor
+    return w_hi if hi <= lo else w_lo + (w_hi - w_lo) * min(1.0, max(0.0, (tail_s - lo) / (hi - lo)))
+
+
 def _lr(step: int, total: int, warmup: int, peak: float) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -704,14 +744,19 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
     n_lab = round(cfg.batch_size * cfg.labelled_fraction)
     n_alone = max(1, round(cfg.batch_size * cfg.bed_alone_fraction))
     n_pool = cfg.batch_size - n_lab - n_alone
-    n_onset = round(n_lab * cfg.onset_events) if lab.onsets else 0
-    if cfg.onset_events > 0 and not lab.onsets:
+    clip_share = cfg.onset_clip_share if lab.clip_onsets else 0.0
+    if not lab.onsets:
+        clip_share = 1.0 if clip_share > 0.0 else 0.0
+    n_onset = round(n_lab * cfg.onset_events) if lab.onsets or clip_share else 0
+    if cfg.onset_events > 0 and not n_onset:
         log.warning("onset_events = %g, but %s holds no strong event that starts inside its "
-                    "recording: no onset examples", cfg.onset_events, cfg.train_manifest)
+                    "recording (nor clips, with onset_clip_share): no onset examples",
+                    cfg.onset_events, cfg.train_manifest)
     summary: dict[str, Any] = {"pool_train_patches": len(pool.train),
                "pool_val_patches": len(pool.val),
                "labelled_patches": len(lab.items), "val_recordings": len(val.mels),
-               "strong_onsets": len(lab.onsets), "onset_examples_per_batch": n_onset,
+               "strong_onsets": len(lab.onsets), "clip_onsets": len(lab.clip_onsets),
+               "onset_examples_per_batch": n_onset, "onset_clip_share": clip_share,
                "teacher": teacher.contract.model_version, "beds": len(beds)}
     sampler = BalancedSampler(pool, cfg.pool_balance, cfg.balance_threshold,
                               cfg.balance_min_patches, names)
@@ -730,10 +775,17 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
                 pi = sampler.draw(rng, n_pool + n_alone)
             li = rng.integers(len(lab.items), size=n_lab - n_onset)
             onset_x, onset_t = [], []
-            for k in rng.integers(len(lab.onsets), size=n_onset) if n_onset else ():
-                ox, ot = lab.onset_patch(int(k), float(rng.uniform(*cfg.onset_event_tail_s)), features)
-                onset_x.append(ox)
-                onset_t.append(ot)
+            if n_onset:  # (drawn in this order so that runs without clip onsets keep their draws)
+                from_clip = rng.random(n_onset) < clip_share if clip_share else np.zeros(n_onset, bool)
+                ks = rng.integers(len(lab.onsets), size=n_onset) if lab.onsets else np.zeros(n_onset, int)
+                kc = rng.integers(len(lab.clip_onsets), size=n_onset) if clip_share else ks
+                for j in range(n_onset):
+                    tail = float(rng.uniform(*cfg.onset_event_tail_s))
+                    clip = bool(from_clip[j])
+                    ox, ot = lab.onset_patch(int(kc[j] if clip else ks[j]), tail, features,
+                                             _onset_floor(cfg, tail), clip=clip)
+                    onset_x.append(ox)
+                    onset_t.append(ot)
             x = np.stack([pool.patch(it, frames) for it in pi]
                          + [lab.patch(int(k), frames) for k in li] + onset_x).astype(np.float32)
             hard = np.zeros((cfg.batch_size, len(names)), dtype=np.float32)
