@@ -745,8 +745,8 @@ def train(cfg: DistillConfig, resume: bool = False) -> Path:
     n_alone = max(1, round(cfg.batch_size * cfg.bed_alone_fraction))
     n_pool = cfg.batch_size - n_lab - n_alone
     clip_share = cfg.onset_clip_share if lab.clip_onsets else 0.0
-    if not lab.onsets:
-        clip_share = 1.0 if clip_share > 0.0 else 0.0
+    if clip_share and not lab.onsets:  # clip onsets are the only ones there are
+        clip_share = 1.0
     n_onset = round(n_lab * cfg.onset_events) if lab.onsets or clip_share else 0
     if cfg.onset_events > 0 and not n_onset:
         log.warning("onset_events = %g, but %s holds no strong event that starts inside its "
